@@ -1,0 +1,130 @@
+package fsmon
+
+import (
+	"time"
+)
+
+// Kind is what happened to a file, the `event` key of a report.
+type Kind uint8
+
+const (
+	KindAccess    Kind = iota + 1 // an allowed open reported because of report_access
+	KindChange                    // the file was written, created, deleted, renamed or its attributes changed
+	KindViolation                 // a block filter would have denied, but the mode is monitor
+	KindDenied                    // the open failed with EPERM
+	KindLearned                   // a block filter would have denied, but the mode is learn
+)
+
+var kindNames = [...]string{"", "access", "change", "violation", "denied", "learned"}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return "unknown"
+}
+
+// Kinds lists every Kind, for label pre-population.
+var Kinds = []Kind{KindAccess, KindChange, KindViolation, KindDenied, KindLearned}
+
+// Op is the operation behind an event, the `op` key of a report.
+type Op uint8
+
+const (
+	OpOpen Op = iota + 1
+	OpRead
+	OpWrite
+	OpExec
+	OpCreate
+	OpDelete
+	OpRename
+	OpAttrib
+)
+
+var opNames = [...]string{"", "open", "read", "write", "exec", "create", "delete", "rename", "attrib"}
+
+func (o Op) String() string {
+	if int(o) < len(opNames) {
+		return opNames[o]
+	}
+	return "unknown"
+}
+
+// Ops lists every Op.
+var Ops = []Op{OpOpen, OpRead, OpWrite, OpExec, OpCreate, OpDelete, OpRename, OpAttrib}
+
+// Mode is how a block filter's verdict is enforced.
+type Mode uint8
+
+const (
+	ModeLearn Mode = iota + 1
+	ModeMonitor
+	ModeProtect
+)
+
+var modeNames = [...]string{"", "learn", "monitor", "protect"}
+
+func (m Mode) String() string {
+	if int(m) < len(modeNames) {
+		return modeNames[m]
+	}
+	return "unknown"
+}
+
+// ParseMode turns a configuration word into a Mode.
+func ParseMode(s string) (Mode, bool) {
+	for i, n := range modeNames {
+		if i > 0 && n == s {
+			return Mode(i), true
+		}
+	}
+	return 0, false
+}
+
+// Process is what is known of the process behind an event. Zero values
+// mean unknown and are left out of reports.
+type Process struct {
+	PID            int32
+	ParentPID      int32
+	ExecutablePath string // /proc/PID/exe as the process sees it
+	ExecutableName string // comm
+	CommandLine    string // arguments joined by spaces
+	UserID         int64  // effective uid; -1 when unknown
+}
+
+// Container names the container an event came from; empty on the host.
+type Container struct {
+	ID   string // full id as the runtime writes it
+	Name string
+}
+
+// Event is one report of the engine. Events are values: a sink may keep
+// them.
+type Event struct {
+	Time      time.Time // when the kernel saw it (as close as user space can tell)
+	Kind      Kind
+	Op        Op
+	Mode      Mode
+	Profile   string
+	Filter    string
+	Path      string // as the process sees it, inside its container
+	Process   Process
+	Container Container
+	Count     int // 1, or the number of identical events folded into this one
+
+	// Decision is set on events that came from a permission decision:
+	// how long the decision took, read to answer written.
+	Decision time.Duration
+}
+
+// Sink receives every event the engine reports, in order, from one
+// goroutine. Handle must not block for long: the engine's report queue is
+// bounded and what does not fit is dropped and counted.
+type Sink interface {
+	Handle(ev *Event)
+}
+
+// SinkFunc adapts a function to Sink.
+type SinkFunc func(ev *Event)
+
+func (f SinkFunc) Handle(ev *Event) { f(ev) }

@@ -1,0 +1,66 @@
+package fsmon
+
+// MarkType is the kind of object a fanotify mark is on.
+type MarkType uint8
+
+const (
+	MarkFile MarkType = iota + 1 // an inode mark on a non-directory
+	MarkDir                      // an inode mark on a directory (covers its direct children)
+	MarkMount
+	MarkFilesystem
+)
+
+var markTypeNames = [...]string{"", "file", "dir", "mount", "filesystem"}
+
+func (t MarkType) String() string {
+	if int(t) < len(markTypeNames) {
+		return markTypeNames[t]
+	}
+	return "unknown"
+}
+
+// MarkTypes lists every MarkType.
+var MarkTypes = []MarkType{MarkFile, MarkDir, MarkMount, MarkFilesystem}
+
+// DropStage names where an event was lost.
+type DropStage string
+
+const (
+	DropReportQueue DropStage = "report_queue" // the engine's bounded queue to the sinks was full
+	DropExport      DropStage = "export"       // an exporter's own queue was full
+	DropKernel      DropStage = "kernel"       // the kernel queue overflowed (count unknown: one per overflow)
+)
+
+// OverflowSource names the kernel interface whose queue overflowed.
+type OverflowSource string
+
+const (
+	OverflowFanotify OverflowSource = "fanotify"
+	OverflowInotify  OverflowSource = "inotify"
+)
+
+// GroupState is the per-group part of the snapshot: the host or one
+// container.
+type GroupState struct {
+	Name           string // "host" or the container name or short id
+	ContainerID    string
+	Marks          map[MarkType]int
+	InotifyWatches int
+}
+
+// State is a snapshot of the engine, the successor of the seed's
+// FmonProbeData. It is read at scrape time.
+type State struct {
+	Groups           []GroupState
+	PendingEvents    int // events waiting in the report queue
+	Marks            map[MarkType]int
+	Rules            int // allow rules in force (entries of allow lists of block filters)
+	InotifyWatches   int
+	InotifyLimit     int // fs.inotify.max_user_watches
+	Overflows        map[OverflowSource]uint64
+	Drops            map[DropStage]uint64
+	DecisionTimeouts uint64 // permission decisions answered by the default after the deadline
+	PermissionEvents uint64 // permission events answered
+	NotifyEvents     uint64 // notification events read
+	Ready            bool   // every mark of the current configuration is placed
+}
