@@ -1,0 +1,59 @@
+# fsmon_exporter. `make run` and `make test` need root (fanotify needs
+# CAP_SYS_ADMIN); everything the tests need is installed or built here.
+GO        ?= go
+BIN       := fsmon_exporter
+PKG       := github.com/fsmon/fsmon_exporter
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+BRANCH    ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -s -w \
+	-X github.com/prometheus/common/version.Version=$(VERSION) \
+	-X github.com/prometheus/common/version.Revision=$(REVISION) \
+	-X github.com/prometheus/common/version.Branch=$(BRANCH) \
+	-X github.com/prometheus/common/version.BuildUser=make \
+	-X github.com/prometheus/common/version.BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
+export CGO_ENABLED ?= 0
+
+# Parts of the test suite add themselves to TEST_TARGETS from their own
+# make fragments (alerts/, dashboards/, tools/otelcol/ ...).
+TEST_TARGETS := test-go
+-include $(wildcard */*.mk)
+
+.PHONY: all build run test test-go vet fmt-check bench clean deps-debian
+all: build
+
+build: $(BIN)
+
+$(BIN): $(shell find . -name '*.go' -not -path './tools/*' 2>/dev/null) go.mod go.sum
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ .
+
+run: $(BIN)
+	./$(BIN) $(ARGS)
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+
+# Debian packages the tests use (prometheus, alertmanager, promtool,
+# busybox). Installed only when missing, so a machine that has them pays
+# nothing.
+DEBIAN_PKGS := prometheus prometheus-alertmanager busybox-static
+deps-debian:
+	@missing=""; for p in $(DEBIAN_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+test: fmt-check vet $(BIN) deps-debian $(TEST_TARGETS)
+
+test-go: $(BIN)
+	FSMON_BINARY=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 12m ./...
+
+bench: $(BIN)
+	$(MAKE) -C bench
+
+clean:
+	rm -f $(BIN)

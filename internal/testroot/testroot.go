@@ -1,0 +1,54 @@
+// Package testroot holds the rule every root-only test follows: skip with
+// a clear message when not root, except under CI (CI=true), where a skip
+// would hide a missing test and is a failure instead.
+package testroot
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// Require skips or fails t when the process is not root.
+func Require(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("this test needs root (fanotify needs CAP_SYS_ADMIN); CI runs as root, so not being root here is a failure")
+	}
+	t.Skip("needs root (fanotify needs CAP_SYS_ADMIN): run `make test` as root")
+}
+
+// RequireCommand skips or fails t when a program the test drives is
+// missing; under CI it must be there, since the Makefile installs it.
+func RequireCommand(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s not found; the Makefile should have installed it: %v", name, err)
+	}
+	t.Skipf("%s not found (make test installs it): %v", name, err)
+	return ""
+}
+
+// Binary returns the path of the built fsmon_exporter binary that
+// end-to-end tests start: $FSMON_BINARY, set by `make test`.
+func Binary(t testing.TB) string {
+	t.Helper()
+	p := os.Getenv("FSMON_BINARY")
+	if p == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("FSMON_BINARY is not set; run the tests through `make test`")
+		}
+		t.Skip("FSMON_BINARY is not set: run through `make test`, which builds the binary")
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("FSMON_BINARY=%s: %v", p, err)
+	}
+	return p
+}
