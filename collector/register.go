@@ -1,0 +1,30 @@
+package collector
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors/version"
+)
+
+// Register registers every fsmon_ metric on reg: the state collector over
+// src, the event counters (returned, to be added to the engine's sinks),
+// the reload metrics (returned, for main to Set on every load) and
+// fsmon_build_info. Go and process metrics are main's business
+// (--web.disable-exporter-metrics).
+func Register(reg prometheus.Registerer, src StateSource, containerCap int, logger *slog.Logger) (*EventMetrics, *ReloadMetrics, error) {
+	events := NewEventMetrics(containerCap)
+	reload := NewReloadMetrics()
+	for _, c := range []prometheus.Collector{
+		NewStateCollector(src, logger),
+		events,
+		reload,
+		version.NewCollector(namespace),
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, nil, fmt.Errorf("registering fsmon metrics: %w", err)
+		}
+	}
+	return events, reload, nil
+}

@@ -1,0 +1,138 @@
+package collector
+
+import (
+	"log/slog"
+	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fsmon/fsmon_exporter/fsmon"
+)
+
+// StateSource is what the state collector reads: the engine, or a fake in
+// tests. Snapshot is called once per scrape and must be safe to call from
+// any goroutine.
+type StateSource interface{ Snapshot() fsmon.State }
+
+// DecisionSource is implemented by a StateSource that keeps the permission
+// decision histogram apart from State; the collector exports it when
+// present.
+type DecisionSource interface {
+	DecisionHistogram() fsmon.HistogramSnapshot
+}
+
+// Every stage and source of package fsmon, so that a dashboard's rate()
+// has a series at 0 before the first loss, not a gap.
+var (
+	dropStages      = []fsmon.DropStage{fsmon.DropReportQueue, fsmon.DropExport, fsmon.DropKernel}
+	overflowSources = []fsmon.OverflowSource{fsmon.OverflowFanotify, fsmon.OverflowInotify}
+)
+
+type stateCollector struct {
+	src    StateSource
+	logger *slog.Logger
+
+	groups, pending, marks, rules *prometheus.Desc
+	watches, watchesLimit         *prometheus.Desc
+	overflows, dropped, timeouts  *prometheus.Desc
+	decisions, ready              *prometheus.Desc
+}
+
+// NewStateCollector returns a collector that reads src.Snapshot() once per
+// scrape and exports it as const metrics.
+func NewStateCollector(src StateSource, logger *slog.Logger) prometheus.Collector {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &stateCollector{
+		src:          src,
+		logger:       logger.With("collector", "state"),
+		groups:       desc("groups", "Monitored groups: the host and every watched container."),
+		pending:      desc("pending_file_events", "Events waiting in the engine's report queue."),
+		marks:        desc("fanotify_marks", "fanotify marks placed in the kernel, by the object they are on (file, dir, mount, filesystem).", "type"),
+		rules:        desc("fanotify_rules", "Allow rules in force: entries of the allow lists of block filters."),
+		watches:      desc("inotify_watches", "inotify watches held by fsmon_exporter."),
+		watchesLimit: desc("inotify_watches_limit", "The kernel's per-user inotify watch limit, fs.inotify.max_user_watches."),
+		overflows:    desc("kernel_queue_overflows_total", "Times a kernel event queue overflowed and events were lost, by source (fanotify, inotify).", "source"),
+		dropped:      desc("events_dropped_total", "Events lost, by stage: report_queue (engine queue to the sinks full), export (an exporter's queue full), kernel (one per kernel queue overflow; the number lost is unknown).", "stage"),
+		timeouts:     desc("permission_decision_timeouts_total", "Permission decisions answered by the configured default because the deadline passed."),
+		decisions:    desc("permission_decision_duration_seconds", "Time from reading a permission event to writing its answer, in seconds."),
+		ready:        desc("ready", "1 once every mark of the current configuration is placed, else 0."),
+	}
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		c.groups, c.pending, c.marks, c.rules, c.watches, c.watchesLimit,
+		c.overflows, c.dropped, c.timeouts, c.decisions, c.ready,
+	} {
+		ch <- d
+	}
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.src.Snapshot()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+
+	gauge(c.groups, float64(len(st.Groups)))
+	gauge(c.pending, float64(st.PendingEvents))
+	for _, t := range fsmon.MarkTypes {
+		gauge(c.marks, float64(st.Marks[t]), t.String())
+	}
+	gauge(c.rules, float64(st.Rules))
+	gauge(c.watches, float64(st.InotifyWatches))
+	gauge(c.watchesLimit, float64(st.InotifyLimit))
+	for _, s := range withExtra(overflowSources, st.Overflows) {
+		counter(c.overflows, st.Overflows[s], string(s))
+	}
+	for _, s := range withExtra(dropStages, st.Drops) {
+		counter(c.dropped, st.Drops[s], string(s))
+	}
+	counter(c.timeouts, st.DecisionTimeouts)
+	c.collectDecisions(ch)
+	ready := 0.0
+	if st.Ready {
+		ready = 1
+	}
+	gauge(c.ready, ready)
+}
+
+func (c *stateCollector) collectDecisions(ch chan<- prometheus.Metric) {
+	var h fsmon.HistogramSnapshot
+	if ds, ok := c.src.(DecisionSource); ok {
+		h = ds.DecisionHistogram()
+	}
+	// Every bucket is exported even when the engine left it out, so the
+	// series set does not change between scrapes.
+	buckets := make(map[float64]uint64, len(fsmon.DecisionBuckets))
+	for _, ub := range fsmon.DecisionBuckets {
+		buckets[ub] = h.Buckets[ub]
+	}
+	m, err := prometheus.NewConstHistogram(c.decisions, h.Count, h.Sum, buckets)
+	if err != nil {
+		c.logger.Error("decision histogram", "err", err)
+		m = prometheus.NewInvalidMetric(c.decisions, err)
+	}
+	ch <- m
+}
+
+// withExtra returns known followed by any other key of m, sorted: the
+// known ones are always present, and a stage the engine adds later is
+// exported rather than lost. Keys are typed constants of the engine, so
+// they are bounded by its code.
+func withExtra[K ~string, V any](known []K, m map[K]V) []K {
+	out := slices.Clone(known)
+	var extra []K
+	for k := range m {
+		if !slices.Contains(known, k) {
+			extra = append(extra, k)
+		}
+	}
+	slices.Sort(extra)
+	return append(out, extra...)
+}
