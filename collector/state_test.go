@@ -1,0 +1,151 @@
+package collector
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/fsmon/fsmon_exporter/fsmon"
+)
+
+// fakeState is a StateSource (and DecisionSource) with fixed numbers.
+type fakeState struct {
+	st fsmon.State
+	h  fsmon.HistogramSnapshot
+}
+
+func (f *fakeState) Snapshot() fsmon.State                      { return f.st }
+func (f *fakeState) DecisionHistogram() fsmon.HistogramSnapshot { return f.h }
+
+func sampleState() *fakeState {
+	return &fakeState{
+		st: fsmon.State{
+			Groups:           []fsmon.GroupState{{Name: "host"}, {Name: "web", ContainerID: "0123456789abcdef"}},
+			PendingEvents:    3,
+			Marks:            map[fsmon.MarkType]int{fsmon.MarkFile: 5, fsmon.MarkDir: 2},
+			Rules:            4,
+			InotifyWatches:   10,
+			InotifyLimit:     8192,
+			Overflows:        map[fsmon.OverflowSource]uint64{fsmon.OverflowFanotify: 1},
+			Drops:            map[fsmon.DropStage]uint64{fsmon.DropReportQueue: 7, fsmon.DropKernel: 1},
+			DecisionTimeouts: 2,
+			Ready:            true,
+		},
+		// Three decisions: 8µs, 30µs and 2ms.
+		h: fsmon.HistogramSnapshot{Count: 3, Sum: 0.002038, Buckets: map[float64]uint64{
+			1e-6: 0, 2.5e-6: 0, 5e-6: 0, 1e-5: 1, 2.5e-5: 1, 5e-5: 2, 1e-4: 2, 2.5e-4: 2, 5e-4: 2,
+			1e-3: 2, 2.5e-3: 3, 5e-3: 3, 1e-2: 3, 2.5e-2: 3, 5e-2: 3, 0.1: 3, 0.25: 3, 0.5: 3, 1: 3,
+		}},
+	}
+}
+
+const wantState = `# HELP fsmon_events_dropped_total Events lost, by stage: report_queue (engine queue to the sinks full), export (an exporter's queue full), kernel (one per kernel queue overflow; the number lost is unknown).
+# TYPE fsmon_events_dropped_total counter
+fsmon_events_dropped_total{stage="export"} 0
+fsmon_events_dropped_total{stage="kernel"} 1
+fsmon_events_dropped_total{stage="report_queue"} 7
+# HELP fsmon_fanotify_marks fanotify marks placed in the kernel, by the object they are on (file, dir, mount, filesystem).
+# TYPE fsmon_fanotify_marks gauge
+fsmon_fanotify_marks{type="dir"} 2
+fsmon_fanotify_marks{type="file"} 5
+fsmon_fanotify_marks{type="filesystem"} 0
+fsmon_fanotify_marks{type="mount"} 0
+# HELP fsmon_fanotify_rules Allow rules in force: entries of the allow lists of block filters.
+# TYPE fsmon_fanotify_rules gauge
+fsmon_fanotify_rules 4
+# HELP fsmon_groups Monitored groups: the host and every watched container.
+# TYPE fsmon_groups gauge
+fsmon_groups 2
+# HELP fsmon_inotify_watches inotify watches held by fsmon_exporter.
+# TYPE fsmon_inotify_watches gauge
+fsmon_inotify_watches 10
+# HELP fsmon_inotify_watches_limit The kernel's per-user inotify watch limit, fs.inotify.max_user_watches.
+# TYPE fsmon_inotify_watches_limit gauge
+fsmon_inotify_watches_limit 8192
+# HELP fsmon_kernel_queue_overflows_total Times a kernel event queue overflowed and events were lost, by source (fanotify, inotify).
+# TYPE fsmon_kernel_queue_overflows_total counter
+fsmon_kernel_queue_overflows_total{source="fanotify"} 1
+fsmon_kernel_queue_overflows_total{source="inotify"} 0
+# HELP fsmon_pending_file_events Events waiting in the engine's report queue.
+# TYPE fsmon_pending_file_events gauge
+fsmon_pending_file_events 3
+# HELP fsmon_permission_decision_duration_seconds Time from reading a permission event to writing its answer, in seconds.
+# TYPE fsmon_permission_decision_duration_seconds histogram
+fsmon_permission_decision_duration_seconds_bucket{le="1e-06"} 0
+fsmon_permission_decision_duration_seconds_bucket{le="2.5e-06"} 0
+fsmon_permission_decision_duration_seconds_bucket{le="5e-06"} 0
+fsmon_permission_decision_duration_seconds_bucket{le="1e-05"} 1
+fsmon_permission_decision_duration_seconds_bucket{le="2.5e-05"} 1
+fsmon_permission_decision_duration_seconds_bucket{le="5e-05"} 2
+fsmon_permission_decision_duration_seconds_bucket{le="0.0001"} 2
+fsmon_permission_decision_duration_seconds_bucket{le="0.00025"} 2
+fsmon_permission_decision_duration_seconds_bucket{le="0.0005"} 2
+fsmon_permission_decision_duration_seconds_bucket{le="0.001"} 2
+fsmon_permission_decision_duration_seconds_bucket{le="0.0025"} 3
+fsmon_permission_decision_duration_seconds_bucket{le="0.005"} 3
+fsmon_permission_decision_duration_seconds_bucket{le="0.01"} 3
+fsmon_permission_decision_duration_seconds_bucket{le="0.025"} 3
+fsmon_permission_decision_duration_seconds_bucket{le="0.05"} 3
+fsmon_permission_decision_duration_seconds_bucket{le="0.1"} 3
+fsmon_permission_decision_duration_seconds_bucket{le="0.25"} 3
+fsmon_permission_decision_duration_seconds_bucket{le="0.5"} 3
+fsmon_permission_decision_duration_seconds_bucket{le="1"} 3
+fsmon_permission_decision_duration_seconds_bucket{le="+Inf"} 3
+fsmon_permission_decision_duration_seconds_sum 0.002038
+fsmon_permission_decision_duration_seconds_count 3
+# HELP fsmon_permission_decision_timeouts_total Permission decisions answered by the configured default because the deadline passed.
+# TYPE fsmon_permission_decision_timeouts_total counter
+fsmon_permission_decision_timeouts_total 2
+# HELP fsmon_ready 1 once every mark of the current configuration is placed, else 0.
+# TYPE fsmon_ready gauge
+fsmon_ready 1
+`
+
+func TestStateCollector(t *testing.T) {
+	c := NewStateCollector(sampleState(), nil)
+	if err := testutil.CollectAndCompare(c, strings.NewReader(wantState)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A zero snapshot still has every labelled series at 0 and every bucket,
+// so dashboards and alerts see 0, not "no data", before anything happens.
+func TestStateCollectorZero(t *testing.T) {
+	c := NewStateCollector(&fakeState{}, nil)
+	// 1 groups + 1 pending + 4 marks + 1 rules + 2 watches + 2 overflows +
+	// 3 drops + 1 timeouts + 1 histogram + 1 ready.
+	if n := testutil.CollectAndCount(c); n != 17 {
+		t.Errorf("zero state: %d series, want 17", n)
+	}
+	const want = `# HELP fsmon_ready 1 once every mark of the current configuration is placed, else 0.
+# TYPE fsmon_ready gauge
+fsmon_ready 0
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "fsmon_ready"); err != nil {
+		t.Error(err)
+	}
+}
+
+// plainSource has no decision histogram: the histogram is exported empty.
+type plainSource struct{ st fsmon.State }
+
+func (p plainSource) Snapshot() fsmon.State { return p.st }
+
+func TestStateCollectorExtraStage(t *testing.T) {
+	src := plainSource{fsmon.State{Drops: map[fsmon.DropStage]uint64{"otel": 4}}}
+	const want = `# HELP fsmon_events_dropped_total Events lost, by stage: report_queue (engine queue to the sinks full), export (an exporter's queue full), kernel (one per kernel queue overflow; the number lost is unknown).
+# TYPE fsmon_events_dropped_total counter
+fsmon_events_dropped_total{stage="export"} 0
+fsmon_events_dropped_total{stage="kernel"} 0
+fsmon_events_dropped_total{stage="otel"} 4
+fsmon_events_dropped_total{stage="report_queue"} 0
+`
+	c := NewStateCollector(src, nil)
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "fsmon_events_dropped_total"); err != nil {
+		t.Error(err)
+	}
+	if n := testutil.CollectAndCount(c, "fsmon_permission_decision_duration_seconds"); n != 1 {
+		t.Errorf("histogram series: %d, want 1", n)
+	}
+}
