@@ -14,16 +14,17 @@ var DecisionBuckets = []float64{
 	1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1,
 }
 
-// histogram is a lock-free histogram the permission loop can observe into
+// Histogram is a lock-free histogram the permission loop can observe into
 // without allocation; the collector turns a snapshot into a const
 // histogram at scrape time, so the engine needs no Prometheus import.
-type histogram struct {
+type Histogram struct {
 	counts [20]atomic.Uint64 // one per bucket, the last is +Inf
 	sumNs  atomic.Uint64
 	count  atomic.Uint64
 }
 
-func (h *histogram) observe(d time.Duration) {
+// Observe records one duration.
+func (h *Histogram) Observe(d time.Duration) {
 	s := d.Seconds()
 	i := 0
 	for i < len(DecisionBuckets) && s > DecisionBuckets[i] {
@@ -42,7 +43,8 @@ type HistogramSnapshot struct {
 	Buckets map[float64]uint64 // upper bound (seconds) -> cumulative count
 }
 
-func (h *histogram) snapshot() HistogramSnapshot {
+// Snapshot returns the cumulative counts.
+func (h *Histogram) Snapshot() HistogramSnapshot {
 	s := HistogramSnapshot{Buckets: make(map[float64]uint64, len(DecisionBuckets))}
 	var cum uint64
 	for i, ub := range DecisionBuckets {

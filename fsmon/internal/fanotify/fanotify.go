@@ -1,0 +1,350 @@
+// Package fanotify is a thin, typed layer over fanotify(7): groups, marks,
+// reading events in batches and answering permission events. It owns the
+// group's file descriptor and knows nothing of policy.
+package fanotify
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Mask is a set of fanotify event bits.
+type Mask uint64
+
+// Event bits (fanotify_mark(2)).
+const (
+	Access       Mask = unix.FAN_ACCESS
+	Modify       Mask = unix.FAN_MODIFY
+	Attrib       Mask = unix.FAN_ATTRIB
+	CloseWrite   Mask = unix.FAN_CLOSE_WRITE
+	Open         Mask = unix.FAN_OPEN
+	MovedFrom    Mask = unix.FAN_MOVED_FROM
+	MovedTo      Mask = unix.FAN_MOVED_TO
+	Create       Mask = unix.FAN_CREATE
+	Delete       Mask = unix.FAN_DELETE
+	DeleteSelf   Mask = unix.FAN_DELETE_SELF
+	MoveSelf     Mask = unix.FAN_MOVE_SELF
+	OpenExec     Mask = unix.FAN_OPEN_EXEC
+	QOverflow    Mask = unix.FAN_Q_OVERFLOW
+	OpenPerm     Mask = unix.FAN_OPEN_PERM
+	AccessPerm   Mask = unix.FAN_ACCESS_PERM
+	OpenExecPerm Mask = unix.FAN_OPEN_EXEC_PERM
+	OnDir        Mask = unix.FAN_ONDIR
+	EventOnChild Mask = unix.FAN_EVENT_ON_CHILD
+
+	// PermEvents are the events that wait for an answer.
+	PermEvents = OpenPerm | AccessPerm | OpenExecPerm
+)
+
+// Has reports whether every bit of o is in m.
+func (m Mask) Has(o Mask) bool { return m&o == o }
+
+// Any reports whether some bit of o is in m.
+func (m Mask) Any(o Mask) bool { return m&o != 0 }
+
+// Class is the notification class of a group (fanotify_init(2)); only the
+// content classes may receive permission events.
+type Class uint
+
+const (
+	ClassNotif   Class = unix.FAN_CLASS_NOTIF
+	ClassContent Class = unix.FAN_CLASS_CONTENT
+)
+
+// Report says what a notification group's events carry beside the pid.
+type Report uint
+
+const (
+	ReportFD      Report = 0 // an open fd of the object (the only choice for content groups)
+	ReportFIDName Report = unix.FAN_REPORT_FID | unix.FAN_REPORT_DFID_NAME
+)
+
+// Queue selects the kernel queue bound.
+type Queue uint
+
+const (
+	// QueueBounded uses fs.fanotify.max_queued_events; past it events are
+	// lost for one overflow event.
+	QueueBounded Queue = 0
+	// QueueUnlimited never drops: required for permission groups, since a
+	// permission event that finds the queue full is never asked about and
+	// the access goes ahead (a flood must not become a way around a deny).
+	QueueUnlimited Queue = unix.FAN_UNLIMITED_QUEUE
+)
+
+// ErrUnsupported wraps errors of features the kernel lacks.
+var ErrUnsupported = errors.New("fanotify feature not supported by this kernel")
+
+// Group is one fanotify group.
+type Group struct {
+	fd     int
+	closed atomic.Bool
+	report Report
+}
+
+// New makes a group. eventFlags are the open(2) flags of event fds.
+func New(class Class, report Report, queue Queue) (*Group, error) {
+	flags := uint(class) | uint(report) | uint(queue) | unix.FAN_CLOEXEC | unix.FAN_UNLIMITED_MARKS
+	fd, err := unix.FanotifyInit(flags, unix.O_RDONLY|unix.O_LARGEFILE|unix.O_CLOEXEC|unix.O_NOATIME)
+	if errors.Is(err, unix.EPERM) {
+		// O_NOATIME needs ownership or CAP_FOWNER; retry without it.
+		fd, err = unix.FanotifyInit(flags, unix.O_RDONLY|unix.O_LARGEFILE|unix.O_CLOEXEC)
+	}
+	if err != nil {
+		if errors.Is(err, unix.EINVAL) {
+			return nil, fmt.Errorf("fanotify_init(%#x): %w: %w", flags, ErrUnsupported, err)
+		}
+		return nil, fmt.Errorf("fanotify_init(%#x): %w", flags, err)
+	}
+	return &Group{fd: fd, report: report}, nil
+}
+
+// FD is the group's descriptor, for polling.
+func (g *Group) FD() int { return g.fd }
+
+// Close closes the group. The kernel allows every permission event still
+// pending: the system fails open.
+func (g *Group) Close() error {
+	if g.closed.Swap(true) {
+		return nil
+	}
+	return unix.Close(g.fd)
+}
+
+// MarkObject says what a mark is on.
+type MarkObject uint
+
+const (
+	OnInode      MarkObject = 0
+	OnMount      MarkObject = unix.FAN_MARK_MOUNT
+	OnFilesystem MarkObject = unix.FAN_MARK_FILESYSTEM
+)
+
+// Add adds mask to the mark of the object dirfd refers to (an O_PATH fd).
+func (g *Group) Add(fd int, mask Mask) error {
+	if err := unix.FanotifyMark(g.fd, unix.FAN_MARK_ADD, uint64(mask), fd, ""); err != nil {
+		return fmt.Errorf("fanotify_mark(add %#x): %w", uint64(mask), err)
+	}
+	return nil
+}
+
+// Remove removes mask from the mark of the object fd refers to.
+func (g *Group) Remove(fd int, mask Mask) error {
+	if err := unix.FanotifyMark(g.fd, unix.FAN_MARK_REMOVE, uint64(mask), fd, ""); err != nil {
+		return fmt.Errorf("fanotify_mark(remove %#x): %w", uint64(mask), err)
+	}
+	return nil
+}
+
+// Verdict is the answer to a permission event.
+type Verdict uint32
+
+const (
+	Allow Verdict = unix.FAN_ALLOW
+	Deny  Verdict = unix.FAN_DENY
+)
+
+func (v Verdict) String() string {
+	if v == Deny {
+		return "deny"
+	}
+	return "allow"
+}
+
+// Respond answers the permission event whose fd is eventFD. It must be
+// called before eventFD is closed: the kernel matches answers by fd
+// number, and a reused number would take the answer meant for another.
+func (g *Group) Respond(eventFD int32, v Verdict) error {
+	resp := unix.FanotifyResponse{Fd: eventFD, Response: uint32(v)}
+	b := (*[unsafe.Sizeof(resp)]byte)(unsafe.Pointer(&resp))[:]
+	for {
+		_, err := unix.Write(g.fd, b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("fanotify response for fd %d: %w", eventFD, err)
+		}
+		return nil
+	}
+}
+
+// Read reads a batch of events into buf, returning the number of bytes.
+func (g *Group) Read(buf []byte) (int, error) {
+	for {
+		n, err := unix.Read(g.fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		return n, err
+	}
+}
+
+const metadataLen = int(unsafe.Sizeof(unix.FanotifyEventMetadata{}))
+
+// Event is one parsed event. Name, Dir and File refer into the read
+// buffer and are valid until the next Read.
+type Event struct {
+	Mask Mask
+	FD   int32 // -1 (FAN_NOFD) for FID groups and overflow
+	PID  int32
+	// FID groups: the directory entry the event is about.
+	Dir  FID
+	Name []byte
+	// FID groups: the object itself, when the kernel reports it.
+	File FID
+}
+
+// FID is a file identifier: the file system id and a file handle.
+type FID struct {
+	FSID       [8]byte
+	HandleType int32
+	Handle     []byte
+}
+
+// Valid reports whether the kernel gave this FID.
+func (f FID) Valid() bool { return len(f.Handle) > 0 }
+
+// ErrShortEvent says the kernel returned an event the parser cannot
+// trust; reading must resynchronise.
+var ErrShortEvent = errors.New("fanotify: truncated event")
+
+// Parse calls fn for each event in buf[:n]. It stops at the first
+// malformed event with ErrShortEvent.
+func Parse(buf []byte, fn func(ev *Event)) error {
+	var ev Event
+	for off := 0; off < len(buf); {
+		if len(buf)-off < metadataLen {
+			return ErrShortEvent
+		}
+		md := (*unix.FanotifyEventMetadata)(unsafe.Pointer(&buf[off]))
+		evLen := int(md.Event_len)
+		if evLen < metadataLen || off+evLen > len(buf) || md.Vers != unix.FANOTIFY_METADATA_VERSION {
+			return ErrShortEvent
+		}
+		ev = Event{Mask: Mask(md.Mask), FD: md.Fd, PID: md.Pid}
+		parseInfo(buf[off+int(md.Metadata_len):off+evLen], &ev)
+		fn(&ev)
+		off += evLen
+	}
+	return nil
+}
+
+// parseInfo reads the info records after the metadata (FID groups).
+func parseInfo(b []byte, ev *Event) {
+	for len(b) >= 4 {
+		typ := b[0]
+		l := int(binary.NativeEndian.Uint16(b[2:4]))
+		if l < 4 || l > len(b) {
+			return
+		}
+		rec := b[4:l]
+		switch typ {
+		case unix.FAN_EVENT_INFO_TYPE_FID, unix.FAN_EVENT_INFO_TYPE_DFID, unix.FAN_EVENT_INFO_TYPE_DFID_NAME:
+			fid, rest, ok := parseFID(rec)
+			if !ok {
+				break
+			}
+			if typ == unix.FAN_EVENT_INFO_TYPE_FID {
+				ev.File = fid
+			} else {
+				ev.Dir = fid
+			}
+			if typ == unix.FAN_EVENT_INFO_TYPE_DFID_NAME {
+				if i := indexNUL(rest); i >= 0 {
+					ev.Name = rest[:i]
+				}
+			}
+		}
+		b = b[l:]
+	}
+}
+
+func parseFID(rec []byte) (FID, []byte, bool) {
+	// __kernel_fsid_t fsid; struct file_handle { u32 handle_bytes; i32 handle_type; u8 f_handle[]; }
+	if len(rec) < 16 {
+		return FID{}, nil, false
+	}
+	var f FID
+	copy(f.FSID[:], rec[:8])
+	hb := int(binary.NativeEndian.Uint32(rec[8:12]))
+	f.HandleType = int32(binary.NativeEndian.Uint32(rec[12:16]))
+	if 16+hb > len(rec) {
+		return FID{}, nil, false
+	}
+	f.Handle = rec[16 : 16+hb]
+	return f, rec[16+hb:], true
+}
+
+func indexNUL(b []byte) int {
+	for i, c := range b {
+		if c == 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+// CloseFD closes an event's fd.
+func CloseFD(fd int32) {
+	if fd >= 0 {
+		unix.Close(int(fd))
+	}
+}
+
+// Fsid returns the file system id of the object fd refers to, in the form
+// FID events carry it.
+func Fsid(fd int) ([8]byte, error) {
+	var st unix.Statfs_t
+	var out [8]byte
+	if err := unix.Fstatfs(fd, &st); err != nil {
+		return out, fmt.Errorf("fstatfs: %w", err)
+	}
+	binary.NativeEndian.PutUint32(out[0:4], uint32(st.Fsid.Val[0]))
+	binary.NativeEndian.PutUint32(out[4:8], uint32(st.Fsid.Val[1]))
+	return out, nil
+}
+
+// Handle returns the file handle of the object fd refers to.
+func Handle(fd int) (int32, []byte, error) {
+	h, _, err := unix.NameToHandleAt(fd, "", unix.AT_EMPTY_PATH)
+	if err != nil {
+		return 0, nil, fmt.Errorf("name_to_handle_at: %w", err)
+	}
+	return h.Type(), append([]byte(nil), h.Bytes()...), nil
+}
+
+// OpenHandle opens the object a FID names, relative to any fd on the same
+// file system, as an O_PATH fd.
+func OpenHandle(mountFD int, f FID) (int, error) {
+	fh := unix.NewFileHandle(f.HandleType, f.Handle)
+	fd, err := unix.OpenByHandleAt(mountFD, fh, unix.O_PATH|unix.O_CLOEXEC)
+	if err != nil {
+		return -1, fmt.Errorf("open_by_handle_at: %w", err)
+	}
+	return fd, nil
+}
+
+// MaxQueuedEvents reads /proc/sys/fs/fanotify/max_queued_events.
+func MaxQueuedEvents() int { return readInt("/proc/sys/fs/fanotify/max_queued_events") }
+
+func readInt(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}

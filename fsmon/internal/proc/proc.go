@@ -1,0 +1,174 @@
+// Package proc reads the facts of a process that events report and allow
+// lists match: /proc/PID/stat, exe, cmdline and status. The root is a
+// parameter so tests can read fixtures; reading is apart from parsing.
+package proc
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrParse says a /proc file did not have the expected shape.
+var ErrParse = errors.New("proc: unexpected file contents")
+
+// FS reads /proc below Root.
+type FS struct {
+	Root string // normally /proc
+}
+
+// Stat holds the fields of /proc/PID/stat that are used.
+type Stat struct {
+	Comm      string // the process name, cut by the kernel at 15 bytes
+	PPID      int32
+	StartTime uint64 // clock ticks after boot: with the pid, the process's identity
+}
+
+func (fs FS) path(buf []byte, pid int32, file string) []byte {
+	buf = append(buf[:0], fs.Root...)
+	buf = append(buf, '/')
+	buf = strconv.AppendInt(buf, int64(pid), 10)
+	buf = append(buf, '/')
+	buf = append(buf, file...)
+	return buf
+}
+
+// readSmall reads a small /proc file into buf without the allocations of
+// os.ReadFile.
+func readSmall(p []byte, buf []byte) ([]byte, error) {
+	fd, err := unix.Open(string(p), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	n := 0
+	for n < len(buf) {
+		m, err := unix.Read(fd, buf[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+	}
+	return buf[:n], nil
+}
+
+// Stat reads /proc/PID/stat.
+func (fs FS) Stat(pid int32) (Stat, error) {
+	var pb [64]byte
+	var buf [1024]byte
+	b, err := readSmall(fs.path(pb[:0], pid, "stat"), buf[:])
+	if err != nil {
+		return Stat{}, fmt.Errorf("reading stat of pid %d: %w", pid, err)
+	}
+	return ParseStat(b)
+}
+
+// ParseStat parses the contents of /proc/PID/stat.
+func ParseStat(b []byte) (Stat, error) {
+	// pid (comm) state ppid ... ; comm may hold spaces and parentheses,
+	// so it ends at the last ')'.
+	l := bytes.IndexByte(b, '(')
+	r := bytes.LastIndexByte(b, ')')
+	if l < 0 || r < l {
+		return Stat{}, fmt.Errorf("%w: stat without (comm)", ErrParse)
+	}
+	st := Stat{Comm: string(b[l+1 : r])}
+	fields := bytes.Fields(b[r+1:])
+	// fields[0] is state (field 3); ppid is field 4, starttime field 22.
+	if len(fields) < 20 {
+		return Stat{}, fmt.Errorf("%w: stat has %d fields after comm", ErrParse, len(fields))
+	}
+	ppid, err := strconv.ParseInt(string(fields[1]), 10, 32)
+	if err != nil {
+		return Stat{}, fmt.Errorf("%w: ppid: %w", ErrParse, err)
+	}
+	start, err := strconv.ParseUint(string(fields[19]), 10, 64)
+	if err != nil {
+		return Stat{}, fmt.Errorf("%w: starttime: %w", ErrParse, err)
+	}
+	st.PPID = int32(ppid)
+	st.StartTime = start
+	return st, nil
+}
+
+// Exe reads /proc/PID/exe: the executable path as the process's mount
+// namespace sees it.
+func (fs FS) Exe(pid int32) (string, error) {
+	var pb [64]byte
+	var buf [unix.PathMax]byte
+	n, err := unix.Readlink(string(fs.path(pb[:0], pid, "exe")), buf[:])
+	if err != nil {
+		return "", fmt.Errorf("reading exe of pid %d: %w", pid, err)
+	}
+	return string(bytes.TrimSuffix(buf[:n], []byte(" (deleted)"))), nil
+}
+
+// Cmdline reads /proc/PID/cmdline, arguments joined by spaces.
+func (fs FS) Cmdline(pid int32) (string, error) {
+	var pb [64]byte
+	var buf [4096]byte
+	b, err := readSmall(fs.path(pb[:0], pid, "cmdline"), buf[:])
+	if err != nil {
+		return "", fmt.Errorf("reading cmdline of pid %d: %w", pid, err)
+	}
+	return ParseCmdline(b), nil
+}
+
+// ParseCmdline turns NUL-separated arguments into one line.
+func ParseCmdline(b []byte) string {
+	b = bytes.TrimRight(b, "\x00")
+	out := make([]byte, len(b))
+	for i, c := range b {
+		if c == 0 {
+			c = ' '
+		}
+		out[i] = c
+	}
+	return string(out)
+}
+
+// EUID reads the effective user id from /proc/PID/status.
+func (fs FS) EUID(pid int32) (int64, error) {
+	var pb [64]byte
+	var buf [4096]byte
+	b, err := readSmall(fs.path(pb[:0], pid, "status"), buf[:])
+	if err != nil {
+		return -1, fmt.Errorf("reading status of pid %d: %w", pid, err)
+	}
+	return ParseEUID(b)
+}
+
+// ParseEUID finds the effective uid in the contents of /proc/PID/status
+// ("Uid:\treal\teffective\tsaved\tfs").
+func ParseEUID(b []byte) (int64, error) {
+	i := bytes.Index(b, []byte("\nUid:"))
+	if i < 0 {
+		return -1, fmt.Errorf("%w: status without Uid", ErrParse)
+	}
+	line := b[i+5:]
+	if j := bytes.IndexByte(line, '\n'); j >= 0 {
+		line = line[:j]
+	}
+	f := bytes.Fields(line)
+	if len(f) < 2 {
+		return -1, fmt.Errorf("%w: Uid line %q", ErrParse, line)
+	}
+	return strconv.ParseInt(string(f[1]), 10, 64)
+}
+
+// OpenRoot opens /proc/PID/root as a directory fd, the root a container
+// path is resolved in.
+func (fs FS) OpenRoot(pid int32) (*os.File, error) {
+	var pb [64]byte
+	return os.OpenFile(string(fs.path(pb[:0], pid, "root")), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+}
