@@ -66,8 +66,9 @@ func TestE2EDeniedCounter(t *testing.T) {
 	}
 
 	series := `fsmon_access_denied_total{container="host",filter="secret",profile="e2e"}`
+	labels := map[string]string{"profile": "e2e", "filter": "secret", "container": "host"}
 	text := scrape(t, client, base+"/metrics", nil)
-	before := sample(t, text, "fsmon_access_denied_total", map[string]string{"profile": "e2e", "filter": "secret", "container": "host"})
+	before := sample(t, text, "fsmon_access_denied_total", labels)
 
 	out, err := catFile(secret)
 	if err == nil || !bytes.Contains(out, []byte("Operation not permitted")) {
@@ -81,14 +82,14 @@ func TestE2EDeniedCounter(t *testing.T) {
 	for after == before && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 		text = scrape(t, client, base+"/metrics", nil)
-		after = sample(t, text, "fsmon_access_denied_total", map[string]string{"profile": "e2e", "filter": "secret", "container": "host"})
+		after = sample(t, text, "fsmon_access_denied_total", labels)
 	}
 	if after != before+1 {
 		t.Fatalf("%s went from %v to %v after one denied open, want +1", series, before, after)
 	}
 	time.Sleep(500 * time.Millisecond)
 	text = scrape(t, client, base+"/metrics", nil)
-	if late := sample(t, text, "fsmon_access_denied_total", map[string]string{"profile": "e2e", "filter": "secret", "container": "host"}); late != before+1 {
+	if late := sample(t, text, "fsmon_access_denied_total", labels); late != before+1 {
 		t.Errorf("%s is %v a moment later, want %v: one open was counted more than once", series, late, before+1)
 	}
 

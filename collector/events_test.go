@@ -164,3 +164,25 @@ func TestEventMetricsConcurrentScrape(t *testing.T) {
 		t.Errorf("%d series, want 11 (10 containers + other)", n)
 	}
 }
+
+// Handle runs once per reported event on the report goroutine: it must
+// not allocate once the series exist.
+func TestHandleDoesNotAllocate(t *testing.T) {
+	m := NewEventMetrics(10)
+	ev := &fsmon.Event{Kind: fsmon.KindDenied, Op: fsmon.OpOpen, Profile: "p", Filter: "f",
+		Container: fsmon.Container{ID: fullID}}
+	m.Handle(ev)
+	if n := testing.AllocsPerRun(1000, func() { m.Handle(ev) }); n > 0 {
+		t.Errorf("Handle allocates %v times per event", n)
+	}
+}
+
+func BenchmarkHandle(b *testing.B) {
+	m := NewEventMetrics(DefaultContainerCap)
+	ev := &fsmon.Event{Kind: fsmon.KindDenied, Op: fsmon.OpOpen, Profile: "p", Filter: "f",
+		Container: fsmon.Container{Name: "web"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		m.Handle(ev)
+	}
+}
