@@ -63,4 +63,8 @@ type State struct {
 	PermissionEvents uint64 // permission events answered
 	NotifyEvents     uint64 // notification events read
 	Ready            bool   // every mark of the current configuration is placed
+
+	// Decisions is the histogram of permission decision durations, event
+	// read to answer written.
+	Decisions HistogramSnapshot
 }
