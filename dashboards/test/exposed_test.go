@@ -64,9 +64,12 @@ func (fakeState) Snapshot() fsmon.State {
 		PermissionEvents: 10,
 		NotifyEvents:     20,
 		Ready:            true,
+		Decisions:        fakeState{}.DecisionHistogram(),
 	}
 }
 
+// DecisionHistogram serves collectors that read the histogram through
+// collector.DecisionSource rather than State.Decisions.
 func (fakeState) DecisionHistogram() fsmon.HistogramSnapshot {
 	b := map[float64]uint64{}
 	for i, ub := range fsmon.DecisionBuckets {
