@@ -128,3 +128,12 @@ type Sink interface {
 type SinkFunc func(ev *Event)
 
 func (f SinkFunc) Handle(ev *Event) { f(ev) }
+
+// Sinks hands every event to each of its sinks in order.
+type Sinks []Sink
+
+func (s Sinks) Handle(ev *Event) {
+	for _, k := range s {
+		k.Handle(ev)
+	}
+}

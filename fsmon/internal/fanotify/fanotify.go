@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"sync/atomic"
 	"unsafe"
 
@@ -126,9 +127,14 @@ const (
 	OnFilesystem MarkObject = unix.FAN_MARK_FILESYSTEM
 )
 
-// Add adds mask to the mark of the object dirfd refers to (an O_PATH fd).
+// fdPath names the object an O_PATH fd refers to. fanotify_mark does not
+// take O_PATH fds as its object, but resolving /proc/self/fd/N lands on
+// exactly the inode the fd was opened on, whatever the path held.
+func fdPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+
+// Add adds mask to the mark of the object fd (an O_PATH fd) refers to.
 func (g *Group) Add(fd int, mask Mask) error {
-	if err := unix.FanotifyMark(g.fd, unix.FAN_MARK_ADD, uint64(mask), fd, ""); err != nil {
+	if err := unix.FanotifyMark(g.fd, unix.FAN_MARK_ADD, uint64(mask), unix.AT_FDCWD, fdPath(fd)); err != nil {
 		return fmt.Errorf("fanotify_mark(add %#x): %w", uint64(mask), err)
 	}
 	return nil
@@ -136,7 +142,7 @@ func (g *Group) Add(fd int, mask Mask) error {
 
 // Remove removes mask from the mark of the object fd refers to.
 func (g *Group) Remove(fd int, mask Mask) error {
-	if err := unix.FanotifyMark(g.fd, unix.FAN_MARK_REMOVE, uint64(mask), fd, ""); err != nil {
+	if err := unix.FanotifyMark(g.fd, unix.FAN_MARK_REMOVE, uint64(mask), unix.AT_FDCWD, fdPath(fd)); err != nil {
 		return fmt.Errorf("fanotify_mark(remove %#x): %w", uint64(mask), err)
 	}
 	return nil

@@ -1,0 +1,312 @@
+// Package engine is the monitor engine: it places fanotify marks and
+// inotify watches for a compiled policy, answers permission events, and
+// turns kernel events into fsmon.Events for the sinks.
+//
+// Three kernel objects, each with one job:
+//   - a content-class fanotify group with an unlimited queue answers opens
+//     (FAN_OPEN_PERM) of files that block filters or report_access cover;
+//   - a notification fanotify group reporting directory fids and names
+//     reports changes (write, attrib, create, delete, rename) with the pid
+//     of the process that made them;
+//   - inotify keeps the marks in step with the tree: new files and
+//     directories get marks, directories that go lose theirs.
+//
+// Protection belongs to the file: an inode mark on every covered file
+// (hard links and renames keep it), and a mark on the directory for its
+// children, so a file created or renamed into place later is covered from
+// its first open.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/inotify"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
+	"github.com/fsmon/fsmon_exporter/fsmon/policy"
+)
+
+// DefaultAnswer is what a permission event gets when its decision misses
+// the deadline.
+type DefaultAnswer uint8
+
+const (
+	// FailOpen allows the access: a slow daemon never stops the machine.
+	FailOpen DefaultAnswer = iota
+	// FailClosed denies it.
+	FailClosed
+)
+
+// Options configure an Engine.
+type Options struct {
+	Logger *slog.Logger
+	// ProcRoot is the proc file system, normally /proc.
+	ProcRoot string
+	// DecisionTimeout is the deadline of one permission decision, from
+	// the event being read to the answer being written.
+	DecisionTimeout time.Duration
+	// Default answers decisions past the deadline.
+	Default DefaultAnswer
+	// QueueSize bounds the queue of events waiting for the sinks.
+	QueueSize int
+	// Sink receives every event.
+	Sink fsmon.Sink
+}
+
+// Engine is the monitor engine. New makes the kernel objects; Run reads
+// events until its context ends; Apply places a policy's marks.
+type Engine struct {
+	log     *slog.Logger
+	opts    Options
+	proc    proc.FS
+	selfPID int32
+
+	perm  *fanotify.Group
+	notif *fanotify.Group
+	ino   *inotify.Instance
+	stop  int // eventfd that wakes the loops on shutdown
+
+	// applyMu serialises placement (Apply and the inotify loop).
+	applyMu sync.Mutex
+	// mu guards the tables the event loops read.
+	mu     sync.RWMutex
+	tables *tables
+	policy *policy.Policy
+	// mountFDs holds one O_PATH fd per file system, for
+	// open_by_handle_at of fids the tables do not know.
+	mountFDs map[[8]byte]int
+
+	ready atomic.Bool
+	batch *permBatch // the permission loop's current batch, shared with the watchdog
+
+	queue chan fsmon.Event
+
+	decisions      fsmon.Histogram
+	permEvents     atomic.Uint64
+	notifyEvents   atomic.Uint64
+	timeouts       atomic.Uint64
+	overflowFan    atomic.Uint64
+	overflowIno    atomic.Uint64
+	dropQueue      atomic.Uint64
+	dropKernel     atomic.Uint64
+	inotifyLimit   int
+	procs          *procCache
+	learnedMu      sync.Mutex
+	learned        map[Learned]struct{}
+	running        atomic.Bool
+	handleNotFound atomic.Uint64
+}
+
+// Learned is one (profile, filter, executable) seen in learn mode.
+type Learned struct {
+	Profile    string
+	Filter     string
+	Executable string
+}
+
+// ErrNotRoot says the process lacks the privilege fanotify needs.
+var ErrNotRoot = errors.New("fanotify permission events need root (CAP_SYS_ADMIN)")
+
+// New makes the fanotify groups and the inotify instance.
+func New(opts Options) (*Engine, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.ProcRoot == "" {
+		opts.ProcRoot = "/proc"
+	}
+	if opts.DecisionTimeout <= 0 {
+		opts.DecisionTimeout = 250 * time.Millisecond
+	}
+	if opts.QueueSize <= 0 {
+		opts.QueueSize = 8192
+	}
+	if opts.Sink == nil {
+		opts.Sink = fsmon.SinkFunc(func(*fsmon.Event) {})
+	}
+	e := &Engine{
+		log:          opts.Logger,
+		opts:         opts,
+		proc:         proc.FS{Root: opts.ProcRoot},
+		selfPID:      int32(os.Getpid()),
+		tables:       newTables(),
+		mountFDs:     map[[8]byte]int{},
+		batch:        &permBatch{},
+		queue:        make(chan fsmon.Event, opts.QueueSize),
+		inotifyLimit: inotify.WatchLimit(),
+		procs:        newProcCache(4096),
+		learned:      map[Learned]struct{}{},
+		stop:         -1,
+	}
+	var err error
+	e.perm, err = fanotify.New(fanotify.ClassContent, fanotify.ReportFD, fanotify.QueueUnlimited)
+	if err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return nil, fmt.Errorf("%w: %w", ErrNotRoot, err)
+		}
+		return nil, fmt.Errorf("permission group: %w", err)
+	}
+	e.notif, err = fanotify.New(fanotify.ClassNotif, fanotify.ReportFIDName, fanotify.QueueBounded)
+	if err != nil {
+		e.perm.Close()
+		return nil, fmt.Errorf("notification group (needs FAN_REPORT_DFID_NAME, Linux 5.9): %w", err)
+	}
+	e.ino, err = inotify.New()
+	if err != nil {
+		e.perm.Close()
+		e.notif.Close()
+		return nil, err
+	}
+	e.stop, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		e.perm.Close()
+		e.notif.Close()
+		e.ino.Close()
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	return e, nil
+}
+
+// Run reads and answers events until ctx ends. When it returns, every
+// permission event it read has been answered, the kernel objects are
+// closed (the kernel allows whatever was still queued) and every queued
+// event has been handed to the sink.
+func (e *Engine) Run(ctx context.Context) error {
+	if !e.running.CompareAndSwap(false, true) {
+		return errors.New("engine: Run called twice")
+	}
+	var loops sync.WaitGroup
+	dispatched := make(chan struct{})
+	go func() {
+		defer close(dispatched)
+		for ev := range e.queue {
+			e.opts.Sink.Handle(&ev)
+		}
+	}()
+	errc := make(chan error, 3)
+	loops.Add(3)
+	go func() { defer loops.Done(); errc <- e.permLoop() }()
+	go func() { defer loops.Done(); errc <- e.notifyLoop() }()
+	go func() { defer loops.Done(); errc <- e.inotifyLoop() }()
+	wdDone := make(chan struct{})
+	go e.watchdog(wdDone)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		e.log.Error("event loop failed", "err", err)
+	}
+	// Wake every loop; each finishes (and answers) the batch it holds.
+	var one [8]byte
+	one[0] = 1
+	unix.Write(e.stop, one[:])
+	loops.Wait()
+	close(wdDone)
+	e.perm.Close()
+	e.notif.Close()
+	e.ino.Close()
+	unix.Close(e.stop)
+	close(e.queue)
+	<-dispatched
+	return err
+}
+
+// Ready reports whether every mark of the current policy is placed.
+func (e *Engine) Ready() bool { return e.ready.Load() }
+
+// enqueue hands an event to the sinks without ever blocking.
+func (e *Engine) enqueue(ev *fsmon.Event) {
+	select {
+	case e.queue <- *ev:
+	default:
+		e.dropQueue.Add(1)
+	}
+}
+
+// LearnedSet returns the (profile, filter, executable) triples seen in
+// learn mode, for turning into a profile.
+func (e *Engine) LearnedSet() []Learned {
+	e.learnedMu.Lock()
+	defer e.learnedMu.Unlock()
+	out := make([]Learned, 0, len(e.learned))
+	for l := range e.learned {
+		out = append(out, l)
+	}
+	return out
+}
+
+func (e *Engine) learn(l Learned) {
+	e.learnedMu.Lock()
+	if len(e.learned) < 100000 {
+		e.learned[l] = struct{}{}
+	}
+	e.learnedMu.Unlock()
+}
+
+// Snapshot returns the state of the engine.
+func (e *Engine) Snapshot() fsmon.State {
+	e.mu.RLock()
+	marks := e.tables.markCounts()
+	watches := len(e.tables.wds)
+	rules := 0
+	if e.policy != nil {
+		rules = e.policy.AllowRules()
+	}
+	e.mu.RUnlock()
+	total := map[fsmon.MarkType]int{}
+	for k, v := range marks {
+		total[k] = v
+	}
+	return fsmon.State{
+		Groups:         []fsmon.GroupState{{Name: "host", Marks: marks, InotifyWatches: watches}},
+		PendingEvents:  len(e.queue),
+		Marks:          total,
+		Rules:          rules,
+		InotifyWatches: watches,
+		InotifyLimit:   e.inotifyLimit,
+		Overflows: map[fsmon.OverflowSource]uint64{
+			fsmon.OverflowFanotify: e.overflowFan.Load(),
+			fsmon.OverflowInotify:  e.overflowIno.Load(),
+		},
+		Drops: map[fsmon.DropStage]uint64{
+			fsmon.DropReportQueue: e.dropQueue.Load(),
+			fsmon.DropKernel:      e.dropKernel.Load(),
+		},
+		DecisionTimeouts: e.timeouts.Load(),
+		PermissionEvents: e.permEvents.Load(),
+		NotifyEvents:     e.notifyEvents.Load(),
+		Ready:            e.ready.Load(),
+		Decisions:        e.decisions.Snapshot(),
+	}
+}
+
+// waitReadable polls fd and the stop eventfd. It reports whether fd has
+// events and whether the engine is stopping; events already queued are
+// still read once stopping, so that they get a real answer.
+func (e *Engine) waitReadable(fd int) (readable, stopping bool, err error) {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(e.stop), Events: unix.POLLIN}}
+	for {
+		_, err := unix.Poll(fds, -1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return false, false, fmt.Errorf("poll: %w", err)
+		}
+		if fds[0].Revents&(unix.POLLERR|unix.POLLNVAL) != 0 {
+			return false, false, fmt.Errorf("poll: fd %d revents %#x", fd, fds[0].Revents)
+		}
+		return fds[0].Revents&unix.POLLIN != 0, fds[1].Revents != 0, nil
+	}
+}

@@ -1,0 +1,288 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/inotify"
+	"github.com/fsmon/fsmon_exporter/fsmon/policy"
+)
+
+// changeOps maps notification bits to report operations, in the order
+// they are reported when the kernel merged several into one event.
+var changeOps = []struct {
+	mask fanotify.Mask
+	op   fsmon.Op
+}{
+	{fanotify.Create, fsmon.OpCreate},
+	{fanotify.MovedFrom | fanotify.MovedTo, fsmon.OpRename},
+	{fanotify.Modify, fsmon.OpWrite},
+	{fanotify.Attrib, fsmon.OpAttrib},
+	{fanotify.Delete | fanotify.DeleteSelf, fsmon.OpDelete},
+}
+
+func (e *Engine) notifyLoop() error {
+	buf := make([]byte, 256<<10)
+	var rules []*policy.Rule
+	for {
+		readable, stopping, err := e.waitReadable(e.notif.FD())
+		if err != nil {
+			return err
+		}
+		if !readable {
+			if stopping {
+				return nil
+			}
+			continue
+		}
+		n, err := e.notif.Read(buf)
+		if err != nil {
+			if errors.Is(err, unix.EAGAIN) {
+				continue
+			}
+			return fmt.Errorf("reading notification events: %w", err)
+		}
+		now := time.Now()
+		perr := fanotify.Parse(buf[:n], func(ev *fanotify.Event) {
+			if ev.Mask.Any(fanotify.QOverflow) {
+				e.overflowFan.Add(1)
+				e.dropKernel.Add(1)
+				return
+			}
+			e.notifyEvents.Add(1)
+			if ev.PID == e.selfPID {
+				return
+			}
+			rules = e.notifyEvent(ev, now, rules[:0])
+		})
+		if perr != nil {
+			e.log.Warn("malformed notification event batch", "err", perr)
+		}
+	}
+}
+
+// keyBuf builds a fid key without allocating; map lookups with
+// string(keyBuf) do not allocate either.
+func keyBuf(buf []byte, f fanotify.FID) []byte {
+	buf = append(buf[:0], f.FSID[:]...)
+	t := f.HandleType
+	buf = append(buf, byte(t), byte(t>>8), byte(t>>16), byte(t>>24))
+	return append(buf, f.Handle...)
+}
+
+func (e *Engine) notifyEvent(ev *fanotify.Event, now time.Time, rules []*policy.Rule) []*policy.Rule {
+	var kb [160]byte
+	var p string
+	name := string(ev.Name)
+	e.mu.RLock()
+	var dir *dirEntry
+	if ev.Dir.Valid() {
+		dir = e.tables.dirsByHandle[string(keyBuf(kb[:0], ev.Dir))]
+	}
+	if dir != nil && name != "" {
+		rules = dir.covers(name, rules)
+		p = join(dir.path, name)
+	}
+	var file *fileEntry
+	if len(rules) == 0 && ev.File.Valid() {
+		// Not through a directory we mark: a covered file reached by
+		// another link.
+		if file = e.tables.filesByHandle[string(keyBuf(kb[:0], ev.File))]; file != nil {
+			rules = append(rules, file.rules...)
+		}
+	}
+	e.mu.RUnlock()
+	if len(rules) == 0 {
+		return rules
+	}
+	if file != nil {
+		p = file.path
+		if dp := e.resolveFID(ev.Dir); dp != "" && name != "" {
+			p = join(dp, name)
+		}
+	}
+	rule := pickRule(rules)
+	proc := e.process(ev.PID, "", "", false)
+	for _, co := range changeOps {
+		if !ev.Mask.Any(co.mask) {
+			continue
+		}
+		out := fsmon.Event{
+			Time:    now,
+			Kind:    fsmon.KindChange,
+			Op:      co.op,
+			Mode:    rule.Mode,
+			Profile: rule.Profile.Name,
+			Filter:  rule.Name,
+			Path:    p,
+			Process: proc,
+			Count:   1,
+		}
+		e.enqueue(&out)
+	}
+	return rules
+}
+
+// pickRule chooses the rule a change is reported under: a block filter
+// before a monitor one, then the first in the configuration.
+func pickRule(rules []*policy.Rule) *policy.Rule {
+	best := rules[0]
+	for _, r := range rules[1:] {
+		if r.Blocks() && !best.Blocks() || r.Blocks() == best.Blocks() && r.ID < best.ID {
+			best = r
+		}
+	}
+	return best
+}
+
+// resolveFID finds the path of a directory fid the tables do not know.
+func (e *Engine) resolveFID(f fanotify.FID) string {
+	if !f.Valid() {
+		return ""
+	}
+	e.mu.RLock()
+	mfd, ok := e.mountFDs[f.FSID]
+	e.mu.RUnlock()
+	if !ok {
+		return ""
+	}
+	fd, err := fanotify.OpenHandle(mfd, f)
+	if err != nil {
+		return ""
+	}
+	defer unix.Close(fd)
+	return readlinkFD(fd)
+}
+
+// inotifyLoop keeps the tables in step with the tree.
+func (e *Engine) inotifyLoop() error {
+	buf := make([]byte, 64<<10)
+	for {
+		readable, stopping, err := e.waitReadable(e.ino.FD())
+		if err != nil {
+			return err
+		}
+		if !readable {
+			if stopping {
+				return nil
+			}
+			continue
+		}
+		n, err := e.ino.Read(buf)
+		if err != nil {
+			if errors.Is(err, unix.EAGAIN) {
+				continue
+			}
+			return fmt.Errorf("reading inotify events: %w", err)
+		}
+		overflow := false
+		perr := inotify.Parse(buf[:n], func(ev *inotify.Event) {
+			if ev.Mask.Has(inotify.QOverflow) {
+				overflow = true
+				return
+			}
+			e.treeEvent(ev)
+		})
+		if perr != nil {
+			e.log.Warn("malformed inotify batch", "err", perr)
+		}
+		if overflow {
+			// Some creations were missed: walk again, which adds what is
+			// missing and keeps what is there.
+			e.overflowIno.Add(1)
+			e.log.Warn("inotify queue overflowed; walking the tree again (raise fs.inotify.max_queued_events)")
+			e.rewalk()
+		}
+	}
+}
+
+func (e *Engine) treeEvent(ev *inotify.Event) {
+	e.applyMu.Lock()
+	defer e.applyMu.Unlock()
+	e.mu.RLock()
+	d := e.tables.wds[ev.WD]
+	e.mu.RUnlock()
+	if d == nil {
+		return
+	}
+	switch {
+	case ev.Mask.Any(inotify.Ignored | inotify.DeleteSelf | inotify.MoveSelf):
+		// The directory is gone or elsewhere: its name no longer leads
+		// to it. Files in it keep their own marks.
+		e.dropDir(d, ev.Mask.Has(inotify.Ignored))
+	case ev.Mask.Any(inotify.Create | inotify.MovedTo):
+		name := string(ev.Name)
+		if name == "" {
+			return
+		}
+		w := e.newWalker(e.tables)
+		defer w.close()
+		typ := uint8(unix.DT_UNKNOWN)
+		if ev.Mask.Has(inotify.IsDir) {
+			typ = unix.DT_DIR
+		}
+		pfd, err := w.openIn(d.path, unix.O_DIRECTORY, 0)
+		if err != nil {
+			return
+		}
+		defer unix.Close(pfd)
+		var st unix.Stat_t
+		if unix.Fstat(pfd, &st) != nil || (devIno{st.Dev, st.Ino}) != d.id {
+			return
+		}
+		if typ == unix.DT_UNKNOWN {
+			// A file: follow a symlink, as the walk does, within the root.
+			typ = unix.DT_LNK
+		}
+		w.child(pfd, d.path, d.comps, name, typ, d.rels, len(d.comps))
+	}
+}
+
+// dropDir forgets a directory and removes its marks and watch.
+func (e *Engine) dropDir(d *dirEntry, watchGone bool) {
+	e.mu.Lock()
+	delete(e.tables.dirs, d.id)
+	if e.tables.dirsByReal[d.real] == d {
+		delete(e.tables.dirsByReal, d.real)
+	}
+	delete(e.tables.dirsByHandle, d.handle)
+	delete(e.tables.wds, d.wd)
+	e.mu.Unlock()
+	if !watchGone && d.wd >= 0 {
+		e.ino.Remove(d.wd)
+	}
+	e.unmark(d.handle, d.perm, d.notif)
+}
+
+// unmark removes mask bits from the object a fid key names.
+func (e *Engine) unmark(key string, perm, notif fanotify.Mask) {
+	if len(key) < 12 || perm == 0 && notif == 0 {
+		return
+	}
+	var f fanotify.FID
+	copy(f.FSID[:], key[:8])
+	f.HandleType = int32(uint32(key[8]) | uint32(key[9])<<8 | uint32(key[10])<<16 | uint32(key[11])<<24)
+	f.Handle = []byte(key[12:])
+	e.mu.RLock()
+	mfd, ok := e.mountFDs[f.FSID]
+	e.mu.RUnlock()
+	if !ok {
+		return
+	}
+	fd, err := fanotify.OpenHandle(mfd, f)
+	if err != nil {
+		return // gone: so are its marks
+	}
+	defer unix.Close(fd)
+	if perm != 0 {
+		e.perm.Remove(fd, perm)
+	}
+	if notif != 0 {
+		e.notif.Remove(fd, notif)
+	}
+}

@@ -1,0 +1,332 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
+	"github.com/fsmon/fsmon_exporter/fsmon/policy"
+)
+
+const (
+	permBufSize = 64 << 10
+	// a permission event without info records is 24 bytes.
+	maxPermSlots = permBufSize / 24
+)
+
+// Slot states, in the low two bits of permSlot.state; the rest is the
+// batch generation, so that a late watchdog can never claim the slot of a
+// later batch.
+const (
+	slotPending  = 0
+	slotLoop     = 1 // answered by the loop
+	slotWatchdog = 2 // being answered by the watchdog
+	slotDefault  = 3 // answered by the watchdog with the default
+)
+
+type permSlot struct {
+	fd    int32
+	pid   int32
+	mask  fanotify.Mask
+	state atomic.Uint64
+}
+
+// permBatch is the batch the loop is working on, shared with the
+// watchdog.
+type permBatch struct {
+	gen   atomic.Uint64
+	start atomic.Int64 // unix nanoseconds the batch was read; 0 when idle
+	n     atomic.Int32
+	slots [maxPermSlots]permSlot
+}
+
+// decision is the loop's scratch space, reused for every event so the
+// permission path does not allocate for events it does not report.
+type decision struct {
+	rules   []*policy.Rule
+	rule    *policy.Rule
+	kind    fsmon.Kind
+	verdict fanotify.Verdict
+	path    string
+	proc    fsmon.Process
+	pathBuf [unix.PathMax]byte
+}
+
+func (e *Engine) permLoop() error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	buf := make([]byte, permBufSize)
+	b := e.batch
+	var d decision
+	for {
+		readable, stopping, err := e.waitReadable(e.perm.FD())
+		if err != nil {
+			return err
+		}
+		if !readable {
+			if stopping {
+				return nil
+			}
+			continue
+		}
+		n, err := e.perm.Read(buf)
+		if err != nil {
+			if errors.Is(err, unix.EAGAIN) {
+				continue
+			}
+			return fmt.Errorf("reading permission events: %w", err)
+		}
+		readAt := time.Now()
+		gen := b.gen.Add(1)
+		cnt := 0
+		perr := fanotify.Parse(buf[:n], func(ev *fanotify.Event) {
+			if ev.Mask.Any(fanotify.QOverflow) {
+				e.overflowFan.Add(1)
+				e.dropKernel.Add(1)
+				return
+			}
+			if ev.FD < 0 || cnt >= maxPermSlots {
+				return
+			}
+			s := &b.slots[cnt]
+			s.fd, s.pid, s.mask = ev.FD, ev.PID, ev.Mask
+			s.state.Store(gen << 2)
+			cnt++
+		})
+		b.n.Store(int32(cnt))
+		b.start.Store(readAt.UnixNano())
+		for i := 0; i < cnt; i++ {
+			e.handlePerm(&b.slots[i], gen, readAt, &d)
+		}
+		b.start.Store(0)
+		if perr != nil {
+			e.log.Warn("malformed permission event batch", "err", perr)
+		}
+	}
+}
+
+// answer writes the verdict unless the watchdog already answered; it
+// reports whether the loop's verdict is the one the kernel got.
+func (e *Engine) answer(s *permSlot, gen uint64, v fanotify.Verdict) bool {
+	if s.state.CompareAndSwap(gen<<2|slotPending, gen<<2|slotLoop) {
+		if err := e.perm.Respond(s.fd, v); err != nil {
+			e.log.Error("answering permission event", "err", err)
+		}
+		return true
+	}
+	// The watchdog claimed it: wait for its write before the fd may be
+	// closed, so the number cannot be reused under its answer.
+	for s.state.Load() != gen<<2|slotDefault {
+		runtime.Gosched()
+	}
+	return false
+}
+
+func (e *Engine) handlePerm(s *permSlot, gen uint64, readAt time.Time, d *decision) {
+	e.permEvents.Add(1)
+	defer fanotify.CloseFD(s.fd)
+	if s.pid == e.selfPID {
+		// Our own opens are answered at once, never decided.
+		e.answer(s, gen, fanotify.Allow)
+		return
+	}
+	e.decide(s, d)
+	ours := e.answer(s, gen, d.verdict)
+	took := time.Since(readAt)
+	e.decisions.Observe(took)
+	if !ours || d.kind == 0 {
+		return
+	}
+	op := fsmon.OpOpen
+	if s.mask.Any(fanotify.OpenExecPerm) {
+		op = fsmon.OpExec
+	}
+	ev := fsmon.Event{
+		Time:     readAt,
+		Kind:     d.kind,
+		Op:       op,
+		Mode:     d.rule.Mode,
+		Profile:  d.rule.Profile.Name,
+		Filter:   d.rule.Name,
+		Path:     d.path,
+		Process:  d.proc,
+		Count:    1,
+		Decision: took,
+	}
+	e.enqueue(&ev)
+}
+
+// severity orders outcomes: the most severe one is reported.
+func severity(k fsmon.Kind) int {
+	switch k {
+	case fsmon.KindDenied:
+		return 4
+	case fsmon.KindViolation:
+		return 3
+	case fsmon.KindLearned:
+		return 2
+	case fsmon.KindAccess:
+		return 1
+	}
+	return 0
+}
+
+// decide works out the verdict of one permission event.
+func (e *Engine) decide(s *permSlot, d *decision) {
+	d.rules = d.rules[:0]
+	d.rule, d.kind, d.verdict, d.path, d.proc = nil, 0, fanotify.Allow, "", fsmon.Process{}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(s.fd), &st); err != nil {
+		return
+	}
+	id := devIno{st.Dev, st.Ino}
+	e.mu.RLock()
+	if f := e.tables.files[id]; f != nil {
+		d.rules = append(d.rules, f.rules...)
+	}
+	e.mu.RUnlock()
+	real := e.fdPath(s.fd, d)
+	if len(d.rules) == 0 {
+		i := strings.LastIndexByte(real, '/')
+		if i < 0 {
+			return
+		}
+		dir := real[:i]
+		if dir == "" {
+			dir = "/"
+		}
+		e.mu.RLock()
+		if de := e.tables.dirsByReal[dir]; de != nil {
+			d.rules = de.covers(real[i+1:], d.rules)
+		}
+		e.mu.RUnlock()
+		if len(d.rules) == 0 {
+			return
+		}
+	}
+	blocks := false
+	for _, r := range d.rules {
+		if r.Blocks() {
+			blocks = true
+		}
+	}
+	var exe, comm string
+	if blocks {
+		exe, comm = e.identify(s.pid)
+	}
+	for _, r := range d.rules {
+		var k fsmon.Kind
+		switch {
+		case r.Blocks() && !r.Allows(exe, comm):
+			switch r.Mode {
+			case fsmon.ModeProtect:
+				k = fsmon.KindDenied
+			case fsmon.ModeLearn:
+				k = fsmon.KindLearned
+			default:
+				k = fsmon.KindViolation
+			}
+		case r.ReportAccess:
+			k = fsmon.KindAccess
+		}
+		if severity(k) > severity(d.kind) {
+			d.kind, d.rule = k, r
+		}
+	}
+	if d.kind == 0 {
+		return
+	}
+	if d.kind == fsmon.KindDenied {
+		d.verdict = fanotify.Deny
+	}
+	if d.kind == fsmon.KindLearned {
+		e.learn(Learned{Profile: d.rule.Profile.Name, Filter: d.rule.Name, Executable: exe})
+	}
+	// The opener waits for the answer, so its facts can still be read;
+	// only events that are reported pay for this.
+	d.path = strings.Clone(real)
+	d.proc = e.process(s.pid, exe, comm, blocks)
+}
+
+// fdPath is the path of an event fd as the daemon's mount namespace sees
+// it: for a container's file, the path inside the container's mounts.
+func (e *Engine) fdPath(fd int32, d *decision) string {
+	var pb [32]byte
+	p := append(pb[:0], "/proc/self/fd/"...)
+	p = appendInt(p, int(fd))
+	n, err := unix.Readlink(string(p), d.pathBuf[:])
+	if err != nil {
+		return ""
+	}
+	return unsafeString(d.pathBuf[:n])
+}
+
+func appendInt(b []byte, n int) []byte {
+	var tmp [20]byte
+	i := len(tmp)
+	for {
+		i--
+		tmp[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			break
+		}
+	}
+	return append(b, tmp[i:]...)
+}
+
+// watchdog answers the loop's batch with the default once it is older
+// than the deadline.
+func (e *Engine) watchdog(done <-chan struct{}) {
+	tick := e.opts.DecisionTimeout / 4
+	if tick < time.Millisecond {
+		tick = time.Millisecond
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	v := fanotify.Allow
+	if e.opts.Default == FailClosed {
+		v = fanotify.Deny
+	}
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		b := e.batch
+		// Seqlock: start is only trusted as the start of batch gen when
+		// gen is the same before and after it is read. The loop zeroes
+		// start before it moves to the next generation, and a slot of a
+		// later batch never matches gen in the CAS below.
+		gen := b.gen.Load()
+		start := b.start.Load()
+		if gen != b.gen.Load() || start == 0 || time.Since(time.Unix(0, start)) < e.opts.DecisionTimeout {
+			continue
+		}
+		n := int(b.n.Load())
+		late := 0
+		for i := 0; i < n; i++ {
+			s := &b.slots[i]
+			if s.state.CompareAndSwap(gen<<2|slotPending, gen<<2|slotWatchdog) {
+				if err := e.perm.Respond(s.fd, v); err != nil {
+					e.log.Error("answering late permission event", "err", err)
+				}
+				s.state.Store(gen<<2 | slotDefault)
+				late++
+			}
+		}
+		if late > 0 {
+			e.timeouts.Add(uint64(late))
+			e.log.Warn("permission decisions missed their deadline; default answer written",
+				"count", late, "deadline", e.opts.DecisionTimeout, "answer", v.String())
+		}
+	}
+}

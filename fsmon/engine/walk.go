@@ -1,0 +1,398 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/inotify"
+	"github.com/fsmon/fsmon_exporter/fsmon/policy"
+)
+
+const (
+	// permDirMask asks for opens of a directory's children.
+	permDirMask = fanotify.OpenPerm | fanotify.OpenExecPerm | fanotify.EventOnChild
+	// permFileMask asks for opens of the file itself.
+	permFileMask = fanotify.OpenPerm | fanotify.OpenExecPerm
+	// notifDirMask asks for every change of a directory's entries.
+	notifDirMask = fanotify.Modify | fanotify.Attrib | fanotify.Create | fanotify.Delete |
+		fanotify.MovedFrom | fanotify.MovedTo | fanotify.EventOnChild | fanotify.OnDir
+	// notifFileMask follows a covered file wherever it is linked.
+	notifFileMask = fanotify.Modify | fanotify.Attrib
+	// inotifyDirMask keeps the tables in step with the tree.
+	inotifyDirMask = inotify.Create | inotify.MovedTo | inotify.DeleteSelf | inotify.MoveSelf | inotify.OnlyDir
+	// maxDepth bounds a walk whatever the tree holds.
+	maxDepth = 64
+)
+
+// walker places the marks of a set of rules below one root.
+type walker struct {
+	e      *Engine
+	t      *tables
+	rootFD int // O_PATH fd of the root every path is resolved in
+	fsids  map[uint64][8]byte
+	errs   int
+	first  error
+}
+
+func (w *walker) fail(what string, err error) {
+	w.errs++
+	if w.first == nil {
+		w.first = fmt.Errorf("%s: %w", what, err)
+	}
+	w.e.log.Debug("placing marks", "what", what, "err", err)
+}
+
+// openIn resolves p (absolute, in the walker's root) confined to that
+// root: symlinks and ".." cannot lead out of it.
+func (w *walker) openIn(p string, flags uint64, resolve uint64) (int, error) {
+	how := unix.OpenHow{Flags: flags | unix.O_PATH | unix.O_CLOEXEC, Resolve: resolve | unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
+	rel := strings.TrimPrefix(p, "/")
+	if rel == "" {
+		rel = "."
+	}
+	for {
+		fd, err := unix.Openat2(w.rootFD, rel, &how)
+		if err == unix.EINTR || err == unix.EAGAIN {
+			continue
+		}
+		return fd, err
+	}
+}
+
+// walkRules places marks for rules from the root down.
+func (w *walker) walkRules(rules []*policy.Rule) {
+	var rels []ruleRel
+	for _, r := range rules {
+		if rel := r.RelationOf(nil); rel != 0 {
+			rels = append(rels, ruleRel{r, rel})
+		}
+	}
+	fd, err := w.openIn("/", unix.O_DIRECTORY, 0)
+	if err != nil {
+		w.fail("/", err)
+		return
+	}
+	defer unix.Close(fd)
+	w.visitDir(fd, "/", nil, rels, 0)
+}
+
+func split(p string) []string {
+	p = strings.Trim(p, "/")
+	if p == "" {
+		return nil
+	}
+	return strings.Split(p, "/")
+}
+
+func join(dir, name string) string {
+	if dir == "/" {
+		return "/" + name
+	}
+	return dir + "/" + name
+}
+
+// mergeRels adds the pairs of add that d lacks, and reports whether any
+// was added.
+func mergeRels(d *dirEntry, add []ruleRel) bool {
+	added := false
+	for _, a := range add {
+		found := false
+		for i, x := range d.rels {
+			if x.rule == a.rule {
+				if x.rel|a.rel != x.rel {
+					d.rels[i].rel |= a.rel
+					added = true
+				}
+				found = true
+				break
+			}
+		}
+		if !found {
+			d.rels = append(d.rels, a)
+			added = true
+		}
+	}
+	return added
+}
+
+func (w *walker) fsid(fd int, dev uint64) [8]byte {
+	if f, ok := w.fsids[dev]; ok {
+		return f
+	}
+	f, err := fanotify.Fsid(fd)
+	if err != nil {
+		w.fail("fstatfs", err)
+	}
+	w.fsids[dev] = f
+	w.e.mu.Lock()
+	if _, ok := w.e.mountFDs[f]; !ok {
+		if dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0); err == nil {
+			w.e.mountFDs[f] = dup
+		}
+	}
+	w.e.mu.Unlock()
+	return f
+}
+
+func (w *walker) handleKey(fd int, dev uint64) string {
+	typ, h, err := fanotify.Handle(fd)
+	if err != nil {
+		return ""
+	}
+	return fidKey(w.fsid(fd, dev), typ, h)
+}
+
+func readlinkFD(fd int) string {
+	var buf [unix.PathMax]byte
+	n, err := unix.Readlink("/proc/self/fd/"+strconv.Itoa(fd), buf[:])
+	if err != nil {
+		return ""
+	}
+	return string(buf[:n])
+}
+
+// visitDir records and marks the directory fd refers to, then its
+// children that the rules reach.
+func (w *walker) visitDir(fd int, logical string, comps []string, rels []ruleRel, depth int) {
+	if depth > maxDepth || len(rels) == 0 {
+		return
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		w.fail(logical, err)
+		return
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return
+	}
+	id := devIno{st.Dev, st.Ino}
+	w.e.mu.Lock()
+	d := w.t.dirs[id]
+	isNew := d == nil
+	if isNew {
+		d = &dirEntry{id: id, path: logical, comps: comps, wd: -1}
+		w.t.dirs[id] = d
+	}
+	if !mergeRels(d, rels) && !isNew {
+		w.e.mu.Unlock()
+		return
+	}
+	w.e.mu.Unlock()
+	if isNew {
+		real := readlinkFD(fd)
+		key := w.handleKey(fd, st.Dev)
+		w.e.mu.Lock()
+		d.real, d.handle = real, key
+		if real != "" {
+			w.t.dirsByReal[real] = d
+		}
+		if key != "" {
+			w.t.dirsByHandle[key] = d
+		}
+		w.e.mu.Unlock()
+	}
+	var perm, notif fanotify.Mask
+	for _, rr := range d.rels {
+		if rr.rel.Covers() {
+			notif = notifDirMask
+			if rr.rule.WantsOpens() {
+				perm = permDirMask
+			}
+		}
+	}
+	w.mark(fd, logical, &d.perm, perm, &d.notif, notif)
+	if d.wd < 0 {
+		wd, err := w.e.ino.AddFD(fd, inotifyDirMask)
+		if err != nil {
+			w.fail(logical, err)
+		} else {
+			w.e.mu.Lock()
+			d.wd = wd
+			w.t.wds[wd] = d
+			w.e.mu.Unlock()
+		}
+	}
+	w.children(fd, d, logical, comps, rels, depth)
+}
+
+// mark adds the missing bits of the wanted masks to both groups.
+func (w *walker) mark(fd int, what string, havePerm *fanotify.Mask, perm fanotify.Mask, haveNotif *fanotify.Mask, notif fanotify.Mask) {
+	if add := perm &^ *havePerm; add != 0 {
+		if err := w.e.perm.Add(fd, *havePerm|add); err != nil {
+			w.fail(what, err)
+		} else {
+			w.e.mu.Lock()
+			*havePerm |= add
+			w.e.mu.Unlock()
+		}
+	}
+	if add := notif &^ *haveNotif; add != 0 {
+		if err := w.e.notif.Add(fd, *haveNotif|add); err != nil {
+			w.fail(what, err)
+		} else {
+			w.e.mu.Lock()
+			*haveNotif |= add
+			w.e.mu.Unlock()
+		}
+	}
+}
+
+// children visits what the rules reach below the directory: by name when
+// every rule spells the next component out, by reading it otherwise.
+func (w *walker) children(fd int, d *dirEntry, logical string, comps []string, rels []ruleRel, depth int) {
+	k := len(comps)
+	var names []string
+	needList := false
+	for _, rr := range rels {
+		switch {
+		case rr.rel.Has(policy.RelPath) || rr.rel.Has(policy.RelUnder):
+			needList = true
+		case rr.rel.Has(policy.RelParent) || rr.rel.Has(policy.RelScaffold):
+			if n, ok := rr.rule.LiteralAt(k); ok {
+				names = append(names, n)
+			} else {
+				needList = true
+			}
+		}
+	}
+	if !needList {
+		seen := map[string]bool{}
+		for _, n := range names {
+			if !seen[n] {
+				seen[n] = true
+				w.child(fd, logical, comps, n, unix.DT_UNKNOWN, rels, depth)
+			}
+		}
+		return
+	}
+	dfd, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		w.fail(logical, err)
+		return
+	}
+	f := os.NewFile(uintptr(dfd), logical)
+	defer f.Close()
+	for {
+		ents, err := f.ReadDir(1024)
+		for _, de := range ents {
+			typ := uint8(unix.DT_UNKNOWN)
+			switch {
+			case de.Type().IsDir():
+				typ = unix.DT_DIR
+			case de.Type()&os.ModeSymlink != 0:
+				typ = unix.DT_LNK
+			case de.Type().IsRegular():
+				typ = unix.DT_REG
+			}
+			w.child(fd, logical, comps, de.Name(), typ, rels, depth)
+		}
+		if err != nil || len(ents) == 0 {
+			break
+		}
+	}
+}
+
+// child handles one entry of a directory.
+func (w *walker) child(parentFD int, logical string, comps []string, name string, typ uint8, rels []ruleRel, depth int) {
+	var sub []ruleRel
+	followLink := false
+	for _, rr := range rels {
+		if rel := rr.rule.ChildRelation(comps, rr.rel, name); rel != 0 {
+			sub = append(sub, ruleRel{rr.rule, rel})
+			if lit, ok := rr.rule.LiteralAt(len(comps)); ok && lit == name {
+				followLink = true
+			}
+		}
+	}
+	var covering []*policy.Rule
+	for _, rr := range rels {
+		if rr.rel.Covers() && rr.rule.MatchName(rr.rel, name) {
+			covering = appendRule(covering, rr.rule)
+		}
+	}
+	if len(sub) == 0 && len(covering) == 0 {
+		return
+	}
+	p := join(logical, name)
+	var fd int
+	var err error
+	switch typ {
+	case unix.DT_DIR:
+		if len(sub) == 0 {
+			return
+		}
+		fd, err = unix.Openat(parentFD, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_DIRECTORY, 0)
+	case unix.DT_REG:
+		if len(covering) == 0 {
+			return
+		}
+		fd, err = unix.Openat(parentFD, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	default:
+		// Symlinks (and entries of unknown type) are resolved in the
+		// root, so they cannot lead out of it; a directory is entered
+		// through a symlink only where the configuration names it.
+		fd, err = w.openIn(p, 0, 0)
+	}
+	if err != nil {
+		if !errors.Is(err, unix.ENOENT) {
+			w.fail(p, err)
+		}
+		return
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		w.fail(p, err)
+		return
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if len(sub) > 0 && (typ == unix.DT_DIR || followLink) {
+			w.visitDir(fd, p, append(comps[:len(comps):len(comps)], name), sub, depth+1)
+		}
+		return
+	}
+	if len(covering) > 0 {
+		w.markFile(fd, &st, p, covering)
+	}
+}
+
+// markFile records and marks a covered file.
+func (w *walker) markFile(fd int, st *unix.Stat_t, p string, rules []*policy.Rule) {
+	id := devIno{st.Dev, st.Ino}
+	w.e.mu.Lock()
+	f := w.t.files[id]
+	isNew := f == nil
+	if isNew {
+		f = &fileEntry{id: id, path: p}
+		w.t.files[id] = f
+	}
+	for _, r := range rules {
+		f.rules = appendRule(f.rules, r)
+	}
+	w.e.mu.Unlock()
+	if isNew {
+		if key := w.handleKey(fd, st.Dev); key != "" {
+			w.e.mu.Lock()
+			f.handle = key
+			w.t.filesByHandle[key] = f
+			w.e.mu.Unlock()
+		}
+	}
+	var perm fanotify.Mask
+	for _, r := range f.rules {
+		if r.WantsOpens() {
+			perm = permFileMask
+		}
+	}
+	w.mark(fd, p, &f.perm, perm, &f.notif, notifFileMask)
+}
+
+// parentOf returns the directory part of a path.
+func parentOf(p string) string { return path.Dir(p) }

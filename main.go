@@ -1,0 +1,270 @@
+// Command fsmon_exporter watches chosen files on the host with fanotify
+// and inotify, denies opens that a profile forbids, and reports every
+// event as a JSON line, as Prometheus metrics and as OpenTelemetry
+// records.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/promslog"
+	promslogflag "github.com/prometheus/common/promslog/flag"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
+	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+
+	"github.com/fsmon/fsmon_exporter/exporters/jsonl"
+	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/engine"
+	"github.com/fsmon/fsmon_exporter/fsmon/policy"
+)
+
+type flags struct {
+	configFile      string
+	configCheck     bool
+	metricsPath     string
+	disableExporter bool
+	maxRequests     int
+	eventsStdout    bool
+	queueSize       int
+	permTimeout     time.Duration
+	failClosed      bool
+	web             *web.FlagConfig
+	log             *promslog.Config
+}
+
+func parseFlags(args []string) *flags {
+	f := &flags{log: &promslog.Config{}}
+	app := kingpin.New("fsmon_exporter", "Watch, report and deny access to important files with fanotify and inotify.")
+	app.Flag("config.file", "YAML profiles; without it the embedded default (the built-in important files, monitor mode) applies.").
+		StringVar(&f.configFile)
+	app.Flag("config.check", "Validate the configuration, print problems as FILE:LINE: message, exit 0 if valid and 1 if not.").
+		BoolVar(&f.configCheck)
+	app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").StringVar(&f.metricsPath)
+	app.Flag("web.disable-exporter-metrics", "Exclude the Go and process metrics of the exporter itself.").BoolVar(&f.disableExporter)
+	app.Flag("web.max-requests", "Maximum number of parallel scrape requests; 0 disables the limit.").Default("40").IntVar(&f.maxRequests)
+	app.Flag("events.stdout", "Write one JSON object per event per line on stdout (--no-events.stdout to turn off).").
+		Default("true").BoolVar(&f.eventsStdout)
+	app.Flag("events.queue-size", "Events that may wait for the sinks; past it events are dropped and counted.").
+		Default("8192").IntVar(&f.queueSize)
+	app.Flag("permission.timeout", "Deadline of one permission decision; past it the default answer is written and counted.").
+		Default("250ms").DurationVar(&f.permTimeout)
+	app.Flag("fail-closed", "Deny, rather than allow, an open whose decision misses the deadline.").BoolVar(&f.failClosed)
+	f.web = kingpinflag.AddFlags(app, ":9717")
+	promslogflag.AddFlags(app, f.log)
+	app.Version(version.Print("fsmon_exporter"))
+	app.HelpFlag.Short('h')
+	kingpin.MustParse(app.Parse(args))
+	return f
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+// loadPolicy reads and compiles the configuration, or the embedded
+// default when path is empty.
+func loadPolicy(path string) (*policy.Policy, error) {
+	var cfg *policy.Config
+	if path == "" {
+		cfg = policy.Default()
+	} else {
+		var err error
+		if cfg, err = policy.Load(path); err != nil {
+			return nil, err
+		}
+	}
+	return policy.Compile(cfg)
+}
+
+func run(args []string) int {
+	f := parseFlags(args)
+	f.log.Writer = os.Stderr
+	logger := promslog.New(f.log)
+
+	pol, err := loadPolicy(f.configFile)
+	if f.configCheck {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		name := f.configFile
+		if name == "" {
+			name = "<default>"
+		}
+		fmt.Fprintf(os.Stderr, "%s: valid: %d profiles, %d filters\n", name, len(pol.Profiles), len(pol.Rules))
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		logger.Error("invalid configuration; not starting", "file", f.configFile)
+		return 1
+	}
+	logger.Info("starting fsmon_exporter", "version", version.Info(), "build_context", version.BuildContext())
+
+	var sinks fsmon.Sinks
+	if f.eventsStdout {
+		sinks = append(sinks, jsonl.New(os.Stdout, logger.With("sink", "stdout")))
+	}
+	def := engine.FailOpen
+	if f.failClosed {
+		def = engine.FailClosed
+	}
+	eng, err := engine.New(engine.Options{
+		Logger:          logger.With("component", "engine"),
+		DecisionTimeout: f.permTimeout,
+		Default:         def,
+		QueueSize:       f.queueSize,
+		Sink:            sinks,
+	})
+	if err != nil {
+		if errors.Is(err, engine.ErrNotRoot) || os.Geteuid() != 0 {
+			logger.Error("fsmon_exporter must run as root: fanotify permission events need CAP_SYS_ADMIN", "err", err)
+		} else {
+			logger.Error("cannot start the monitor engine", "err", err)
+		}
+		return 1
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runDone := make(chan error, 1)
+	go func() { runDone <- eng.Run(ctx) }()
+
+	reg := prometheus.NewRegistry()
+	if !f.disableExporter {
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	srv := newServer(f, reg, eng, logger)
+	srvErr := make(chan error, 1)
+	go func() { srvErr <- web.ListenAndServe(srv, f.web, logger) }()
+
+	// Marks are placed with the server up, so /-/ready answers 503 until
+	// they are all in place.
+	res, err := eng.Apply(pol)
+	if err != nil {
+		logger.Error("placing marks failed", "err", err)
+		shutdown(cancel, runDone, srv, logger)
+		return 1
+	}
+	logApply(logger, "ready", res)
+
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	for {
+		select {
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				reload(logger, f.configFile, eng)
+				continue
+			}
+			logger.Info("shutting down", "signal", s.String())
+			return shutdown(cancel, runDone, srv, logger)
+		case err := <-srvErr:
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Error("web server failed", "err", err)
+				shutdown(cancel, runDone, srv, logger)
+				return 1
+			}
+		case err := <-runDone:
+			logger.Error("monitor engine stopped", "err", err)
+			return 1
+		}
+	}
+}
+
+func logApply(logger *slog.Logger, msg string, res engine.ApplyResult) {
+	attrs := []any{"directories", res.Dirs, "files", res.Files, "took", res.Took.Round(time.Millisecond)}
+	if res.Errors > 0 {
+		attrs = append(attrs, "unmarked", res.Errors, "first_error", res.FirstError)
+	}
+	logger.Info(msg, attrs...)
+}
+
+// reload applies the configuration file again; a bad file keeps the old
+// policy in force.
+func reload(logger *slog.Logger, path string, eng *engine.Engine) bool {
+	pol, err := loadPolicy(path)
+	if err != nil {
+		logger.Error("reloading configuration failed; the previous configuration stays in force", "file", path, "err", err)
+		return false
+	}
+	res, err := eng.Apply(pol)
+	if err != nil {
+		logger.Error("reloading configuration failed", "file", path, "err", err)
+		return false
+	}
+	logApply(logger, "configuration reloaded", res)
+	return true
+}
+
+func shutdown(cancel context.CancelFunc, runDone <-chan error, srv *http.Server, logger *slog.Logger) int {
+	// The engine first: its pending permission events are answered and
+	// its queue handed to the sinks before anything else stops.
+	cancel()
+	code := 0
+	select {
+	case err := <-runDone:
+		if err != nil {
+			logger.Error("monitor engine", "err", err)
+			code = 1
+		}
+	case <-time.After(10 * time.Second):
+		logger.Error("monitor engine did not stop in time")
+		code = 1
+	}
+	ctx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	srv.Shutdown(ctx)
+	return code
+}
+
+func newServer(f *flags, reg *prometheus.Registry, eng *engine.Engine, logger *slog.Logger) *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle(f.metricsPath, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:            slog.NewLogLogger(logger.Handler(), slog.LevelError),
+		MaxRequestsInFlight: f.maxRequests,
+		Registry:            reg,
+	}))
+	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		fmt.Fprintln(w, "Healthy")
+	})
+	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !eng.Ready() {
+			http.Error(w, "Not ready: marks are being placed", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "Ready")
+	})
+	if f.metricsPath != "/" {
+		landing, err := web.NewLandingPage(web.LandingConfig{
+			Name:        "fsmon_exporter",
+			Description: "File access monitor: fanotify and inotify events, denies and changes of important files",
+			Version:     version.Info(),
+			Links: []web.LandingLinks{
+				{Address: f.metricsPath, Text: "Metrics"},
+				{Address: "/-/healthy", Text: "Health"},
+				{Address: "/-/ready", Text: "Readiness"},
+			},
+		})
+		if err != nil {
+			logger.Error("landing page", "err", err)
+		} else {
+			mux.Handle("/", landing)
+		}
+	}
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+}
