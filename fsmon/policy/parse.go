@@ -241,7 +241,9 @@ func (p *parser) config(n *yaml.Node) *Config {
 		pr, ok := p.profile(item, cfg.Mode)
 		if pr.Name != "" {
 			if first, dup := names[pr.Name]; dup {
-				p.errorf(pr.Line, "duplicate profile name %q (first at line %d)", pr.Name, first)
+				// item.Line: where an alias repeats a profile, not the
+				// anchor it repeats.
+				p.errorf(item.Line, "duplicate profile name %q (first at line %d)", pr.Name, first)
 				continue
 			}
 			names[pr.Name] = pr.Line
@@ -320,7 +322,7 @@ func (p *parser) profile(n *yaml.Node, mode fsmon.Mode) (Profile, bool) {
 				if fl.Name == fl.Path {
 					hint = " (a filter's name defaults to its path: name them apart)"
 				}
-				p.errorf(fl.Line, "duplicate filter name %q in profile %q (first at line %d)%s", fl.Name, pr.Name, first, hint)
+				p.errorf(item.Line, "duplicate filter name %q in profile %q (first at line %d)%s", fl.Name, pr.Name, first, hint)
 				continue
 			}
 			names[fl.Name] = fl.Line
@@ -501,8 +503,11 @@ func (p *parser) checkPath(line int, s string, dir bool) string {
 		if elem == "" {
 			continue
 		}
-		re, err := syntax.Parse(elem, syntax.Perl)
-		if err != nil {
+		// Compiled as the engine compiles it, so that a valid file
+		// always compiles.
+		_, err := regexp.Compile(`^(?:` + elem + `)$`)
+		re, perr := syntax.Parse(elem, syntax.Perl)
+		if err != nil || perr != nil {
 			p.errorf(line, "path %q: element %q is not a regular expression on its own: "+
 				"a path pattern is matched one /-separated element at a time, so a group or class cannot hold a /", s, elem)
 			return s

@@ -456,6 +456,10 @@ profiles:
 			`9: duplicate profile name "a" \(first at line 3\)`,
 		},
 	}, {
+		name: "duplicate through an alias",
+		src:  "profiles:\n  - &p {name: a}\n  - *p\n",
+		want: []string{`3: duplicate profile name "a" \(first at line 2\)`},
+	}, {
 		name: "names",
 		src: `
 profiles:
