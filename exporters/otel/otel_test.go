@@ -1,0 +1,476 @@
+package otel
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fsmon/fsmon_exporter/fsmon"
+)
+
+// clearOTelEnv unsets every OTEL_* variable for the test (restored after).
+func clearOTelEnv(t testing.TB) {
+	t.Helper()
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "OTEL_") {
+			t.Setenv(k, "")
+			os.Unsetenv(k)
+		}
+	}
+}
+
+// useCollector points the exporter at c over protocol, with short batch
+// delays so that tests do not wait for the SDK's 1 s and 5 s defaults.
+func useCollector(t testing.TB, c *collector, protocol string) {
+	t.Helper()
+	clearOTelEnv(t)
+	addr := c.httpAddr
+	if protocol == "grpc" {
+		addr = c.grpcAddr
+	}
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+addr)
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+	t.Setenv("OTEL_BLRP_SCHEDULE_DELAY", "100")
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+var when = time.Date(2026, 3, 4, 5, 6, 7, 123456789, time.UTC)
+
+func deniedEvent() *fsmon.Event {
+	return &fsmon.Event{
+		Time: when, Kind: fsmon.KindDenied, Op: fsmon.OpOpen, Mode: fsmon.ModeProtect,
+		Profile: "web", Filter: "shadow", Path: "/etc/shadow", Count: 3,
+		Process: fsmon.Process{
+			PID: 4242, ParentPID: 1, ExecutablePath: "/usr/bin/cat", ExecutableName: "cat",
+			CommandLine: "cat /etc/shadow", UserID: 0,
+		},
+		Container: fsmon.Container{ID: strings.Repeat("ab", 32), Name: "web-1"},
+		Decision:  1500 * time.Microsecond,
+	}
+}
+
+func TestRecordAndSpanArrive(t *testing.T) {
+	for _, protocol := range []string{"http/protobuf", "grpc"} {
+		t.Run(protocol, func(t *testing.T) {
+			c := startCollector(t)
+			useCollector(t, c, protocol)
+			t.Setenv("OTEL_TRACES_EXPORTER", "otlp")
+			t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=test,k8s.node.name=node-1")
+
+			e, err := New(t.Context(), Options{Logger: testLogger(t), ServiceVersion: "1.2.3"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !e.Enabled() {
+				t.Fatal("not enabled with OTEL_EXPORTER_OTLP_ENDPOINT set")
+			}
+			e.Handle(deniedEvent())
+			violation := &fsmon.Event{
+				Time: when.Add(time.Second), Kind: fsmon.KindViolation, Op: fsmon.OpOpen,
+				Path: "/etc/gshadow", Count: 1, Process: fsmon.Process{PID: 7, UserID: -1},
+				Decision: 2 * time.Millisecond,
+			}
+			e.Handle(violation)
+			change := &fsmon.Event{Time: when.Add(2 * time.Second), Kind: fsmon.KindChange, Op: fsmon.OpWrite,
+				Path: "/etc/passwd", Count: 1, Process: fsmon.Process{UserID: -1}}
+			e.Handle(change)
+			if err := e.Shutdown(shutdownCtx(t, 20*time.Second)); err != nil {
+				t.Fatalf("shutdown: %v", err)
+			}
+			if d := e.Dropped(); d != 0 {
+				t.Fatalf("dropped %d", d)
+			}
+
+			var recs []logRecordJSON
+			waitFor(t, 15*time.Second, "3 log records", func() bool { recs = c.logRecords(); return len(recs) >= 3 })
+			var spans []spanJSON
+			waitFor(t, 15*time.Second, "2 spans", func() bool { spans = c.spans(); return len(spans) >= 2 })
+			if len(recs) != 3 || len(spans) != 2 {
+				t.Fatalf("got %d records and %d spans, want 3 and 2", len(recs), len(spans))
+			}
+
+			r := recs[0]
+			if r.EventName != "fsmon.file.denied" {
+				t.Errorf("EventName %q", r.EventName)
+			}
+			if r.SeverityNumber != 13 || r.SeverityText != "WARN" {
+				t.Errorf("severity %d %q, want 13 WARN", r.SeverityNumber, r.SeverityText)
+			}
+			if r.TimeUnixNano != strconv.FormatInt(when.UnixNano(), 10) {
+				t.Errorf("timestamp %s, want the kernel's %d", r.TimeUnixNano, when.UnixNano())
+			}
+			if obs, _ := strconv.ParseInt(r.ObservedTimeUnixNano, 10, 64); time.Since(time.Unix(0, obs)) > time.Minute {
+				t.Errorf("observed timestamp %s is not now", r.ObservedTimeUnixNano)
+			}
+			want := map[string]string{
+				"event": "denied", "op": "open", "mode": "protect", "profile": "web", "filter": "shadow",
+				"count": "3", "file.path": "/etc/shadow", "process.pid": "4242", "process.parent_pid": "1",
+				"process.executable.path": "/usr/bin/cat", "process.executable.name": "cat",
+				"process.command_line": "cat /etc/shadow", "process.user.id": "0",
+				"container.id": strings.Repeat("ab", 32), "container.name": "web-1",
+			}
+			checkAttrs(t, "denied record", r.Attributes, want)
+			host, _ := os.Hostname()
+			checkAttrs(t, "resource", r.resource, map[string]string{
+				"service.name": "fsmon_exporter", "service.version": "1.2.3", "host.name": host,
+				"deployment.environment.name": "test", "k8s.node.name": "node-1",
+			})
+			if r.scope != ScopeName {
+				t.Errorf("scope %q", r.scope)
+			}
+
+			if recs[1].SeverityText != "WARN" || recs[1].EventName != "fsmon.file.violation" {
+				t.Errorf("violation: %q %q", recs[1].EventName, recs[1].SeverityText)
+			}
+			ch := recs[2]
+			if ch.SeverityNumber != 9 || ch.SeverityText != "INFO" || ch.EventName != "fsmon.file.change" {
+				t.Errorf("change: %q %d %q", ch.EventName, ch.SeverityNumber, ch.SeverityText)
+			}
+			// Unknown facts are absent, not invented.
+			for _, k := range []string{"process.pid", "process.user.id", "container.id", "container.name", "mode", "profile", "process.executable.path"} {
+				if v, ok := ch.Attributes.get(k); ok {
+					t.Errorf("change record has %s=%q for an unknown value", k, v)
+				}
+			}
+
+			byName := map[string]spanJSON{}
+			for _, s := range spans {
+				p, _ := s.Attributes.get("file.path")
+				byName[p] = s
+			}
+			ds := byName["/etc/shadow"]
+			if ds.Name != "fsmon.permission" {
+				t.Errorf("span name %q", ds.Name)
+			}
+			start, _ := strconv.ParseInt(ds.StartTimeUnixNano, 10, 64)
+			end, _ := strconv.ParseInt(ds.EndTimeUnixNano, 10, 64)
+			if start != when.UnixNano() || time.Duration(end-start) != 1500*time.Microsecond {
+				t.Errorf("denied span %d..%d, want start %d lasting 1.5ms", start, end, when.UnixNano())
+			}
+			if ds.Status.Code != 2 {
+				t.Errorf("denied span status %d, want 2 (Error)", ds.Status.Code)
+			}
+			checkAttrs(t, "denied span", ds.Attributes, want)
+			vs := byName["/etc/gshadow"]
+			vstart, _ := strconv.ParseInt(vs.StartTimeUnixNano, 10, 64)
+			vend, _ := strconv.ParseInt(vs.EndTimeUnixNano, 10, 64)
+			if time.Duration(vend-vstart) != 2*time.Millisecond || vs.Status.Code == 2 {
+				t.Errorf("violation span lasts %v with status %d", time.Duration(vend-vstart), vs.Status.Code)
+			}
+			if v, _ := vs.resource.get("service.name"); v != "fsmon_exporter" {
+				t.Errorf("span resource service.name %q", v)
+			}
+		})
+	}
+}
+
+func checkAttrs(t *testing.T, what string, got attrs, want map[string]string) {
+	t.Helper()
+	for k, w := range want {
+		if g, ok := got.get(k); !ok || g != w {
+			t.Errorf("%s: %s = %q (present %v), want %q", what, k, g, ok, w)
+		}
+	}
+}
+
+func TestServiceNameFromEnv(t *testing.T) {
+	c := startCollector(t)
+	useCollector(t, c, "http/protobuf")
+	t.Setenv("OTEL_SERVICE_NAME", "fsmon-node-a")
+	e, err := New(t.Context(), Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Handle(deniedEvent())
+	if err := e.Shutdown(shutdownCtx(t, 20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var recs []logRecordJSON
+	waitFor(t, 15*time.Second, "a record", func() bool { recs = c.logRecords(); return len(recs) >= 1 })
+	if v, _ := recs[0].resource.get("service.name"); v != "fsmon-node-a" {
+		t.Errorf("service.name %q, want OTEL_SERVICE_NAME's", v)
+	}
+}
+
+// sendPaced hands n events to e without outrunning it: it waits while
+// the queue is half full, as an engine would be paced by the kernel.
+func sendPaced(e *Exporter, n int, mk func(i int) *fsmon.Event) {
+	for i := range n {
+		for e.Pending() > e.queueCap/2 {
+			time.Sleep(time.Millisecond)
+		}
+		e.Handle(mk(i))
+	}
+}
+
+func seqEvent(i int) *fsmon.Event {
+	return &fsmon.Event{
+		Time: time.Now(), Kind: fsmon.KindAccess, Op: fsmon.OpOpen, Mode: fsmon.ModeMonitor,
+		Profile: "host", Filter: "etc", Path: "/etc/f" + strconv.Itoa(i), Count: 1,
+		Process: fsmon.Process{PID: int32(1000 + i%50), ExecutablePath: "/usr/bin/cat", ExecutableName: "cat", UserID: 1000},
+	}
+}
+
+func TestHundredThousandNothingLost(t *testing.T) {
+	const n = 100_000
+	c := startCollector(t)
+	useCollector(t, c, "http/protobuf")
+	e, err := New(t.Context(), Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	sendPaced(e, n, seqEvent)
+	if err := e.Shutdown(shutdownCtx(t, 60*time.Second)); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	t.Logf("%d events exported in %v", n, time.Since(start))
+	if d := e.Dropped(); d != 0 {
+		t.Fatalf("dropped %d with a collector that keeps up (%+v)", d, e.Stats())
+	}
+	var recs []logRecordJSON
+	waitFor(t, 60*time.Second, "100,000 records", func() bool { recs = c.logRecords(); return len(recs) >= n })
+	if len(recs) != n {
+		t.Fatalf("received %d records, want %d", len(recs), n)
+	}
+	if got := countReceived(recs); got != n {
+		t.Fatalf("count attributes add up to %d, want %d", got, n)
+	}
+}
+
+func TestCollectorRestart(t *testing.T) {
+	c := startCollector(t)
+	useCollector(t, c, "http/protobuf")
+	// Small queues, so that the outage overflows them and the accounting
+	// is tested on real drops.
+	t.Setenv("OTEL_BLRP_MAX_QUEUE_SIZE", "1000")
+	e, err := New(t.Context(), Options{Logger: testLogger(t), QueueSize: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const before, during, after = 5000, 20000, 5000
+	sent := 0
+	send := func(n int, paced bool) {
+		for i := range n {
+			if paced {
+				for e.Pending() > e.queueCap/2 {
+					time.Sleep(time.Millisecond)
+				}
+			}
+			e.Handle(seqEvent(sent))
+			sent++
+			_ = i
+		}
+	}
+	send(before, true)
+	waitFor(t, 30*time.Second, "the first events", func() bool { return len(c.logRecords()) >= before })
+
+	c.stop()
+	// The collector is down: these overflow both queues.
+	for range during / 1000 {
+		send(1000, false)
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.start()
+	restartedAt := sent
+	send(after, true)
+	if err := e.Shutdown(shutdownCtx(t, 60*time.Second)); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	c.stop() // flush the files
+	recs := c.logRecords()
+	received := countReceived(recs)
+	dropped := e.Dropped()
+	t.Logf("sent %d, received %d, dropped %d (%+v)", sent, received, dropped, e.Stats())
+	if received+dropped != uint64(sent) {
+		t.Fatalf("sent %d != received %d + dropped %d", sent, received, dropped)
+	}
+	if dropped == 0 {
+		t.Fatalf("nothing dropped: the outage did not overflow the queues, the accounting is untested")
+	}
+	late := 0
+	for _, r := range recs {
+		p, _ := r.Attributes.get("file.path")
+		if i, err := strconv.Atoi(strings.TrimPrefix(p, "/etc/f")); err == nil && i >= restartedAt {
+			late++
+		}
+	}
+	if late != after {
+		t.Fatalf("the restarted collector got %d of the %d later events", late, after)
+	}
+}
+
+func TestNothingSetNothingConnects(t *testing.T) {
+	clearOTelEnv(t)
+	// Listen where the SDK would connect by default; any connection is a
+	// failure. A port already taken by something else is not watched.
+	var accepted atomic.Int32
+	for _, addr := range []string{"127.0.0.1:4317", "127.0.0.1:4318"} {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Logf("cannot watch %s: %v", addr, err)
+			continue
+		}
+		t.Cleanup(func() { l.Close() })
+		go func() {
+			for {
+				conn, err := l.Accept()
+				if err != nil {
+					return
+				}
+				accepted.Add(1)
+				conn.Close()
+			}
+		}()
+	}
+	cases := map[string]map[string]string{
+		"nothing set": {},
+		"sdk disabled": {"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+			"OTEL_TRACES_EXPORTER": "otlp"},
+		"logs none":         {"OTEL_LOGS_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"},
+		"resource only":     {"OTEL_SERVICE_NAME": "x", "OTEL_RESOURCE_ATTRIBUTES": "a=b", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+		"traces none alone": {"OTEL_TRACES_EXPORTER": "none"},
+	}
+	for name, env := range cases {
+		t.Run(name, func(t *testing.T) {
+			for k, v := range env {
+				t.Setenv(k, v)
+			}
+			e, err := New(t.Context(), Options{Logger: testLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Enabled() {
+				t.Fatal("enabled")
+			}
+			e.Handle(deniedEvent())
+			if err := e.Shutdown(shutdownCtx(t, 5*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			if d := e.Dropped(); d != 0 {
+				t.Errorf("disabled exporter counts %d drops", d)
+			}
+		})
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := accepted.Load(); n != 0 {
+		t.Fatalf("%d connections to the default OTLP ports with nothing configured", n)
+	}
+}
+
+func TestEnvRule(t *testing.T) {
+	for _, tc := range []struct {
+		env          map[string]string
+		logs, traces bool
+	}{
+		{map[string]string{}, false, false},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318"}, true, false},
+		{map[string]string{"OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "http://x:4318/v1/logs"}, true, false},
+		{map[string]string{"OTEL_LOGS_EXPORTER": "console"}, true, false},
+		{map[string]string{"OTEL_TRACES_EXPORTER": "otlp"}, false, true},
+		{map[string]string{"OTEL_TRACES_EXPORTER": "console", "OTEL_LOGS_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x"}, false, true},
+		{map[string]string{"OTEL_SDK_DISABLED": "TRUE", "OTEL_LOGS_EXPORTER": "otlp"}, false, false},
+		{map[string]string{"OTEL_SDK_DISABLED": "false", "OTEL_LOGS_EXPORTER": "otlp"}, true, false},
+	} {
+		t.Run(fmt.Sprint(tc.env), func(t *testing.T) {
+			clearOTelEnv(t)
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			s := envSignals()
+			if s.logs != tc.logs || s.traces != tc.traces {
+				t.Errorf("logs %v traces %v, want %v %v", s.logs, s.traces, tc.logs, tc.traces)
+			}
+		})
+	}
+}
+
+func TestUnknownExporterIsAnError(t *testing.T) {
+	clearOTelEnv(t)
+	t.Setenv("OTEL_LOGS_EXPORTER", "carrier-pigeon")
+	if _, err := New(t.Context(), Options{Logger: testLogger(t)}); err == nil {
+		t.Fatal("no error for an unknown OTEL_LOGS_EXPORTER")
+	}
+}
+
+// PartialSuccess mimics the OTLP exporters' internal error type, which is
+// recognised by name.
+type PartialSuccess struct {
+	ErrorMessage  string
+	RejectedItems int64
+}
+
+func (p PartialSuccess) Error() string { return "partial success" }
+
+func TestPartialSuccessRecognised(t *testing.T) {
+	err := errors.Join(errors.New("other"), fmt.Errorf("wrapped: %w", PartialSuccess{RejectedItems: 7}))
+	if n, ok := partialSuccess(err); !ok || n != 7 {
+		t.Fatalf("got %d %v, want 7 true", n, ok)
+	}
+	if _, ok := partialSuccess(errors.New("connection refused")); ok {
+		t.Fatal("plain error taken for a partial success")
+	}
+}
+
+func TestDropsLoggedAtBoundedRate(t *testing.T) {
+	var buf bytes.Buffer
+	e := &Exporter{log: slog.New(slog.NewTextHandler(&buf, nil)), enabled: true}
+	e.dropped.Add(5)
+	e.logDrops()
+	e.logDrops() // nothing new: no line
+	e.dropped.Add(2)
+	e.logDrops()
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], "dropped=5") || !strings.Contains(lines[1], "dropped=2 total=7") {
+		t.Fatalf("drop log lines:\n%s", buf.String())
+	}
+}
+
+func BenchmarkExportRecords(b *testing.B) {
+	c := startCollector(b)
+	useCollector(b, c, "http/protobuf")
+	e, err := New(b.Context(), Options{Logger: testLogger(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ev := deniedEvent()
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		for e.Pending() > e.queueCap/2 {
+			time.Sleep(100 * time.Microsecond)
+		}
+		e.Handle(ev)
+	}
+	// The clock runs until the collector has acknowledged every record.
+	if err := e.Shutdown(shutdownCtx(b, 5*time.Minute)); err != nil {
+		b.Fatal(err)
+	}
+	el := time.Since(start)
+	b.StopTimer()
+	if d := e.Dropped(); d != 0 {
+		b.Fatalf("dropped %d", d)
+	}
+	b.ReportMetric(float64(b.N)/el.Seconds(), "records/s")
+}
