@@ -14,13 +14,6 @@ import (
 // any goroutine.
 type StateSource interface{ Snapshot() fsmon.State }
 
-// DecisionSource is implemented by a StateSource that keeps the permission
-// decision histogram apart from State; the collector exports it when
-// present.
-type DecisionSource interface {
-	DecisionHistogram() fsmon.HistogramSnapshot
-}
-
 // Every stage and source of package fsmon, so that a dashboard's rate()
 // has a series at 0 before the first loss, not a gap.
 var (
@@ -94,7 +87,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.dropped, st.Drops[s], string(s))
 	}
 	counter(c.timeouts, st.DecisionTimeouts)
-	c.collectDecisions(ch)
+	c.collectDecisions(ch, st.Decisions)
 	ready := 0.0
 	if st.Ready {
 		ready = 1
@@ -102,11 +95,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.ready, ready)
 }
 
-func (c *stateCollector) collectDecisions(ch chan<- prometheus.Metric) {
-	var h fsmon.HistogramSnapshot
-	if ds, ok := c.src.(DecisionSource); ok {
-		h = ds.DecisionHistogram()
-	}
+func (c *stateCollector) collectDecisions(ch chan<- prometheus.Metric, h fsmon.HistogramSnapshot) {
 	// Every bucket is exported even when the engine left it out, so the
 	// series set does not change between scrapes.
 	buckets := make(map[float64]uint64, len(fsmon.DecisionBuckets))

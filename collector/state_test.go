@@ -9,14 +9,10 @@ import (
 	"github.com/fsmon/fsmon_exporter/fsmon"
 )
 
-// fakeState is a StateSource (and DecisionSource) with fixed numbers.
-type fakeState struct {
-	st fsmon.State
-	h  fsmon.HistogramSnapshot
-}
+// fakeState is a StateSource with fixed numbers.
+type fakeState struct{ st fsmon.State }
 
-func (f *fakeState) Snapshot() fsmon.State                      { return f.st }
-func (f *fakeState) DecisionHistogram() fsmon.HistogramSnapshot { return f.h }
+func (f *fakeState) Snapshot() fsmon.State { return f.st }
 
 func sampleState() *fakeState {
 	return &fakeState{
@@ -31,12 +27,12 @@ func sampleState() *fakeState {
 			Drops:            map[fsmon.DropStage]uint64{fsmon.DropReportQueue: 7, fsmon.DropKernel: 1},
 			DecisionTimeouts: 2,
 			Ready:            true,
+			// Three decisions: 8µs, 30µs and 2ms.
+			Decisions: fsmon.HistogramSnapshot{Count: 3, Sum: 0.002038, Buckets: map[float64]uint64{
+				1e-6: 0, 2.5e-6: 0, 5e-6: 0, 1e-5: 1, 2.5e-5: 1, 5e-5: 2, 1e-4: 2, 2.5e-4: 2, 5e-4: 2,
+				1e-3: 2, 2.5e-3: 3, 5e-3: 3, 1e-2: 3, 2.5e-2: 3, 5e-2: 3, 0.1: 3, 0.25: 3, 0.5: 3, 1: 3,
+			}},
 		},
-		// Three decisions: 8µs, 30µs and 2ms.
-		h: fsmon.HistogramSnapshot{Count: 3, Sum: 0.002038, Buckets: map[float64]uint64{
-			1e-6: 0, 2.5e-6: 0, 5e-6: 0, 1e-5: 1, 2.5e-5: 1, 5e-5: 2, 1e-4: 2, 2.5e-4: 2, 5e-4: 2,
-			1e-3: 2, 2.5e-3: 3, 5e-3: 3, 1e-2: 3, 2.5e-2: 3, 5e-2: 3, 0.1: 3, 0.25: 3, 0.5: 3, 1: 3,
-		}},
 	}
 }
 
@@ -127,13 +123,8 @@ fsmon_ready 0
 	}
 }
 
-// plainSource has no decision histogram: the histogram is exported empty.
-type plainSource struct{ st fsmon.State }
-
-func (p plainSource) Snapshot() fsmon.State { return p.st }
-
 func TestStateCollectorExtraStage(t *testing.T) {
-	src := plainSource{fsmon.State{Drops: map[fsmon.DropStage]uint64{"otel": 4}}}
+	src := &fakeState{fsmon.State{Drops: map[fsmon.DropStage]uint64{"otel": 4}}}
 	const want = `# HELP fsmon_events_dropped_total Events lost, by stage: report_queue (engine queue to the sinks full), export (an exporter's queue full), kernel (one per kernel queue overflow; the number lost is unknown).
 # TYPE fsmon_events_dropped_total counter
 fsmon_events_dropped_total{stage="export"} 0
