@@ -102,3 +102,14 @@ func promtoolCheck(t *testing.T, promtool string, text []byte) {
 		t.Errorf("promtool check metrics: %v\n%s\n--- input:\n%s", err, out, text)
 	}
 }
+
+// Registering twice on one registry is an error, not a panic.
+func TestRegisterTwice(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if _, _, err := Register(reg, &fakeState{}, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Register(reg, &fakeState{}, 1, nil); err == nil {
+		t.Error("second Register on the same registry succeeded")
+	}
+}

@@ -15,6 +15,17 @@ import (
 // (--web.disable-exporter-metrics).
 func Register(reg prometheus.Registerer, src StateSource, containerCap int, logger *slog.Logger) (*EventMetrics, *ReloadMetrics, error) {
 	events := NewEventMetrics(containerCap)
+	reload, err := RegisterWith(reg, src, events, logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	return events, reload, nil
+}
+
+// RegisterWith is Register for a caller that builds the event metrics
+// first: the engine takes its sinks when it is created, and the state
+// source is the engine itself.
+func RegisterWith(reg prometheus.Registerer, src StateSource, events *EventMetrics, logger *slog.Logger) (*ReloadMetrics, error) {
 	reload := NewReloadMetrics()
 	for _, c := range []prometheus.Collector{
 		NewStateCollector(src, logger),
@@ -23,8 +34,8 @@ func Register(reg prometheus.Registerer, src StateSource, containerCap int, logg
 		version.NewCollector(namespace),
 	} {
 		if err := reg.Register(c); err != nil {
-			return nil, nil, fmt.Errorf("registering fsmon metrics: %w", err)
+			return nil, fmt.Errorf("registering fsmon metrics: %w", err)
 		}
 	}
-	return events, reload, nil
+	return reload, nil
 }
