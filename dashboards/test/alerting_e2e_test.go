@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -101,6 +102,16 @@ func TestAlertingEndToEnd(t *testing.T) {
 		}
 		return len(res) == 1 && res[0].Value[1] == "1", fmt.Sprintf("up: %v", res)
 	})
+	// ...and finds the exporter's own metrics there, not only go_ and
+	// process_ ones.
+	poll(t, time.Now().Add(30*time.Second), servers, "fsmon_build_info in Prometheus (the daemon's fsmon_ metrics)", func() (bool, string) {
+		res, err := promQuery(promAddr, `fsmon_build_info{job="fsmon"}`)
+		if err != nil {
+			return false, err.Error()
+		}
+		names, _ := promQuery(promAddr, `count by (__name__) ({job="fsmon"})`)
+		return len(res) == 1, fmt.Sprintf("fsmon_build_info: %v; series names scraped: %v", res, metricNames(names))
+	})
 	if res, err := promQuery(promAddr, `fsmon_access_denied_total{profile="e2e"}`); err == nil {
 		t.Logf("before the deny, fsmon_access_denied_total{profile=\"e2e\"} has %d series (0: the alert has to catch a brand-new series)", len(res))
 	}
@@ -156,7 +167,8 @@ func TestAlertingEndToEnd(t *testing.T) {
 				return true, ""
 			}
 		}
-		return false, fmt.Sprintf("alerts: %+v", alerts)
+		denied, _ := promQuery(promAddr, `fsmon_access_denied_total`)
+		return false, fmt.Sprintf("alerts: %+v; fsmon_access_denied_total in Prometheus: %v", alerts, denied)
 	})
 	t.Logf("FsmonAccessDenied firing in Prometheus %s after the deny", time.Since(deniedAt).Round(time.Millisecond))
 
@@ -487,6 +499,15 @@ func promQuery(addr, q string) ([]promSample, error) {
 		return nil, errors.New("query status " + r.Status)
 	}
 	return r.Data.Result, nil
+}
+
+func metricNames(res []promSample) []string {
+	var out []string
+	for _, r := range res {
+		out = append(out, r.Metric["__name__"])
+	}
+	sort.Strings(out)
+	return out
 }
 
 type promAlert struct {
