@@ -258,9 +258,19 @@ func TestHundredThousandNothingLost(t *testing.T) {
 	}
 }
 
+// TestCollectorRestart stops the collector mid-run and starts it again:
+// the later events arrive, and what the outage cost is exactly what
+// Dropped reports. Over HTTP the exporter does not retry a refused
+// connection itself, so this also tests countingExporter's retry.
 func TestCollectorRestart(t *testing.T) {
+	for _, protocol := range []string{"http/protobuf", "grpc"} {
+		t.Run(protocol, func(t *testing.T) { testCollectorRestart(t, protocol) })
+	}
+}
+
+func testCollectorRestart(t *testing.T, protocol string) {
 	c := startCollector(t)
-	useCollector(t, c, "http/protobuf")
+	useCollector(t, c, protocol)
 	// Small queues, so that the outage overflows them and the accounting
 	// is tested on real drops.
 	t.Setenv("OTEL_BLRP_MAX_QUEUE_SIZE", "1000")
@@ -473,4 +483,37 @@ func BenchmarkExportRecords(b *testing.B) {
 		b.Fatalf("dropped %d", d)
 	}
 	b.ReportMetric(float64(b.N)/el.Seconds(), "records/s")
+}
+
+// TestShutdownDeadlineCountsTheRest: with the collector gone for good,
+// Shutdown returns by its deadline and everything unsent is counted.
+func TestShutdownDeadlineCountsTheRest(t *testing.T) {
+	c := startCollector(t)
+	useCollector(t, c, "http/protobuf")
+	t.Setenv("OTEL_BLRP_MAX_QUEUE_SIZE", "1000")
+	e, err := New(t.Context(), Options{Logger: testLogger(t), QueueSize: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.stop()
+	const n = 3000
+	for i := range n {
+		e.Handle(seqEvent(i))
+	}
+	start := time.Now()
+	err = e.Shutdown(shutdownCtx(t, 2*time.Second))
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("Shutdown took %v with a 2s deadline", el)
+	}
+	if err == nil {
+		t.Error("Shutdown reported success with nothing delivered")
+	}
+	s := e.Stats()
+	if e.Dropped() != n || s.Logs == 0 || s.Queue == 0 {
+		t.Fatalf("dropped %d (%+v), want all %d, some in the queue and some in the SDK", e.Dropped(), s, n)
+	}
+	e.Handle(seqEvent(n)) // after Shutdown: counted, not sent
+	if e.Dropped() != n+1 {
+		t.Fatalf("event after Shutdown not counted: %d", e.Dropped())
+	}
 }
