@@ -49,7 +49,7 @@ deps-debian:
 
 test: fmt-check vet $(BIN) deps-debian $(TEST_TARGETS)
 
-test-go: $(BIN)
+test-go: $(BIN) deps-debian
 	FSMON_BINARY=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 12m ./...
 
 bench: $(BIN)

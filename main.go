@@ -25,7 +25,10 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 
+	"github.com/fsmon/fsmon_exporter/collector"
+	"github.com/fsmon/fsmon_exporter/exporters/fold"
 	"github.com/fsmon/fsmon_exporter/exporters/jsonl"
+	otelexp "github.com/fsmon/fsmon_exporter/exporters/otel"
 	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/fsmon/engine"
 	"github.com/fsmon/fsmon_exporter/fsmon/policy"
@@ -41,6 +44,8 @@ type flags struct {
 	queueSize       int
 	permTimeout     time.Duration
 	failClosed      bool
+	foldWindow      time.Duration
+	containerCap    int
 	web             *web.FlagConfig
 	log             *promslog.Config
 }
@@ -62,6 +67,10 @@ func parseFlags(args []string) *flags {
 	app.Flag("permission.timeout", "Deadline of one permission decision; past it the default answer is written and counted.").
 		Default("250ms").DurationVar(&f.permTimeout)
 	app.Flag("fail-closed", "Deny, rather than allow, an open whose decision misses the deadline.").BoolVar(&f.failClosed)
+	app.Flag("events.fold-window", "Identical events (same event, op, file, process, container) within this window are reported once with a count; 0 turns folding off. Metrics count every event.").
+		Default("500ms").DurationVar(&f.foldWindow)
+	app.Flag("metrics.container-cap", "Distinct values of the container label before new containers are counted as other.").
+		Default("100").IntVar(&f.containerCap)
 	f.web = kingpinflag.AddFlags(app, ":9717")
 	promslogflag.AddFlags(app, f.log)
 	app.Version(version.Print("fsmon_exporter"))
@@ -114,10 +123,34 @@ func run(args []string) int {
 	}
 	logger.Info("starting fsmon_exporter", "version", version.Info(), "build_context", version.BuildContext())
 
-	var sinks fsmon.Sinks
-	if f.eventsStdout {
-		sinks = append(sinks, jsonl.New(os.Stdout, logger.With("sink", "stdout")))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	exp, err := otelexp.New(ctx, otelexp.Options{Logger: logger.With("component", "otel"), ServiceVersion: version.Version})
+	if err != nil {
+		logger.Error("OpenTelemetry configuration (OTEL_* variables)", "err", err)
+		return 1
 	}
+	// Metrics count every event; the log sinks get folded bursts.
+	events := collector.NewEventMetrics(f.containerCap)
+	var logSinks fsmon.Sinks
+	if f.eventsStdout {
+		logSinks = append(logSinks, jsonl.New(os.Stdout, logger.With("sink", "stdout")))
+	}
+	if exp.Enabled() {
+		logSinks = append(logSinks, exp)
+	}
+	folder := fold.New(logSinks, f.foldWindow)
+	sinks := fsmon.Sinks{events, folder}
+	flush := func() {
+		folder.Close()
+		sctx, done := context.WithTimeout(context.Background(), 5*time.Second)
+		defer done()
+		if err := exp.Shutdown(sctx); err != nil {
+			logger.Error("flushing OpenTelemetry exports", "err", err)
+		}
+	}
+
 	def := engine.FailOpen
 	if f.failClosed {
 		def = engine.FailClosed
@@ -138,14 +171,19 @@ func run(args []string) int {
 		return 1
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	runDone := make(chan error, 1)
 	go func() { runDone <- eng.Run(ctx) }()
 
 	reg := prometheus.NewRegistry()
 	if !f.disableExporter {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	reloadMetrics, err := collector.RegisterWith(reg, stateSource{eng, exp}, events, logger.With("component", "collector"))
+	if err != nil {
+		logger.Error("registering metrics", "err", err)
+		cancel()
+		<-runDone
+		return 1
 	}
 	srv := newServer(f, reg, eng, logger)
 	srvErr := make(chan error, 1)
@@ -156,9 +194,10 @@ func run(args []string) int {
 	res, err := eng.Apply(pol)
 	if err != nil {
 		logger.Error("placing marks failed", "err", err)
-		shutdown(cancel, runDone, srv, logger)
+		shutdown(cancel, runDone, srv, flush, logger)
 		return 1
 	}
+	reloadMetrics.Set(true, time.Now())
 	logApply(logger, "ready", res)
 
 	sig := make(chan os.Signal, 4)
@@ -167,19 +206,20 @@ func run(args []string) int {
 		select {
 		case s := <-sig:
 			if s == syscall.SIGHUP {
-				reload(logger, f.configFile, eng)
+				reloadMetrics.Set(reload(logger, f.configFile, eng), time.Now())
 				continue
 			}
 			logger.Info("shutting down", "signal", s.String())
-			return shutdown(cancel, runDone, srv, logger)
+			return shutdown(cancel, runDone, srv, flush, logger)
 		case err := <-srvErr:
 			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				logger.Error("web server failed", "err", err)
-				shutdown(cancel, runDone, srv, logger)
+				shutdown(cancel, runDone, srv, flush, logger)
 				return 1
 			}
 		case err := <-runDone:
 			logger.Error("monitor engine stopped", "err", err)
+			flush()
 			return 1
 		}
 	}
@@ -210,7 +250,7 @@ func reload(logger *slog.Logger, path string, eng *engine.Engine) bool {
 	return true
 }
 
-func shutdown(cancel context.CancelFunc, runDone <-chan error, srv *http.Server, logger *slog.Logger) int {
+func shutdown(cancel context.CancelFunc, runDone <-chan error, srv *http.Server, flush func(), logger *slog.Logger) int {
 	// The engine first: its pending permission events are answered and
 	// its queue handed to the sinks before anything else stops.
 	cancel()
@@ -225,10 +265,24 @@ func shutdown(cancel context.CancelFunc, runDone <-chan error, srv *http.Server,
 		logger.Error("monitor engine did not stop in time")
 		code = 1
 	}
+	flush()
 	ctx, done := context.WithTimeout(context.Background(), 5*time.Second)
 	defer done()
 	srv.Shutdown(ctx)
 	return code
+}
+
+// stateSource is the engine's snapshot with the exporters' losses added:
+// fsmon_events_dropped_total counts every event lost anywhere.
+type stateSource struct {
+	eng *engine.Engine
+	exp *otelexp.Exporter
+}
+
+func (s stateSource) Snapshot() fsmon.State {
+	st := s.eng.Snapshot()
+	st.Drops[fsmon.DropExport] += s.exp.Dropped()
+	return st
 }
 
 func newServer(f *flags, reg *prometheus.Registry, eng *engine.Engine, logger *slog.Logger) *http.Server {

@@ -23,7 +23,7 @@ var changeOps = []struct {
 	{fanotify.MovedFrom | fanotify.MovedTo, fsmon.OpRename},
 	{fanotify.Modify, fsmon.OpWrite},
 	{fanotify.Attrib, fsmon.OpAttrib},
-	{fanotify.Delete | fanotify.DeleteSelf, fsmon.OpDelete},
+	{fanotify.Delete, fsmon.OpDelete},
 }
 
 func (e *Engine) notifyLoop() error {
@@ -77,6 +77,13 @@ func keyBuf(buf []byte, f fanotify.FID) []byte {
 
 func (e *Engine) notifyEvent(ev *fanotify.Event, now time.Time, rules []*policy.Rule) []*policy.Rule {
 	var kb [160]byte
+	if ev.Mask.Any(fanotify.DeleteSelf) && ev.File.Valid() {
+		// The last link is gone and the inode freed: forget it, so a
+		// file that gets its number later does not inherit its rules.
+		// The unlink itself was reported by the directory's event.
+		e.forgetFile(keyBuf(kb[:0], ev.File))
+		return rules
+	}
 	var p string
 	name := string(ev.Name)
 	e.mu.RLock()
@@ -126,6 +133,19 @@ func (e *Engine) notifyEvent(ev *fanotify.Event, now time.Time, rules []*policy.
 		e.enqueue(&out)
 	}
 	return rules
+}
+
+func (e *Engine) forgetFile(key []byte) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	f := e.tables.filesByHandle[string(key)]
+	if f == nil {
+		return
+	}
+	delete(e.tables.filesByHandle, f.handle)
+	if e.tables.files[f.id] == f {
+		delete(e.tables.files, f.id)
+	}
 }
 
 // pickRule chooses the rule a change is reported under: a block filter

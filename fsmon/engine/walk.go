@@ -23,8 +23,9 @@ const (
 	// notifDirMask asks for every change of a directory's entries.
 	notifDirMask = fanotify.Modify | fanotify.Attrib | fanotify.Create | fanotify.Delete |
 		fanotify.MovedFrom | fanotify.MovedTo | fanotify.EventOnChild | fanotify.OnDir
-	// notifFileMask follows a covered file wherever it is linked.
-	notifFileMask = fanotify.Modify | fanotify.Attrib
+	// notifFileMask follows a covered file wherever it is linked, and
+	// says when it is gone for good so its entry can go too.
+	notifFileMask = fanotify.Modify | fanotify.Attrib | fanotify.DeleteSelf
 	// inotifyDirMask keeps the tables in step with the tree.
 	inotifyDirMask = inotify.Create | inotify.MovedTo | inotify.DeleteSelf | inotify.MoveSelf | inotify.OnlyDir
 	// maxDepth bounds a walk whatever the tree holds.
@@ -131,11 +132,26 @@ func (w *walker) fsid(fd int, dev uint64) [8]byte {
 		w.fail("fstatfs", err)
 	}
 	w.fsids[dev] = f
+	w.e.mu.RLock()
+	_, ok := w.e.mountFDs[f]
+	w.e.mu.RUnlock()
+	if ok {
+		return f
+	}
+	// open_by_handle_at takes no O_PATH fd as its mount: open the
+	// directory for real (outside the lock: no syscall runs under it).
+	// fd may be a file's; then a later directory on this file system
+	// registers it.
+	dfd, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		delete(w.fsids, dev)
+		return f
+	}
 	w.e.mu.Lock()
-	if _, ok := w.e.mountFDs[f]; !ok {
-		if dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0); err == nil {
-			w.e.mountFDs[f] = dup
-		}
+	if _, ok := w.e.mountFDs[f]; ok {
+		unix.Close(dfd)
+	} else {
+		w.e.mountFDs[f] = dfd
 	}
 	w.e.mu.Unlock()
 	return f
@@ -366,25 +382,26 @@ func (w *walker) child(parentFD int, logical string, comps []string, name string
 // markFile records and marks a covered file.
 func (w *walker) markFile(fd int, st *unix.Stat_t, p string, rules []*policy.Rule) {
 	id := devIno{st.Dev, st.Ino}
+	// The handle holds the inode's generation: an entry for the same
+	// inode number with another handle is a file that is gone, whose
+	// number was reused, and its marks went with it.
+	key := w.handleKey(fd, st.Dev)
 	w.e.mu.Lock()
 	f := w.t.files[id]
-	isNew := f == nil
-	if isNew {
-		f = &fileEntry{id: id, path: p}
+	if f == nil || f.handle != key {
+		if f != nil && w.t.filesByHandle[f.handle] == f {
+			delete(w.t.filesByHandle, f.handle)
+		}
+		f = &fileEntry{id: id, path: p, handle: key}
 		w.t.files[id] = f
+		if key != "" {
+			w.t.filesByHandle[key] = f
+		}
 	}
 	for _, r := range rules {
 		f.rules = appendRule(f.rules, r)
 	}
 	w.e.mu.Unlock()
-	if isNew {
-		if key := w.handleKey(fd, st.Dev); key != "" {
-			w.e.mu.Lock()
-			f.handle = key
-			w.t.filesByHandle[key] = f
-			w.e.mu.Unlock()
-		}
-	}
 	var perm fanotify.Mask
 	for _, r := range f.rules {
 		if r.WantsOpens() {

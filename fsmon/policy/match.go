@@ -92,3 +92,13 @@ func (r *Rule) LastLiteral() (string, bool) {
 	c := r.comps[len(r.comps)-1]
 	return c.lit, c.re == nil
 }
+
+// LiteralAt returns the rule's path component at depth k when it exists
+// and is literal: a name the configuration spells out, which a walk may
+// follow through a symlink.
+func (r *Rule) LiteralAt(k int) (string, bool) {
+	if k < 0 || k >= len(r.comps) || r.comps[k].re != nil {
+		return "", false
+	}
+	return r.comps[k].lit, true
+}

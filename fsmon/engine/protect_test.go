@@ -1,0 +1,391 @@
+package engine
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fsmon/fsmon_exporter/fsmon"
+)
+
+// protectFile is a config that protects one file, allowing head (by
+// path) and tail (by name).
+func protectFile(mode, p string) string {
+	return fmt.Sprintf(`
+profiles:
+  - name: t
+    host: true
+    mode: %s
+    filters:
+      - name: secret
+        path: %s
+        behavior: block
+        allow: [/usr/bin/head, tail]
+`, mode, p)
+}
+
+func protectDir(mode, dir string, recursive bool) string {
+	return fmt.Sprintf(`
+profiles:
+  - name: t
+    host: true
+    mode: %s
+    filters:
+      - name: keys
+        path: %s
+        regex: '.*\.key'
+        recursive: %v
+        behavior: block
+        allow: [/usr/bin/head]
+`, mode, dir, recursive)
+}
+
+func TestProtectDeniesReadWriteCreate(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	writeFile(t, secret, "s3cret\n")
+	h := start(t, protectFile("protect", secret))
+
+	mustDeny(t, cmd(t, "cat", secret))
+	ev := h.rec.waitFor(t, "denied cat", kind(fsmon.KindDenied, secret))
+	if ev.Op != fsmon.OpOpen || ev.Mode != fsmon.ModeProtect || ev.Profile != "t" || ev.Filter != "secret" {
+		t.Errorf("event fields: %+v", ev)
+	}
+	p := ev.Process
+	if p.PID <= 0 || p.ParentPID != int32(os.Getpid()) || p.ExecutablePath != "/usr/bin/cat" ||
+		p.ExecutableName != "cat" || p.CommandLine != "cat "+secret || p.UserID != 0 {
+		t.Errorf("process facts: %+v (test pid %d)", p, os.Getpid())
+	}
+	if ev.Decision <= 0 || ev.Count != 1 || ev.Time.IsZero() {
+		t.Errorf("decision %v count %d time %v", ev.Decision, ev.Count, ev.Time)
+	}
+
+	mustDeny(t, sh(t, "echo x >> "+secret))
+	mustDeny(t, cmd(t, "cp", "/etc/hostname", secret))
+	if b, _ := os.ReadFile(secret); string(b) != "s3cret\n" {
+		t.Fatalf("content changed to %q", b)
+	}
+
+	// Creating a file under a protected directory fails alike.
+	h2dir := t.TempDir()
+	h2 := start(t, protectDir("protect", h2dir, false))
+	mustDeny(t, sh(t, "echo new > "+filepath.Join(h2dir, "new.key")))
+	h2.rec.waitFor(t, "denied create", kind(fsmon.KindDenied, filepath.Join(h2dir, "new.key")))
+	// A name the regex does not match is not touched.
+	mustAllow(t, sh(t, "echo ok > "+filepath.Join(h2dir, "notes.txt")+" && cat "+filepath.Join(h2dir, "notes.txt")))
+}
+
+func TestProtectAllowList(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	writeFile(t, secret, "s3cret\n")
+	h := start(t, protectFile("protect", secret))
+	r := cmd(t, "head", secret)
+	mustAllow(t, r)
+	if r.out != "s3cret\n" {
+		t.Fatalf("head read %q", r.out)
+	}
+	mustAllow(t, cmd(t, "tail", secret)) // allowed by name
+	h.rec.none(t, "for allowed processes", func(ev *fsmon.Event) bool { return ev.Kind != fsmon.KindChange })
+	// The daemon's own opens never wait and are not reported.
+	if b, err := os.ReadFile(secret); err != nil || string(b) != "s3cret\n" {
+		t.Fatalf("own read: %q %v", b, err)
+	}
+}
+
+func TestMonitorModeReportsViolation(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	writeFile(t, secret, "s3cret\n")
+	h := start(t, protectFile("monitor", secret))
+	mustAllow(t, cmd(t, "cat", secret))
+	ev := h.rec.waitFor(t, "violation", kind(fsmon.KindViolation, secret))
+	if ev.Mode != fsmon.ModeMonitor || ev.Process.ExecutableName != "cat" {
+		t.Errorf("%+v", ev)
+	}
+	h.rec.none(t, "denied in monitor mode", func(ev *fsmon.Event) bool { return ev.Kind == fsmon.KindDenied })
+}
+
+func TestLearnModeRecords(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	writeFile(t, secret, "s3cret\n")
+	h := start(t, protectFile("learn", secret))
+	mustAllow(t, cmd(t, "cat", secret))
+	h.rec.waitFor(t, "learned", kind(fsmon.KindLearned, secret))
+	want := Learned{Profile: "t", Filter: "secret", Executable: "/usr/bin/cat"}
+	found := false
+	for _, l := range h.LearnedSet() {
+		if l == want {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("learned set %v lacks %v", h.LearnedSet(), want)
+	}
+}
+
+// TestProtectionFollowsTheFile covers the ways real programs reach or
+// rewrite a protected file.
+func TestProtectionFollowsTheFile(t *testing.T) {
+	dir := t.TempDir()
+	other := t.TempDir() // same file system, not marked
+	secret := filepath.Join(dir, "secret")
+	writeFile(t, secret, "s3cret\n")
+	h := start(t, protectFile("protect", secret))
+
+	t.Run("hard link", func(t *testing.T) {
+		link := filepath.Join(other, "hardlink")
+		mustAllow(t, cmd(t, "ln", secret, link))
+		mustDeny(t, cmd(t, "cat", link))
+		ev := h.rec.waitFor(t, "denied via hard link", kind(fsmon.KindDenied, link))
+		if ev.Filter != "secret" {
+			t.Errorf("%+v", ev)
+		}
+		os.Remove(link)
+	})
+	t.Run("symlink", func(t *testing.T) {
+		link := filepath.Join(other, "symlink")
+		mustAllow(t, cmd(t, "ln", "-s", secret, link))
+		mustDeny(t, cmd(t, "cat", link))
+		os.Remove(link)
+	})
+	t.Run("proc root path", func(t *testing.T) {
+		mustDeny(t, cmd(t, "cat", "/proc/self/root"+secret))
+	})
+	t.Run("bind mount", func(t *testing.T) {
+		mnt := filepath.Join(other, "mnt")
+		os.Mkdir(mnt, 0o755)
+		mustAllow(t, cmd(t, "mount", "--bind", dir, mnt))
+		defer exec.Command("umount", "-l", mnt).Run()
+		mustDeny(t, cmd(t, "cat", filepath.Join(mnt, "secret")))
+	})
+	t.Run("atomic replacement by an allowed editor", func(t *testing.T) {
+		// Write a temporary file and rename it over the protected one,
+		// as editors and sed -i do: a new inode under the old name.
+		mustAllow(t, sh(t, fmt.Sprintf("head %s > %s.tmp && echo more >> %s.tmp && mv %s.tmp %s", secret, secret, secret, secret, secret)))
+		mustDeny(t, cmd(t, "cat", secret))
+		mustAllow(t, cmd(t, "head", secret))
+	})
+	t.Run("sed -i", func(t *testing.T) {
+		// sed is not allowed: it cannot read the file to rewrite it.
+		mustDeny(t, cmd(t, "sed", "-i", "s/s3cret/leaked/", secret))
+	})
+	t.Run("renamed away", func(t *testing.T) {
+		moved := filepath.Join(other, "moved")
+		mustAllow(t, cmd(t, "mv", secret, moved))
+		mustDeny(t, cmd(t, "cat", moved))
+		// Creating a file at the old name is an open like any other:
+		// denied to others.
+		mustDeny(t, sh(t, "echo fresh > "+secret))
+		// Made by the daemon's own process, it is covered as well.
+		writeFile(t, secret, "fresh\n")
+		mustDeny(t, cmd(t, "cat", secret))
+		mustAllow(t, cmd(t, "mv", moved, secret+".old"))
+	})
+	t.Run("copy made by an allowed process is a new file", func(t *testing.T) {
+		// The copy is a different file outside the filter: the filter
+		// protects the name and its inode, not the bytes.
+		cp := filepath.Join(other, "copy")
+		mustAllow(t, sh(t, "head "+secret+" > "+cp))
+		mustAllow(t, cmd(t, "cat", cp))
+	})
+	t.Run("deleted and recreated", func(t *testing.T) {
+		mustAllow(t, cmd(t, "rm", "-f", secret))
+		writeFile(t, secret, "again\n")
+		mustDeny(t, cmd(t, "cat", secret))
+	})
+	t.Run("open through an fd path of another process", func(t *testing.T) {
+		// A process holding the directory open cannot reach the file by
+		// a relative path either.
+		mustDeny(t, sh(t, "cd "+dir+" && exec cat ./secret"))
+	})
+}
+
+func TestExecOfProtectedFile(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "tool")
+	b, err := os.ReadFile("/usr/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, protectFile("protect", bin))
+	mustDeny(t, cmd(t, bin))
+	h.rec.waitFor(t, "denied exec", func(ev *fsmon.Event) bool {
+		return ev.Kind == fsmon.KindDenied && ev.Path == bin && ev.Op == fsmon.OpExec
+	})
+}
+
+func TestRecursiveCoversNewSubdirectories(t *testing.T) {
+	dir := t.TempDir()
+	h := start(t, protectDir("protect", dir, true))
+	// Created after start by the daemon's own process (allowed), two
+	// levels deep at once.
+	deep := filepath.Join(dir, "a", "b", "c")
+	if err := os.MkdirAll(deep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(deep, "id.key")
+	writeFile(t, key, "k")
+	eventually(t, "deny in a new subdirectory", func() error { return denied(key) })
+	h.rec.waitFor(t, "denied deep", kind(fsmon.KindDenied, key))
+	// A directory renamed in from outside is covered too.
+	outside := t.TempDir()
+	writeFile(t, filepath.Join(outside, "x.key"), "k")
+	moved := filepath.Join(dir, "moved")
+	if err := os.Rename(outside, moved); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "deny in a directory moved in", func() error { return denied(filepath.Join(moved, "x.key")) })
+	// Names the regex does not match stay open.
+	writeFile(t, filepath.Join(deep, "readme"), "r")
+	mustAllow(t, cmd(t, "cat", filepath.Join(deep, "readme")))
+}
+
+func TestNonRecursiveLeavesSubdirectories(t *testing.T) {
+	dir := t.TempDir()
+	sub := filepath.Join(dir, "sub")
+	os.Mkdir(sub, 0o755)
+	writeFile(t, filepath.Join(sub, "x.key"), "k")
+	writeFile(t, filepath.Join(dir, "y.key"), "k")
+	start(t, protectDir("protect", dir, false))
+	mustDeny(t, cmd(t, "cat", filepath.Join(dir, "y.key")))
+	mustAllow(t, cmd(t, "cat", filepath.Join(sub, "x.key")))
+}
+
+func TestRegexPath(t *testing.T) {
+	base := t.TempDir()
+	for _, u := range []string{"alice", "bob"} {
+		os.MkdirAll(filepath.Join(base, u, ".ssh"), 0o700)
+		writeFile(t, filepath.Join(base, u, ".ssh", "id_ed25519"), "k")
+	}
+	start(t, fmt.Sprintf(`
+profiles:
+  - name: t
+    host: true
+    mode: protect
+    filters:
+      - name: ssh
+        path: %s/.*/\.ssh
+        regex: '.*'
+        behavior: block
+        allow: [/usr/bin/head]
+`, base))
+	mustDeny(t, cmd(t, "cat", filepath.Join(base, "alice", ".ssh", "id_ed25519")))
+	mustDeny(t, cmd(t, "cat", filepath.Join(base, "bob", ".ssh", "id_ed25519")))
+	// A user added later.
+	os.MkdirAll(filepath.Join(base, "carol", ".ssh"), 0o700)
+	writeFile(t, filepath.Join(base, "carol", ".ssh", "id_rsa"), "k")
+	eventually(t, "new user's key", func() error { return denied(filepath.Join(base, "carol", ".ssh", "id_rsa")) })
+	writeFile(t, filepath.Join(base, "carol", "notes"), "n")
+	mustAllow(t, cmd(t, "cat", filepath.Join(base, "carol", "notes")))
+}
+
+func TestChangesAreReported(t *testing.T) {
+	dir := t.TempDir()
+	watched := filepath.Join(dir, "hosts")
+	writeFile(t, watched, "127.0.0.1 localhost\n")
+	h := start(t, fmt.Sprintf(`
+profiles:
+  - name: t
+    host: true
+    filters:
+      - path: %s
+      - name: conf
+        path: %s/conf.d
+        regex: '.*\.conf'
+`, watched, dir))
+	// Change events are read after the fact: a writer that is still
+	// there is named in full (one that has exited by then is named by
+	// its pid only).
+	mustAllow(t, sh(t, "echo '10.0.0.1 x' >> "+watched+"; sleep 0.5"))
+	ev := h.rec.waitFor(t, "write", change(fsmon.OpWrite, watched))
+	if ev.Process.ExecutableName != "sh" || ev.Process.ExecutablePath != "/usr/bin/dash" || ev.Process.PID <= 0 ||
+		ev.Process.CommandLine == "" || ev.Filter != watched || ev.Mode != fsmon.ModeMonitor {
+		t.Errorf("write event: %+v", ev)
+	}
+	mustAllow(t, cmd(t, "chmod", "600", watched))
+	// chmod has often exited before its event is read: only its pid is
+	// sure to be known.
+	ev = h.rec.waitFor(t, "attrib", change(fsmon.OpAttrib, watched))
+	if ev.Process.PID <= 0 {
+		t.Errorf("attrib by %+v", ev.Process)
+	}
+	// Atomic replacement shows as a rename onto the name.
+	mustAllow(t, sh(t, fmt.Sprintf("cp %s %s.new && mv %s.new %s", watched, watched, watched, watched)))
+	ev = h.rec.waitFor(t, "rename", change(fsmon.OpRename, watched))
+	if ev.Process.PID <= 0 {
+		t.Errorf("rename by %+v", ev.Process)
+	}
+	mustAllow(t, cmd(t, "rm", watched))
+	h.rec.waitFor(t, "delete", change(fsmon.OpDelete, watched))
+	mustAllow(t, cmd(t, "touch", watched))
+	ev = h.rec.waitFor(t, "create", change(fsmon.OpCreate, watched))
+	if ev.Process.PID <= 0 {
+		t.Errorf("create by %+v", ev.Process)
+	}
+	// Files in a directory created after start.
+	conf := filepath.Join(dir, "conf.d")
+	mustAllow(t, cmd(t, "mkdir", conf))
+	eventually(t, "watch on new conf.d", func() error {
+		f := filepath.Join(conf, fmt.Sprintf("a%d.conf", time.Now().UnixNano()))
+		if r := sh(t, "echo x > "+f); r.err != nil {
+			return r.err
+		}
+		for _, ev := range h.rec.all() {
+			if ev.Kind == fsmon.KindChange && ev.Path == f {
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+		for _, ev := range h.rec.all() {
+			if ev.Kind == fsmon.KindChange && ev.Path == f {
+				return nil
+			}
+		}
+		return fmt.Errorf("no change event for %s", f)
+	})
+	// A write through a hard link outside the directory is still the
+	// file's change.
+	other := t.TempDir()
+	link := filepath.Join(other, "link")
+	mustAllow(t, cmd(t, "ln", watched, link))
+	mustAllow(t, sh(t, "echo y >> "+link))
+	ev = h.rec.waitFor(t, "write via link", change(fsmon.OpWrite, link))
+	if ev.Filter != watched {
+		t.Errorf("%+v", ev)
+	}
+}
+
+func TestEventsOfDifferentProcessesAreNotMerged(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	writeFile(t, secret, "s")
+	h := start(t, protectFile("protect", secret))
+	const n = 8
+	script := strings.Repeat("cat "+secret+" 2>/dev/null & ", n) + "wait"
+	sh(t, script)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		pids := map[int32]bool{}
+		for _, ev := range h.rec.all() {
+			if ev.Kind == fsmon.KindDenied {
+				pids[ev.Process.PID] = true
+			}
+		}
+		if len(pids) == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("want %d denied events of %d processes, got pids %v", n, n, pids)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
