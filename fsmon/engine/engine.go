@@ -104,7 +104,10 @@ type Engine struct {
 	learnedMu      sync.Mutex
 	learned        map[Learned]struct{}
 	running        atomic.Bool
-	handleNotFound atomic.Uint64
+
+	// slowDecision, when set by a test, runs inside every decision: the
+	// stand-in for a /proc read that hangs.
+	slowDecision func()
 }
 
 // Learned is one (profile, filter, executable) seen in learn mode.

@@ -186,6 +186,9 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 	if err := unix.Fstat(int(s.fd), &st); err != nil {
 		return
 	}
+	if e.slowDecision != nil {
+		e.slowDecision()
+	}
 	id := devIno{st.Dev, st.Ino}
 	e.mu.RLock()
 	if f := e.tables.files[id]; f != nil {

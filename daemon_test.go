@@ -1,0 +1,409 @@
+package main
+
+// End-to-end tests of the binary: flags, configuration errors, signals,
+// HTTP endpoints and the JSON lines on stdout, with real child processes.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fsmon/fsmon_exporter/internal/testroot"
+)
+
+type daemon struct {
+	cmd    *exec.Cmd
+	addr   string
+	stderr *syncBuffer
+	mu     sync.Mutex
+	lines  []map[string]any
+	done   chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startDaemon starts the binary and waits until /-/ready says 200.
+func startDaemon(t *testing.T, args ...string) *daemon {
+	t.Helper()
+	testroot.Require(t)
+	bin := testroot.Binary(t)
+	d := &daemon{addr: freeAddr(t), stderr: &syncBuffer{}, done: make(chan error, 1)}
+	d.cmd = exec.Command(bin, append([]string{"--web.listen-address=" + d.addr, "--events.fold-window=0"}, args...)...)
+	d.cmd.Stderr = d.stderr
+	out, err := d.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var m map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				m = map[string]any{"_not_json": sc.Text()}
+			}
+			d.mu.Lock()
+			d.lines = append(d.lines, m)
+			d.mu.Unlock()
+		}
+		d.done <- d.cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		if d.cmd.ProcessState == nil {
+			d.cmd.Process.Kill()
+			<-d.done
+		}
+		if t.Failed() {
+			t.Logf("daemon stderr:\n%s", d.stderr.String())
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get("http://" + d.addr + "/-/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return d
+			}
+		}
+		select {
+		case err := <-d.done:
+			t.Fatalf("daemon exited before ready: %v\n%s", err, d.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon not ready within 60s\n%s", d.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (d *daemon) event(t *testing.T, what string, match func(map[string]any) bool) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		d.mu.Lock()
+		for _, m := range d.lines {
+			if match(m) {
+				d.mu.Unlock()
+				return m
+			}
+		}
+		n := len(d.lines)
+		d.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatalf("no JSON line %s within 10s (%d lines)", what, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (d *daemon) signal(t *testing.T, s syscall.Signal) {
+	t.Helper()
+	if err := d.cmd.Process.Signal(s); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (d *daemon) wait(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-d.done:
+		return err
+	case <-time.After(15 * time.Second):
+		t.Fatal("daemon did not exit within 15s")
+		return nil
+	}
+}
+
+func (d *daemon) get(t *testing.T, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + d.addr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// metric returns the value of one sample line of the exposition.
+func (d *daemon) metric(t *testing.T, series string) string {
+	t.Helper()
+	_, body := d.get(t, "/metrics")
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasPrefix(l, series+" ") {
+			return strings.TrimPrefix(l, series+" ")
+		}
+	}
+	return ""
+}
+
+func runCmd(t *testing.T, name string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("%s %v hung", name, args)
+	}
+	return string(out), err
+}
+
+func protectConfig(t *testing.T, file string) string {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "fsmon.yml")
+	writeConfig(t, cfg, fmt.Sprintf(`
+profiles:
+  - name: e2e
+    host: true
+    mode: protect
+    filters:
+      - name: secret
+        path: %s
+        behavior: block
+        allow: [/usr/bin/head]
+`, file))
+	return cfg
+}
+
+func writeConfig(t *testing.T, p, s string) {
+	t.Helper()
+	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func secretFile(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(p, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestConfigCheck(t *testing.T) {
+	bin := testroot.Binary(t)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yml")
+	writeConfig(t, good, "profiles:\n  - name: a\n    filters:\n      - path: /etc/hosts\n")
+	if out, err := exec.Command(bin, "--config.check", "--config.file="+good).CombinedOutput(); err != nil {
+		t.Fatalf("good config: %v\n%s", err, out)
+	}
+	bad := filepath.Join(dir, "bad.yml")
+	writeConfig(t, bad, `mode: protekt
+profiles:
+  - name: a
+    filters:
+      - path: etc/hosts
+        regex: '[unclosed'
+        bogus: 1
+`)
+	out, err := exec.Command(bin, "--config.check", "--config.file="+bad).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("bad config: want exit 1, got %v\n%s", err, out)
+	}
+	for _, want := range []string{bad + ":1: ", bad + ":5: ", bad + ":6: ", bad + ":7: "} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	// The embedded default is valid.
+	if out, err := exec.Command(bin, "--config.check").CombinedOutput(); err != nil {
+		t.Fatalf("default: %v\n%s", err, out)
+	}
+}
+
+func TestBadConfigAtStartExits1(t *testing.T) {
+	bin := testroot.Binary(t)
+	bad := filepath.Join(t.TempDir(), "bad.yml")
+	writeConfig(t, bad, "profiles: [\n")
+	out, err := exec.Command(bin, "--config.file="+bad, "--web.listen-address="+freeAddr(t)).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("want exit 1, got %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), bad+":") {
+		t.Errorf("error does not name the file: %s", out)
+	}
+}
+
+func TestNotRootIsAClearError(t *testing.T) {
+	testroot.Require(t) // to become somebody else
+	bin := testroot.Binary(t)
+	c := exec.Command(bin, "--web.listen-address="+freeAddr(t))
+	c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := c.CombinedOutput()
+	if err == nil {
+		t.Fatalf("started as nobody: %s", out)
+	}
+	if !strings.Contains(string(out), "must run as root") {
+		t.Fatalf("message does not say root is needed: %s", out)
+	}
+}
+
+func TestDaemonDeniesReportsReloadsAndStops(t *testing.T) {
+	secret := secretFile(t)
+	cfg := protectConfig(t, secret)
+	d := startDaemon(t, "--config.file="+cfg)
+
+	if code, _ := d.get(t, "/-/healthy"); code != 200 {
+		t.Errorf("/-/healthy: %d", code)
+	}
+	if code, body := d.get(t, "/"); code != 200 || !strings.Contains(body, "fsmon_exporter") {
+		t.Errorf("landing page: %d %q", code, body)
+	}
+	if out, err := runCmd(t, "cat", secret); err == nil {
+		t.Fatalf("cat read the protected file: %s", out)
+	}
+	ev := d.event(t, "denied", func(m map[string]any) bool { return m["event"] == "denied" && m["file.path"] == secret })
+	for _, k := range []string{"time", "op", "mode", "profile", "filter", "process.pid", "process.parent_pid",
+		"process.executable.path", "process.executable.name", "process.command_line", "process.user.id", "count"} {
+		if _, ok := ev[k]; !ok {
+			t.Errorf("denied event lacks %s: %v", k, ev)
+		}
+	}
+	if ev["process.executable.path"] != "/usr/bin/cat" || ev["op"] != "open" || ev["mode"] != "protect" {
+		t.Errorf("denied event: %v", ev)
+	}
+	if _, err := time.Parse(time.RFC3339Nano, ev["time"].(string)); err != nil {
+		t.Errorf("time: %v", err)
+	}
+	if out, err := runCmd(t, "head", secret); err != nil {
+		t.Fatalf("allowed head failed: %v %s", err, out)
+	}
+
+	// A bad reload keeps the old configuration in force.
+	writeConfig(t, cfg, "profiles: [\n")
+	d.signal(t, syscall.SIGHUP)
+	waitMetric(t, d, "fsmon_config_last_reload_successful", "0")
+	if _, err := runCmd(t, "cat", secret); err == nil {
+		t.Fatal("after a bad reload the file is no longer protected")
+	}
+	if !strings.Contains(d.stderr.String(), cfg+":") {
+		t.Errorf("reload error does not name the file:\n%s", d.stderr.String())
+	}
+	// A good one takes effect: now in monitor mode, cat is reported, not
+	// denied.
+	writeConfig(t, cfg, strings.Replace(readFile(t, protectConfig(t, secret)), "mode: protect", "mode: monitor", 1))
+	d.signal(t, syscall.SIGHUP)
+	waitMetric(t, d, "fsmon_config_last_reload_successful", "1")
+	if out, err := runCmd(t, "cat", secret); err != nil {
+		t.Fatalf("after reload to monitor mode cat failed: %v %s", err, out)
+	}
+	d.event(t, "violation", func(m map[string]any) bool { return m["event"] == "violation" && m["file.path"] == secret })
+
+	d.signal(t, syscall.SIGTERM)
+	if err := d.wait(t); err != nil {
+		t.Fatalf("SIGTERM: want exit 0, got %v", err)
+	}
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func waitMetric(t *testing.T, d *daemon, series, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := d.metric(t, series)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %q, want %q", series, got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestSIGKILLLeavesNothingBlocked(t *testing.T) {
+	secret := secretFile(t)
+	d := startDaemon(t, "--config.file="+protectConfig(t, secret))
+	if _, err := runCmd(t, "cat", secret); err == nil {
+		t.Fatal("not protected")
+	}
+	d.cmd.Process.Kill()
+	<-d.done
+	// The kernel answers for a dead daemon: allowed, at once (run fails
+	// the test if cat hangs).
+	if out, err := runCmd(t, "cat", secret); err != nil {
+		t.Fatalf("after SIGKILL cat failed: %v %s", err, out)
+	}
+}
+
+// TestDefaultProfile runs the embedded default, as `make run` does, and
+// checks a change under one of its important paths (/home/*/.ssh).
+func TestDefaultProfile(t *testing.T) {
+	testroot.Require(t)
+	home := fmt.Sprintf("/home/fsmon-e2e-%d", os.Getpid())
+	ssh := filepath.Join(home, ".ssh")
+	if err := os.MkdirAll(ssh, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(home) })
+	key := filepath.Join(ssh, "authorized_keys")
+	if err := os.WriteFile(key, []byte("ssh-ed25519 AAAA test\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t)
+	if out, err := runCmd(t, "sh", "-c", "echo 'ssh-ed25519 BBBB intruder' >> "+key+"; sleep 0.3"); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	ev := d.event(t, "change write", func(m map[string]any) bool {
+		return m["event"] == "change" && m["op"] == "write" && m["file.path"] == key
+	})
+	if ev["profile"] != "default" || ev["mode"] != "monitor" || ev["process.executable.name"] != "sh" {
+		t.Errorf("%v", ev)
+	}
+	if !strings.Contains(d.stderr.String(), "msg=ready") {
+		t.Errorf("no ready log line:\n%s", d.stderr.String())
+	}
+}

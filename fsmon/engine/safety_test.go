@@ -1,0 +1,114 @@
+package engine
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/fsmon/fsmon_exporter/fsmon"
+)
+
+// startSlow is start with every decision taking longer than the deadline.
+func startSlow(t *testing.T, yaml string, def DefaultAnswer) *harness {
+	t.Helper()
+	var h *harness
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	h = start(t, yaml, func(o *Options) {
+		o.DecisionTimeout = 100 * time.Millisecond
+		o.Default = def
+	})
+	h.slowDecision = func() {
+		select {
+		case <-release:
+		case <-time.After(time.Second):
+		}
+	}
+	return h
+}
+
+func TestDeadlineAnswersWithDefault(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	writeFile(t, secret, "s")
+	h := startSlow(t, protectFile("protect", secret), FailOpen)
+	// The decision would deny, but it misses the deadline: the
+	// watchdog's default answer (allow) is what the kernel got.
+	mustAllow(t, cmd(t, "cat", secret))
+	eventually(t, "timeout counted", func() error {
+		if n := h.Snapshot().DecisionTimeouts; n < 1 {
+			return errStillAllowed
+		}
+		return nil
+	})
+	// The late decision is discarded: no denied report for an open that
+	// was allowed.
+	h.rec.none(t, "denied after a timeout", func(ev *fsmon.Event) bool { return ev.Kind == fsmon.KindDenied })
+}
+
+func TestDeadlineFailClosed(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	writeFile(t, secret, "s")
+	h := startSlow(t, protectFile("protect", secret), FailClosed)
+	// Even the allowed head is denied when its decision is late.
+	mustDeny(t, cmd(t, "head", secret))
+	if h.Snapshot().DecisionTimeouts < 1 {
+		t.Fatal("timeout not counted")
+	}
+}
+
+func TestClosedGroupsFailOpen(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	writeFile(t, secret, "s")
+	h := start(t, protectFile("protect", secret))
+	mustDeny(t, cmd(t, "cat", secret))
+	// A daemon that goes away closes its groups (the kernel does it for
+	// a killed one): nothing stays blocked or denied. Run's cleanup then
+	// finds them closed.
+	h.perm.Close()
+	h.notif.Close()
+	mustAllow(t, cmd(t, "cat", secret))
+}
+
+func TestSnapshot(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	writeFile(t, secret, "s")
+	keys := filepath.Join(dir, "keys")
+	os.MkdirAll(filepath.Join(keys, "a"), 0o755)
+	writeFile(t, filepath.Join(keys, "a", "x.key"), "k")
+	writeFile(t, filepath.Join(keys, "y.key"), "k")
+	h := start(t, protectFile("protect", secret)+`
+      - name: keys
+        path: `+keys+`
+        regex: '.*\.key'
+        recursive: true
+`)
+	s := h.Snapshot()
+	if !s.Ready || len(s.Groups) != 1 || s.Groups[0].Name != "host" {
+		t.Fatalf("groups %+v ready %v", s.Groups, s.Ready)
+	}
+	// Directories: dir (parent of secret; in both groups), keys and
+	// keys/a (notification group only: the keys filter monitors).
+	if got := s.Marks[fsmon.MarkFile]; got != 4 {
+		t.Errorf("file marks = %d, want 4 (3 files in the notification group, the blocked one in the permission group)", got)
+	}
+	if got := s.Marks[fsmon.MarkDir]; got != 4 {
+		t.Errorf("dir marks = %d, want 4", got)
+	}
+	if s.Rules != 2 {
+		t.Errorf("rules = %d, want 2 (the allow list of the block filter)", s.Rules)
+	}
+	if s.InotifyWatches < 3 || s.InotifyLimit <= 0 {
+		t.Errorf("watches %d limit %d", s.InotifyWatches, s.InotifyLimit)
+	}
+	mustDeny(t, cmd(t, "cat", secret))
+	h.rec.waitFor(t, "denied", kind(fsmon.KindDenied, secret))
+	s = h.Snapshot()
+	if s.PermissionEvents < 1 || s.Decisions.Count < 1 {
+		t.Errorf("permission events %d decisions %d", s.PermissionEvents, s.Decisions.Count)
+	}
+}
