@@ -91,19 +91,19 @@ type Engine struct {
 
 	queue chan fsmon.Event
 
-	decisions      fsmon.Histogram
-	permEvents     atomic.Uint64
-	notifyEvents   atomic.Uint64
-	timeouts       atomic.Uint64
-	overflowFan    atomic.Uint64
-	overflowIno    atomic.Uint64
-	dropQueue      atomic.Uint64
-	dropKernel     atomic.Uint64
-	inotifyLimit   int
-	procs          *procCache
-	learnedMu      sync.Mutex
-	learned        map[Learned]struct{}
-	running        atomic.Bool
+	decisions    fsmon.Histogram
+	permEvents   atomic.Uint64
+	notifyEvents atomic.Uint64
+	timeouts     atomic.Uint64
+	overflowFan  atomic.Uint64
+	overflowIno  atomic.Uint64
+	dropQueue    atomic.Uint64
+	dropKernel   atomic.Uint64
+	inotifyLimit int
+	procs        *procCache
+	learnedMu    sync.Mutex
+	learned      map[Learned]struct{}
+	running      atomic.Bool
 
 	// slowDecision, when set by a test, runs inside every decision: the
 	// stand-in for a /proc read that hangs.
