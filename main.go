@@ -45,6 +45,7 @@ type flags struct {
 	permTimeout     time.Duration
 	failClosed      bool
 	foldWindow      time.Duration
+	containerScan   time.Duration
 	containerCap    int
 	web             *web.FlagConfig
 	log             *promslog.Config
@@ -69,6 +70,8 @@ func parseFlags(args []string) *flags {
 	app.Flag("fail-closed", "Deny, rather than allow, an open whose decision misses the deadline.").BoolVar(&f.failClosed)
 	app.Flag("events.fold-window", "Identical events (same event, op, file, process, container) within this window are reported once with a count; 0 turns folding off. Metrics count every event.").
 		Default("500ms").DurationVar(&f.foldWindow)
+	app.Flag("containers.scan-interval", "How often /proc is scanned for containers that started or stopped; 0 watches the host only.").
+		Default("1s").DurationVar(&f.containerScan)
 	app.Flag("metrics.container-cap", "Distinct values of the container label before new containers are counted as other.").
 		Default("100").IntVar(&f.containerCap)
 	f.web = kingpinflag.AddFlags(app, ":9717")
@@ -161,6 +164,7 @@ func run(args []string) int {
 		Default:         def,
 		QueueSize:       f.queueSize,
 		Sink:            sinks,
+		ContainerScan:   f.containerScan,
 	})
 	if err != nil {
 		if errors.Is(err, engine.ErrNotRoot) || os.Geteuid() != 0 {

@@ -1,85 +1,84 @@
 package engine
 
 import (
-	"fmt"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/fsmon/fsmon_exporter/fsmon/policy"
 )
 
-func (e *Engine) newWalker(t *tables) *walker {
-	fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		fd = -1
-	}
-	return &walker{e: e, t: t, rootFD: fd, fsids: map[uint64][8]byte{}}
-}
-
-func (w *walker) close() {
-	if w.rootFD >= 0 {
-		unix.Close(w.rootFD)
-	}
-}
-
-// hostRules are the rules of the profiles that cover the host.
-func hostRules(p *policy.Policy) []*policy.Rule {
-	var rs []*policy.Rule
-	for _, pr := range p.Profiles {
-		if pr.AppliesToHost() {
-			rs = append(rs, pr.Rules...)
-		}
-	}
-	return rs
+// newWalker places marks for group g into t. The walker borrows the
+// group's root fd.
+func (e *Engine) newWalker(t *tables, g *group) *walker {
+	return &walker{e: e, t: t, g: g, rootFD: g.rootFD, fsids: map[uint64][8]byte{}}
 }
 
 // ApplyResult says what placing a policy did.
 type ApplyResult struct {
+	Groups      int
 	Dirs, Files int
 	Errors      int   // objects that could not be marked
 	FirstError  error // the first of them
 	Took        time.Duration
 }
 
-// Apply places the marks of p and makes it the policy in force. The old
-// policy's marks stay until the new ones are placed, so nothing covered
-// by both is ever uncovered.
+// Apply places the marks of p in every group and makes it the policy in
+// force. The old policy's marks stay until the new ones are placed, so
+// nothing covered by both is ever uncovered.
 func (e *Engine) Apply(p *policy.Policy) (ApplyResult, error) {
 	e.applyMu.Lock()
 	defer e.applyMu.Unlock()
 	start := time.Now()
 	e.ready.Store(false)
 	t := newTables()
-	w := e.newWalker(t)
-	defer w.close()
-	if w.rootFD < 0 {
-		return ApplyResult{}, fmt.Errorf("opening /: cannot resolve paths")
+	e.mu.RLock()
+	groups := make([]*group, 0, len(e.groups))
+	for _, g := range e.groups {
+		groups = append(groups, g)
 	}
-	w.walkRules(hostRules(p))
+	e.mu.RUnlock()
+	res := ApplyResult{}
+	for _, g := range groups {
+		rules := rulesFor(p, g)
+		w := e.newWalker(t, g)
+		w.walkRules(rules)
+		res.Errors += w.errs
+		if res.FirstError == nil {
+			res.FirstError = w.first
+		}
+		e.mu.Lock()
+		g.rules = rules
+		e.mu.Unlock()
+		if len(rules) > 0 || g.isHost() {
+			res.Groups++
+		}
+	}
 	e.mu.Lock()
 	old := e.tables
 	e.tables = t
 	e.policy = p
 	e.mu.Unlock()
+	// Namespaces no profile covered may be covered now.
+	clear(e.unmonitored)
 	e.unmarkStale(old, t)
 	e.ready.Store(true)
-	return ApplyResult{Dirs: len(t.dirs), Files: len(t.files), Errors: w.errs, FirstError: w.first, Took: time.Since(start)}, nil
+	res.Dirs, res.Files, res.Took = len(t.dirs), len(t.files), time.Since(start)
+	return res, nil
 }
 
-// rewalk places the current policy again (after an inotify overflow).
+// rewalk places the current policy again (after an inotify overflow):
+// it adds what is missing and keeps what is there.
 func (e *Engine) rewalk() {
-	e.mu.RLock()
-	p := e.policy
-	e.mu.RUnlock()
-	if p == nil {
-		return
-	}
 	e.applyMu.Lock()
-	w := e.newWalker(e.tables)
-	w.walkRules(hostRules(p))
-	w.close()
-	e.applyMu.Unlock()
+	defer e.applyMu.Unlock()
+	e.mu.RLock()
+	groups := make([]*group, 0, len(e.groups))
+	for _, g := range e.groups {
+		groups = append(groups, g)
+	}
+	e.mu.RUnlock()
+	for _, g := range groups {
+		e.newWalker(e.tables, g).walkRules(g.rules)
+	}
 }
 
 // unmarkStale removes what old marked and cur does not.

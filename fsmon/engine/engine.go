@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/container"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/inotify"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
@@ -61,6 +63,9 @@ type Options struct {
 	QueueSize int
 	// Sink receives every event.
 	Sink fsmon.Sink
+	// ContainerScan is how often /proc is scanned for new and gone
+	// containers; 0 watches the host only.
+	ContainerScan time.Duration
 }
 
 // Engine is the monitor engine. New makes the kernel objects; Run reads
@@ -82,9 +87,18 @@ type Engine struct {
 	mu     sync.RWMutex
 	tables *tables
 	policy *policy.Policy
-	// mountFDs holds one O_PATH fd per file system, for
+	// mountFDs holds one directory fd per file system, for
 	// open_by_handle_at of fids the tables do not know.
 	mountFDs map[[8]byte]int
+	// host is the host's group; groups maps mount namespaces to groups,
+	// the host's included.
+	host   *group
+	groups map[uint64]*group
+	// unmonitored are namespaces seen that no profile covers (or with
+	// no container id); applyMu guards it.
+	unmonitored    map[uint64]bool
+	hostNS, selfNS uint64
+	cfs            container.FS
 
 	ready atomic.Bool
 	batch *permBatch // the permission loop's current batch, shared with the watchdog
@@ -145,6 +159,9 @@ func New(opts Options) (*Engine, error) {
 		tables:       newTables(),
 		mountFDs:     map[[8]byte]int{},
 		batch:        &permBatch{},
+		groups:       map[uint64]*group{},
+		unmonitored:  map[uint64]bool{},
+		cfs:          container.FS{Root: opts.ProcRoot},
 		queue:        make(chan fsmon.Event, opts.QueueSize),
 		inotifyLimit: inotify.WatchLimit(),
 		procs:        newProcCache(4096),
@@ -152,6 +169,12 @@ func New(opts Options) (*Engine, error) {
 		stop:         -1,
 	}
 	var err error
+	if e.host, err = newHostGroup(opts.ProcRoot); err != nil {
+		return nil, err
+	}
+	e.hostNS = e.host.ns
+	e.groups[e.hostNS] = e.host
+	e.selfNS, _ = e.cfs.MountNS(e.selfPID)
 	e.perm, err = fanotify.New(fanotify.ClassContent, fanotify.ReportFD, fanotify.QueueUnlimited)
 	if err != nil {
 		if errors.Is(err, unix.EPERM) {
@@ -203,6 +226,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	go func() { defer loops.Done(); errc <- e.inotifyLoop() }()
 	wdDone := make(chan struct{})
 	go e.watchdog(wdDone)
+	discoverCtx, stopDiscover := context.WithCancel(ctx)
+	discovered := make(chan struct{})
+	go func() { defer close(discovered); e.discover(discoverCtx) }()
 
 	var err error
 	select {
@@ -210,6 +236,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	case err = <-errc:
 		e.log.Error("event loop failed", "err", err)
 	}
+	stopDiscover()
+	<-discovered
 	// Wake every loop; each finishes (and answers) the batch it holds.
 	var one [8]byte
 	one[0] = 1
@@ -260,19 +288,37 @@ func (e *Engine) learn(l Learned) {
 // Snapshot returns the state of the engine.
 func (e *Engine) Snapshot() fsmon.State {
 	e.mu.RLock()
-	marks := e.tables.markCounts()
+	groups := e.tables.groupCounts()
+	total := e.tables.markCounts(nil)
 	watches := len(e.tables.wds)
 	rules := 0
-	if e.policy != nil {
-		rules = e.policy.AllowRules()
+	for _, g := range e.groups {
+		for _, r := range g.rules {
+			if r.Blocks() {
+				rules += r.AllowEntries()
+			}
+		}
+	}
+	var states []fsmon.GroupState
+	for _, g := range e.groups {
+		if g.isHost() || len(g.rules) > 0 {
+			gs := groups[g]
+			gs.Name, gs.ContainerID = g.name, g.containerID
+			if gs.Marks == nil {
+				gs.Marks = e.tables.markCounts(g)
+			}
+			states = append(states, gs)
+		}
 	}
 	e.mu.RUnlock()
-	total := map[fsmon.MarkType]int{}
-	for k, v := range marks {
-		total[k] = v
-	}
+	sort.Slice(states, func(i, j int) bool {
+		if (states[i].ContainerID == "") != (states[j].ContainerID == "") {
+			return states[i].ContainerID == ""
+		}
+		return states[i].Name < states[j].Name
+	})
 	return fsmon.State{
-		Groups:         []fsmon.GroupState{{Name: "host", Marks: marks, InotifyWatches: watches}},
+		Groups:         states,
 		PendingEvents:  len(e.queue),
 		Marks:          total,
 		Rules:          rules,

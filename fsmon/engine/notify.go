@@ -10,7 +10,6 @@ import (
 	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/inotify"
-	"github.com/fsmon/fsmon_exporter/fsmon/policy"
 )
 
 // changeOps maps notification bits to report operations, in the order
@@ -28,7 +27,7 @@ var changeOps = []struct {
 
 func (e *Engine) notifyLoop() error {
 	buf := make([]byte, 256<<10)
-	var rules []*policy.Rule
+	var rules []grule
 	for {
 		readable, stopping, err := e.waitReadable(e.notif.FD())
 		if err != nil {
@@ -75,7 +74,7 @@ func keyBuf(buf []byte, f fanotify.FID) []byte {
 	return append(buf, f.Handle...)
 }
 
-func (e *Engine) notifyEvent(ev *fanotify.Event, now time.Time, rules []*policy.Rule) []*policy.Rule {
+func (e *Engine) notifyEvent(ev *fanotify.Event, now time.Time, rules []grule) []grule {
 	var kb [160]byte
 	if ev.Mask.Any(fanotify.DeleteSelf) && ev.File.Valid() {
 		// The last link is gone and the inode freed: forget it, so a
@@ -110,25 +109,27 @@ func (e *Engine) notifyEvent(ev *fanotify.Event, now time.Time, rules []*policy.
 	if file != nil {
 		p = file.path
 		if dp := e.resolveFID(ev.Dir); dp != "" && name != "" {
-			p = join(dp, name)
+			p = file.g.inside(join(dp, name))
 		}
 	}
 	rule := pickRule(rules)
-	proc := e.process(ev.PID, "", "", false)
+	// The file's group: the process may be gone before it can be asked.
+	proc := e.process(rule.g, ev.PID, "", "", false)
 	for _, co := range changeOps {
 		if !ev.Mask.Any(co.mask) {
 			continue
 		}
 		out := fsmon.Event{
-			Time:    now,
-			Kind:    fsmon.KindChange,
-			Op:      co.op,
-			Mode:    rule.Mode,
-			Profile: rule.Profile.Name,
-			Filter:  rule.Name,
-			Path:    p,
-			Process: proc,
-			Count:   1,
+			Time:      now,
+			Kind:      fsmon.KindChange,
+			Op:        co.op,
+			Mode:      rule.Mode,
+			Profile:   rule.Profile.Name,
+			Filter:    rule.Name,
+			Path:      p,
+			Process:   proc,
+			Container: rule.g.container(),
+			Count:     1,
 		}
 		e.enqueue(&out)
 	}
@@ -150,7 +151,7 @@ func (e *Engine) forgetFile(key []byte) {
 
 // pickRule chooses the rule a change is reported under: a block filter
 // before a monitor one, then the first in the configuration.
-func pickRule(rules []*policy.Rule) *policy.Rule {
+func pickRule(rules []grule) grule {
 	best := rules[0]
 	for _, r := range rules[1:] {
 		if r.Blocks() && !best.Blocks() || r.Blocks() == best.Blocks() && r.ID < best.ID {
@@ -240,8 +241,7 @@ func (e *Engine) treeEvent(ev *inotify.Event) {
 		if name == "" {
 			return
 		}
-		w := e.newWalker(e.tables)
-		defer w.close()
+		w := e.newWalker(e.tables, d.g)
 		typ := uint8(unix.DT_UNKNOWN)
 		if ev.Mask.Has(inotify.IsDir) {
 			typ = unix.DT_DIR

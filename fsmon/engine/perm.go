@@ -12,7 +12,6 @@ import (
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
-	"github.com/fsmon/fsmon_exporter/fsmon/policy"
 )
 
 const (
@@ -50,8 +49,9 @@ type permBatch struct {
 // decision is the loop's scratch space, reused for every event so the
 // permission path does not allocate for events it does not report.
 type decision struct {
-	rules   []*policy.Rule
-	rule    *policy.Rule
+	rules   []grule
+	rule    grule
+	group   *group // the process's
 	kind    fsmon.Kind
 	verdict fanotify.Verdict
 	path    string
@@ -149,16 +149,17 @@ func (e *Engine) handlePerm(s *permSlot, gen uint64, readAt time.Time, d *decisi
 		op = fsmon.OpExec
 	}
 	ev := fsmon.Event{
-		Time:     readAt,
-		Kind:     d.kind,
-		Op:       op,
-		Mode:     d.rule.Mode,
-		Profile:  d.rule.Profile.Name,
-		Filter:   d.rule.Name,
-		Path:     d.path,
-		Process:  d.proc,
-		Count:    1,
-		Decision: took,
+		Time:      readAt,
+		Kind:      d.kind,
+		Op:        op,
+		Mode:      d.rule.Mode,
+		Profile:   d.rule.Profile.Name,
+		Filter:    d.rule.Name,
+		Path:      d.path,
+		Process:   d.proc,
+		Container: d.group.container(),
+		Count:     1,
+		Decision:  took,
 	}
 	e.enqueue(&ev)
 }
@@ -181,7 +182,7 @@ func severity(k fsmon.Kind) int {
 // decide works out the verdict of one permission event.
 func (e *Engine) decide(s *permSlot, d *decision) {
 	d.rules = d.rules[:0]
-	d.rule, d.kind, d.verdict, d.path, d.proc = nil, 0, fanotify.Allow, "", fsmon.Process{}
+	d.rule, d.kind, d.verdict, d.path, d.proc, d.group = grule{}, 0, fanotify.Allow, "", fsmon.Process{}, nil
 	var st unix.Stat_t
 	if err := unix.Fstat(int(s.fd), &st); err != nil {
 		return
@@ -214,6 +215,20 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 			return
 		}
 	}
+	// A profile covers the processes of its group: the host's profiles
+	// the host's processes, a container's its own.
+	d.group = e.groupOf(s.pid)
+	n := 0
+	for _, r := range d.rules {
+		if r.g == d.group {
+			d.rules[n] = r
+			n++
+		}
+	}
+	d.rules = d.rules[:n]
+	if n == 0 {
+		return
+	}
 	blocks := false
 	for _, r := range d.rules {
 		if r.Blocks() {
@@ -222,7 +237,7 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 	}
 	var exe, comm string
 	if blocks {
-		exe, comm = e.identify(s.pid)
+		exe, comm = e.identify(d.group, s.pid)
 	}
 	for _, r := range d.rules {
 		var k fsmon.Kind
@@ -254,8 +269,8 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 	}
 	// The opener waits for the answer, so its facts can still be read;
 	// only events that are reported pay for this.
-	d.path = strings.Clone(real)
-	d.proc = e.process(s.pid, exe, comm, blocks)
+	d.path = strings.Clone(d.group.inside(real))
+	d.proc = e.process(d.group, s.pid, exe, comm, blocks)
 }
 
 // fdPath is the path of an event fd as the daemon's mount namespace sees

@@ -47,8 +47,9 @@ func (c *procCache) put(pid int32, f procFacts) {
 
 // identify reads what an allow list matches, fresh for every decision:
 // the executable (an exec changes it) and the name.
-func (e *Engine) identify(pid int32) (exe, comm string) {
+func (e *Engine) identify(g *group, pid int32) (exe, comm string) {
 	exe, _ = e.proc.Exe(pid)
+	exe = g.inside(exe)
 	if st, err := e.proc.Stat(pid); err == nil {
 		comm = st.Comm
 	}
@@ -57,7 +58,7 @@ func (e *Engine) identify(pid int32) (exe, comm string) {
 
 // process gathers the facts of pid for a report. exe and comm are used
 // when known already.
-func (e *Engine) process(pid int32, exe, comm string, known bool) fsmon.Process {
+func (e *Engine) process(g *group, pid int32, exe, comm string, known bool) fsmon.Process {
 	p := fsmon.Process{PID: pid, UserID: -1}
 	st, err := e.proc.Stat(pid)
 	if err != nil {
@@ -67,6 +68,7 @@ func (e *Engine) process(pid int32, exe, comm string, known bool) fsmon.Process 
 	p.ParentPID = st.PPID
 	if !known {
 		exe, _ = e.proc.Exe(pid)
+		exe = g.inside(exe)
 		comm = st.Comm
 	}
 	p.ExecutablePath, p.ExecutableName = exe, comm

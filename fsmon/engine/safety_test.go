@@ -59,20 +59,6 @@ func TestDeadlineFailClosed(t *testing.T) {
 	}
 }
 
-func TestClosedGroupsFailOpen(t *testing.T) {
-	dir := t.TempDir()
-	secret := filepath.Join(dir, "secret")
-	writeFile(t, secret, "s")
-	h := start(t, protectFile("protect", secret))
-	mustDeny(t, cmd(t, "cat", secret))
-	// A daemon that goes away closes its groups (the kernel does it for
-	// a killed one): nothing stays blocked or denied. Run's cleanup then
-	// finds them closed.
-	h.perm.Close()
-	h.notif.Close()
-	mustAllow(t, cmd(t, "cat", secret))
-}
-
 func TestSnapshot(t *testing.T) {
 	dir := t.TempDir()
 	secret := filepath.Join(dir, "secret")

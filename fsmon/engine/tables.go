@@ -13,14 +13,22 @@ type devIno struct {
 	ino uint64
 }
 
+// grule is a rule as it applies to one group: the same filter of a
+// profile that covers every container is one grule per container.
+type grule struct {
+	g *group
+	*policy.Rule
+}
+
 // ruleRel is a rule and how a directory relates to it.
 type ruleRel struct {
-	rule *policy.Rule
+	rule grule
 	rel  policy.Relation
 }
 
 // dirEntry is a directory the engine marks or watches.
 type dirEntry struct {
+	g      *group // whose walk found it: paths are in its root
 	id     devIno
 	path   string   // as walked (the configured spelling), for reports
 	real   string   // as the kernel names it (readlink of the fd)
@@ -34,7 +42,7 @@ type dirEntry struct {
 
 // covers returns the rules that cover the file called name in the
 // directory.
-func (d *dirEntry) covers(name string, out []*policy.Rule) []*policy.Rule {
+func (d *dirEntry) covers(name string, out []grule) []grule {
 	for _, rr := range d.rels {
 		if rr.rel.Covers() && rr.rule.MatchName(rr.rel, name) {
 			out = appendRule(out, rr.rule)
@@ -43,7 +51,7 @@ func (d *dirEntry) covers(name string, out []*policy.Rule) []*policy.Rule {
 	return out
 }
 
-func appendRule(rs []*policy.Rule, r *policy.Rule) []*policy.Rule {
+func appendRule(rs []grule, r grule) []grule {
 	for _, x := range rs {
 		if x == r {
 			return rs
@@ -54,10 +62,11 @@ func appendRule(rs []*policy.Rule, r *policy.Rule) []*policy.Rule {
 
 // fileEntry is a covered file with inode marks.
 type fileEntry struct {
+	g      *group
 	id     devIno
 	path   string
 	handle string
-	rules  []*policy.Rule
+	rules  []grule
 	perm   fanotify.Mask
 	notif  fanotify.Mask
 }
@@ -83,12 +92,17 @@ func newTables() *tables {
 	}
 }
 
-func (t *tables) markCounts() map[fsmon.MarkType]int {
+// markCounts counts the marks of group g, or of every group when g is
+// nil.
+func (t *tables) markCounts(g *group) map[fsmon.MarkType]int {
 	m := map[fsmon.MarkType]int{}
 	for _, mt := range fsmon.MarkTypes {
 		m[mt] = 0
 	}
 	for _, d := range t.dirs {
+		if g != nil && d.g != g {
+			continue
+		}
 		if d.perm != 0 {
 			m[fsmon.MarkDir]++
 		}
@@ -97,6 +111,9 @@ func (t *tables) markCounts() map[fsmon.MarkType]int {
 		}
 	}
 	for _, f := range t.files {
+		if g != nil && f.g != g {
+			continue
+		}
 		if f.perm != 0 {
 			m[fsmon.MarkFile]++
 		}
@@ -105,6 +122,45 @@ func (t *tables) markCounts() map[fsmon.MarkType]int {
 		}
 	}
 	return m
+}
+
+// groupCounts counts marks and watches per group in one pass.
+func (t *tables) groupCounts() map[*group]fsmon.GroupState {
+	out := map[*group]fsmon.GroupState{}
+	get := func(g *group) fsmon.GroupState {
+		s, ok := out[g]
+		if !ok {
+			s.Marks = map[fsmon.MarkType]int{}
+			for _, mt := range fsmon.MarkTypes {
+				s.Marks[mt] = 0
+			}
+		}
+		return s
+	}
+	for _, d := range t.dirs {
+		s := get(d.g)
+		if d.perm != 0 {
+			s.Marks[fsmon.MarkDir]++
+		}
+		if d.notif != 0 {
+			s.Marks[fsmon.MarkDir]++
+		}
+		if d.wd >= 0 {
+			s.InotifyWatches++
+		}
+		out[d.g] = s
+	}
+	for _, f := range t.files {
+		s := get(f.g)
+		if f.perm != 0 {
+			s.Marks[fsmon.MarkFile]++
+		}
+		if f.notif != 0 {
+			s.Marks[fsmon.MarkFile]++
+		}
+		out[f.g] = s
+	}
+	return out
 }
 
 // fidKey is the map key of a fid.

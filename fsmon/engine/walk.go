@@ -36,7 +36,8 @@ const (
 type walker struct {
 	e      *Engine
 	t      *tables
-	rootFD int // O_PATH fd of the root every path is resolved in
+	g      *group
+	rootFD int // O_PATH fd of the group's root every path is resolved in (not owned)
 	fsids  map[uint64][8]byte
 	errs   int
 	first  error
@@ -72,7 +73,7 @@ func (w *walker) walkRules(rules []*policy.Rule) {
 	var rels []ruleRel
 	for _, r := range rules {
 		if rel := r.RelationOf(nil); rel != 0 {
-			rels = append(rels, ruleRel{r, rel})
+			rels = append(rels, ruleRel{grule{w.g, r}, rel})
 		}
 	}
 	fd, err := w.openIn("/", unix.O_DIRECTORY, 0)
@@ -193,7 +194,7 @@ func (w *walker) visitDir(fd int, logical string, comps []string, rels []ruleRel
 	d := w.t.dirs[id]
 	isNew := d == nil
 	if isNew {
-		d = &dirEntry{id: id, path: logical, comps: comps, wd: -1}
+		d = &dirEntry{g: w.g, id: id, path: logical, comps: comps, wd: -1}
 		w.t.dirs[id] = d
 	}
 	if !mergeRels(d, rels) && !isNew {
@@ -327,7 +328,7 @@ func (w *walker) child(parentFD int, logical string, comps []string, name string
 			}
 		}
 	}
-	var covering []*policy.Rule
+	var covering []grule
 	for _, rr := range rels {
 		if rr.rel.Covers() && rr.rule.MatchName(rr.rel, name) {
 			covering = appendRule(covering, rr.rule)
@@ -380,7 +381,7 @@ func (w *walker) child(parentFD int, logical string, comps []string, name string
 }
 
 // markFile records and marks a covered file.
-func (w *walker) markFile(fd int, st *unix.Stat_t, p string, rules []*policy.Rule) {
+func (w *walker) markFile(fd int, st *unix.Stat_t, p string, rules []grule) {
 	id := devIno{st.Dev, st.Ino}
 	// The handle holds the inode's generation: an entry for the same
 	// inode number with another handle is a file that is gone, whose
@@ -392,7 +393,7 @@ func (w *walker) markFile(fd int, st *unix.Stat_t, p string, rules []*policy.Rul
 		if f != nil && w.t.filesByHandle[f.handle] == f {
 			delete(w.t.filesByHandle, f.handle)
 		}
-		f = &fileEntry{id: id, path: p, handle: key}
+		f = &fileEntry{g: w.g, id: id, path: p, handle: key}
 		w.t.files[id] = f
 		if key != "" {
 			w.t.filesByHandle[key] = f

@@ -196,6 +196,9 @@ func (r *Rule) Allows(exe, comm string) bool {
 	return false
 }
 
+// AllowEntries is the number of entries of the rule's allow list.
+func (r *Rule) AllowEntries() int { return r.nAllow }
+
 // Blocks reports whether the rule restricts opens.
 func (r *Rule) Blocks() bool { return r.Behavior == BehaviorBlock }
 

@@ -1,0 +1,336 @@
+package engine
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/internal/testroot"
+)
+
+// fakeContainer is the nearest real thing to a container this machine
+// can run: a busybox root file system, a process in new mount and PID
+// namespaces whose root is that file system (unshare --root), in a
+// cgroup whose path has the shape a runtime gives it.
+type fakeContainer struct {
+	id     string
+	root   string
+	pid    int32 // the container's init, as the host sees it
+	cmd    *exec.Cmd
+	cgroup string
+}
+
+func randomID(t *testing.T) string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// busyboxRoot makes a minimal root file system.
+func busyboxRoot(t *testing.T) string {
+	t.Helper()
+	bb := testroot.RequireCommand(t, "busybox")
+	root := filepath.Join(t.TempDir(), "rootfs")
+	for _, d := range []string{"bin", "etc", "proc", "tmp", "data"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "bin", "busybox"), b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"sh", "cat", "head", "sleep", "echo", "mv", "ln", "ls", "rm", "touch", "mkdir"} {
+		if err := os.Symlink("busybox", filepath.Join(root, "bin", a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+// cgroupShape says where the fake container's cgroup goes.
+type cgroupShape int
+
+const (
+	cgroupV2Docker cgroupShape = iota // 0::/system.slice/docker-<id>.scope
+	cgroupV1Docker                    // N:pids:/docker/<id>
+)
+
+// startContainer starts the container's init (a sleeping shell) and
+// waits until it is in its namespaces and cgroup.
+func startContainer(t *testing.T, root, hostname string, shape cgroupShape) *fakeContainer {
+	t.Helper()
+	testroot.RequireCommand(t, "unshare")
+	c := &fakeContainer{id: randomID(t), root: root}
+	switch shape {
+	case cgroupV2Docker:
+		c.cgroup = "/sys/fs/cgroup/unified/system.slice/docker-" + c.id + ".scope"
+		if _, err := os.Stat("/sys/fs/cgroup/unified"); err != nil {
+			c.cgroup = "/sys/fs/cgroup/system.slice/docker-" + c.id + ".scope"
+		}
+	case cgroupV1Docker:
+		c.cgroup = "/sys/fs/cgroup/pids/docker/" + c.id
+	}
+	if err := os.MkdirAll(c.cgroup, 0o755); err != nil {
+		t.Skipf("cannot make a cgroup here (%v)", err)
+	}
+	// The shell joins the cgroup, then becomes unshare, whose child is
+	// the container's PID 1 with the busybox root.
+	script := fmt.Sprintf(`echo $$ > %s/cgroup.procs && exec unshare --mount --pid --fork --mount-proc --root=%s /bin/sh -c 'echo started; exec sleep 3600'`, c.cgroup, root)
+	c.cmd = exec.Command("sh", "-c", script)
+	c.cmd.Env = []string{"PATH=/bin:/usr/bin:/sbin:/usr/sbin", "HOSTNAME=" + hostname}
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := c.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.cmd.Stderr = os.Stderr
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.stop(); os.Remove(c.cgroup) })
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if strings.TrimSpace(line) != "started" {
+		t.Fatalf("container did not start: %q", line)
+	}
+	// The init is the child of unshare (pid of the sh that exec'd it).
+	kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", c.cmd.Process.Pid, c.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(kids))
+	if len(f) == 0 {
+		t.Fatal("unshare has no child")
+	}
+	pid, _ := strconv.Atoi(f[0])
+	c.pid = int32(pid)
+	return c
+}
+
+func (c *fakeContainer) stop() {
+	if c.cmd.Process != nil {
+		syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+		if c.pid > 0 {
+			syscall.Kill(int(c.pid), syscall.SIGKILL)
+		}
+		c.cmd.Wait()
+	}
+}
+
+// exec runs a command inside the container (its mount and PID
+// namespaces and its root).
+func (c *fakeContainer) exec(t *testing.T, args ...string) res {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	full := append([]string{"-t", strconv.Itoa(int(c.pid)), "-m", "-p", "-r", "-w", "--"}, args...)
+	out, err := exec.CommandContext(ctx, "nsenter", full...).CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("%v in the container hung", args)
+	}
+	return res{string(out), err}
+}
+
+func waitGroup(t *testing.T, h *harness, name string, present bool) fsmon.GroupState {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, g := range h.Snapshot().Groups {
+			if g.Name == name && present {
+				return g
+			}
+		}
+		if !present {
+			found := false
+			for _, g := range h.Snapshot().Groups {
+				found = found || g.Name == name
+			}
+			if !found {
+				return fsmon.GroupState{}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("group %q present=%v not reached within 10s: %+v", name, present, h.Snapshot().Groups)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+const containerConfig = `
+profiles:
+  - name: web
+    containers: {name: 'web-*'}
+    mode: protect
+    filters:
+      - name: shadow
+        path: /etc/shadow
+        behavior: block
+        allow: [head]
+      - name: hosts
+        path: /etc/hosts
+      - name: escape
+        path: /etc/escape
+        behavior: block
+        allow: [head]
+      - name: data
+        path: /data
+        recursive: true
+        behavior: block
+        allow: [head]
+`
+
+func TestContainerIsWatchedInItsRoot(t *testing.T) {
+	testroot.Require(t)
+	root := busyboxRoot(t)
+	writeFile(t, filepath.Join(root, "etc", "shadow"), "container secret\n")
+	writeFile(t, filepath.Join(root, "etc", "hosts"), "127.0.0.1 localhost\n")
+	// Hostile: links that point at host files by absolute path and by
+	// climbing out with "..".
+	os.Symlink("/etc/hostname", filepath.Join(root, "etc", "escape"))
+	os.Symlink("../../../../../../../../etc", filepath.Join(root, "data", "up"))
+	// A FIFO where a file is expected must not make the walk wait.
+	if err := syscall.Mkfifo(filepath.Join(root, "data", "pipe"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	h := start(t, containerConfig, func(o *Options) { o.ContainerScan = 200 * time.Millisecond })
+	c := startContainer(t, root, "web-1", cgroupV2Docker)
+	g := waitGroup(t, h, "web-1", true)
+	if g.ContainerID != c.id {
+		t.Fatalf("group id %q, want %q", g.ContainerID, c.id)
+	}
+
+	// Denied inside, with the container's id and inner paths.
+	mustDeny(t, c.exec(t, "cat", "/etc/shadow"))
+	ev := h.rec.waitFor(t, "denied in container", func(ev *fsmon.Event) bool {
+		return ev.Kind == fsmon.KindDenied && ev.Container.ID == c.id
+	})
+	if ev.Path != "/etc/shadow" || ev.Container.Name != "web-1" || ev.Profile != "web" || ev.Filter != "shadow" ||
+		ev.Process.ExecutablePath != "/bin/busybox" || ev.Process.ExecutableName != "cat" {
+		t.Errorf("event: %+v", ev)
+	}
+	// The allow list matches inside the container.
+	r := c.exec(t, "head", "/etc/shadow")
+	mustAllow(t, r)
+	// Changes inside are reported with the container too.
+	mustAllow(t, c.exec(t, "sh", "-c", "echo '10.1.1.1 db' >> /etc/hosts; sleep 0.3"))
+	ev = h.rec.waitFor(t, "change in container", func(ev *fsmon.Event) bool {
+		return ev.Kind == fsmon.KindChange && ev.Container.ID == c.id && ev.Op == fsmon.OpWrite
+	})
+	if ev.Path != "/etc/hosts" || ev.Filter != "hosts" {
+		t.Errorf("change: %+v", ev)
+	}
+	// A new directory under a recursive filter: creating a file in it is
+	// an open like any other, denied to sh; one the daemon's own process
+	// puts there is covered too.
+	mustAllow(t, c.exec(t, "mkdir", "-p", "/data/new"))
+	eventually(t, "deny of a create in a new directory", func() error {
+		if r := c.exec(t, "sh", "-c", "echo k > /data/new/attempt"); r.err == nil {
+			return errStillAllowed
+		}
+		return nil
+	})
+	writeFile(t, filepath.Join(root, "data", "new", "key"), "k")
+	eventually(t, "deny of a new file in the container", func() error {
+		if r := c.exec(t, "cat", "/data/new/key"); r.err == nil {
+			return errStillAllowed
+		}
+		return nil
+	})
+
+	// The host's file of the same path is untouched.
+	mustAllow(t, cmd(t, "cat", "/etc/shadow"))
+	// The symlinks did not lead the daemon out: no host file is marked
+	// or in the tables.
+	for _, hostFile := range []string{"/etc/hostname", "/etc/passwd", "/etc/shadow"} {
+		var st syscall.Stat_t
+		if err := syscall.Stat(hostFile, &st); err != nil {
+			continue
+		}
+		h.mu.RLock()
+		f := h.tables.files[devIno{uint64(st.Dev), st.Ino}]
+		d := h.tables.dirsByReal["/etc"]
+		h.mu.RUnlock()
+		if f != nil {
+			t.Errorf("host file %s is in the tables: %+v", hostFile, f)
+		}
+		if d != nil {
+			t.Errorf("host /etc is marked: %+v", d)
+		}
+	}
+	mustAllow(t, cmd(t, "cat", "/etc/hostname"))
+	h.rec.none(t, "about host files", func(ev *fsmon.Event) bool { return ev.Container.ID == "" })
+
+	// Exit cleans up: group, marks and watches gone.
+	c.stop()
+	waitGroup(t, h, "web-1", false)
+	h.mu.RLock()
+	left := 0
+	for _, d := range h.tables.dirs {
+		if !d.g.isHost() {
+			left++
+		}
+	}
+	for _, f := range h.tables.files {
+		if !f.g.isHost() {
+			left++
+		}
+	}
+	h.mu.RUnlock()
+	if left != 0 {
+		t.Errorf("%d table entries of the gone container remain", left)
+	}
+}
+
+func TestContainerNotSelectedIsLeftAlone(t *testing.T) {
+	testroot.Require(t)
+	root := busyboxRoot(t)
+	writeFile(t, filepath.Join(root, "etc", "shadow"), "db secret\n")
+	h := start(t, containerConfig, func(o *Options) { o.ContainerScan = 200 * time.Millisecond })
+	c := startContainer(t, root, "db-1", cgroupV1Docker)
+	// Give discovery a few rounds.
+	time.Sleep(800 * time.Millisecond)
+	for _, g := range h.Snapshot().Groups {
+		if g.ContainerID == c.id {
+			t.Fatalf("db-1 is watched though no profile selects it: %+v", g)
+		}
+	}
+	mustAllow(t, c.exec(t, "cat", "/etc/shadow"))
+}
+
+func TestDefaultProfileCoversEveryContainer(t *testing.T) {
+	testroot.Require(t)
+	root := busyboxRoot(t)
+	writeFile(t, filepath.Join(root, "etc", "passwd"), "root:x:0:0::/:/bin/sh\n")
+	h := start(t, `
+profiles:
+  - name: everywhere
+    filters:
+      - path: /etc/passwd
+`, func(o *Options) { o.ContainerScan = 200 * time.Millisecond })
+	c := startContainer(t, root, "anything", cgroupV1Docker)
+	waitGroup(t, h, "anything", true)
+	mustAllow(t, c.exec(t, "sh", "-c", "echo 'x:x:1:1::/:/bin/sh' >> /etc/passwd; sleep 0.3"))
+	ev := h.rec.waitFor(t, "change in container", func(ev *fsmon.Event) bool {
+		return ev.Kind == fsmon.KindChange && ev.Container.ID == c.id
+	})
+	if ev.Path != "/etc/passwd" || ev.Container.Name != "anything" {
+		t.Errorf("%+v", ev)
+	}
+}

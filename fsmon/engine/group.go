@@ -1,0 +1,331 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/container"
+	"github.com/fsmon/fsmon_exporter/fsmon/policy"
+)
+
+// group is the host or one container: a mount namespace with its own
+// root, in which every path of its profiles is resolved and marked.
+type group struct {
+	name        string // "host", or the container's name, or its short id
+	containerID string // full id; "" for the host
+	image       string
+	runtime     container.Runtime
+	ns          uint64 // mount namespace inode
+	rootPID     int32
+	// rootFD is an O_PATH fd of the group's root (/proc/PID/root):
+	// every path of the group is opened below it with RESOLVE_IN_ROOT,
+	// so nothing a container holds can lead the daemon out of it.
+	rootFD int
+	// prefix is what the daemon's view of the group's paths starts with
+	// when its root is a directory of the daemon's (a chroot); paths are
+	// reported without it. "" for the host and for pivot_root'ed roots.
+	prefix string
+	rules  []*policy.Rule
+}
+
+func (g *group) isHost() bool { return g.containerID == "" }
+
+func (g *group) container() fsmon.Container {
+	if g == nil || g.isHost() {
+		return fsmon.Container{}
+	}
+	return fsmon.Container{ID: g.containerID, Name: g.name}
+}
+
+// inside turns a path as the daemon sees it into the path as the
+// group's processes see it.
+func (g *group) inside(p string) string {
+	if g == nil || g.prefix == "" {
+		return p
+	}
+	if rest, ok := strings.CutPrefix(p, g.prefix); ok && (rest == "" || rest[0] == '/') {
+		if rest == "" {
+			return "/"
+		}
+		return rest
+	}
+	return p
+}
+
+// openRoot opens /proc/PID/root and works out the prefix.
+func openRoot(procRoot string, pid int32) (int, string, error) {
+	p := procRoot + "/" + strconv.Itoa(int(pid)) + "/root"
+	fd, err := unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, "", fmt.Errorf("opening %s: %w", p, err)
+	}
+	prefix := readlinkFD(fd)
+	if prefix == "/" {
+		prefix = ""
+	}
+	return fd, prefix, nil
+}
+
+// rulesFor picks the rules of the profiles that cover g.
+func rulesFor(p *policy.Policy, g *group) []*policy.Rule {
+	var rs []*policy.Rule
+	for _, pr := range p.Profiles {
+		if g.isHost() && pr.AppliesToHost() || !g.isHost() && selects(pr, g) {
+			rs = append(rs, pr.Rules...)
+		}
+	}
+	return rs
+}
+
+// selects reports whether a profile covers the container g: a profile
+// with neither host nor containers covers every container; one with a
+// selector covers those whose name, id and image match its globs.
+func selects(pr *policy.CompiledProfile, g *group) bool {
+	if pr.Containers.IsZero() {
+		return !pr.Host
+	}
+	s := pr.Containers
+	return glob(s.Name, g.name) && (glob(s.ID, g.containerID) || glob(s.ID, shortID(g.containerID))) && glob(s.Image, g.image)
+}
+
+func glob(pattern, v string) bool {
+	if pattern == "" {
+		return true
+	}
+	ok, err := path.Match(pattern, v)
+	return err == nil && ok
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+// groupOf returns the group of a process: the container whose mount
+// namespace it is in, else the host (processes of other namespaces
+// without a container id, such as systemd services with private mounts,
+// see the host's files).
+func (e *Engine) groupOf(pid int32) *group {
+	var pb [64]byte
+	p := append(pb[:0], e.opts.ProcRoot...)
+	p = append(p, '/')
+	p = appendInt(p, int(pid))
+	p = append(p, "/ns/mnt"...)
+	var buf [64]byte
+	n, err := unix.Readlink(unsafeString(p), buf[:])
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if err == nil {
+		if ns, ok := parseNSLink(buf[:n]); ok {
+			if g := e.groups[ns]; g != nil {
+				return g
+			}
+		}
+	}
+	return e.host
+}
+
+// parseNSLink parses "mnt:[4026531841]" without allocating.
+func parseNSLink(b []byte) (uint64, bool) {
+	var v uint64
+	in := false
+	for _, c := range b {
+		switch {
+		case c == '[':
+			in = true
+		case c == ']':
+			return v, in
+		case in && c >= '0' && c <= '9':
+			v = v*10 + uint64(c-'0')
+		case in:
+			return 0, false
+		}
+	}
+	return 0, false
+}
+
+// discover keeps the container groups in step with the processes of the
+// machine until ctx ends.
+func (e *Engine) discover(ctx context.Context) {
+	if e.opts.ContainerScan <= 0 {
+		return
+	}
+	t := time.NewTicker(e.opts.ContainerScan)
+	defer t.Stop()
+	for {
+		e.scanContainers()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// scanContainers adds groups for new containers and drops those of
+// containers that are gone.
+func (e *Engine) scanContainers() {
+	nss, err := e.cfs.Namespaces()
+	if err != nil {
+		e.log.Warn("scanning /proc for containers", "err", err)
+		return
+	}
+	e.applyMu.Lock()
+	defer e.applyMu.Unlock()
+	e.mu.RLock()
+	p := e.policy
+	var gone []*group
+	for ns, g := range e.groups {
+		if g.isHost() {
+			continue
+		}
+		if _, ok := nss[ns]; !ok {
+			gone = append(gone, g)
+		}
+	}
+	e.mu.RUnlock()
+	for _, g := range gone {
+		e.dropGroup(g)
+	}
+	for ns := range e.unmonitored {
+		if _, ok := nss[ns]; !ok {
+			delete(e.unmonitored, ns)
+		}
+	}
+	if p == nil {
+		return
+	}
+	for ns, pids := range nss {
+		e.mu.RLock()
+		_, known := e.groups[ns]
+		e.mu.RUnlock()
+		if known || e.unmonitored[ns] || ns == e.hostNS || ns == e.selfNS {
+			continue
+		}
+		g := e.newContainerGroup(ns, pids)
+		if g == nil {
+			e.unmonitored[ns] = true
+			continue
+		}
+		g.rules = rulesFor(p, g)
+		if len(g.rules) == 0 {
+			unix.Close(g.rootFD)
+			e.unmonitored[ns] = true
+			continue
+		}
+		e.mu.Lock()
+		e.groups[ns] = g
+		e.mu.Unlock()
+		w := e.newWalker(e.tables, g)
+		w.walkRules(g.rules)
+		e.log.Info("watching container", "container", g.name, "id", g.containerID, "runtime", string(g.runtime),
+			"root_pid", g.rootPID, "rules", len(g.rules), "unmarked", w.errs)
+	}
+}
+
+// newContainerGroup makes the group of a mount namespace whose processes
+// carry a container id, or returns nil.
+func (e *Engine) newContainerGroup(ns uint64, pids []int32) *group {
+	// The container's init first: its root is the container's.
+	ordered := make([]int32, 0, len(pids))
+	for _, pid := range pids {
+		if e.cfs.IsNamespaceInit(pid) {
+			ordered = append(ordered, pid)
+		}
+	}
+	for _, pid := range pids {
+		if !e.cfs.IsNamespaceInit(pid) {
+			ordered = append(ordered, pid)
+		}
+	}
+	for _, pid := range ordered {
+		rt, id, err := e.cfs.ID(pid)
+		if err != nil || id == "" {
+			continue
+		}
+		fd, prefix, err := openRoot(e.opts.ProcRoot, pid)
+		if err != nil {
+			continue
+		}
+		g := &group{containerID: id, runtime: rt, ns: ns, rootPID: pid, rootFD: fd, prefix: prefix}
+		meta := container.LookupMeta(e.hostRootPath(), id)
+		g.name, g.image = meta.Name, meta.Image
+		if g.name == "" {
+			g.name = e.cfs.Hostname(pid)
+		}
+		if g.name == "" {
+			g.name = shortID(id)
+		}
+		return g
+	}
+	return nil
+}
+
+// hostRootPath is where the host's files are, as a path of the daemon's.
+func (e *Engine) hostRootPath() string {
+	if e.host != nil && e.host.prefix != "" {
+		return e.host.prefix
+	}
+	return e.opts.ProcRoot + "/1/root"
+}
+
+// dropGroup forgets a container that is gone: its marks, watches and
+// table entries.
+func (e *Engine) dropGroup(g *group) {
+	e.mu.Lock()
+	delete(e.groups, g.ns)
+	var dirs []*dirEntry
+	var files []*fileEntry
+	for _, d := range e.tables.dirs {
+		if d.g == g {
+			dirs = append(dirs, d)
+		}
+	}
+	for _, f := range e.tables.files {
+		if f.g == g {
+			files = append(files, f)
+		}
+	}
+	for _, f := range files {
+		delete(e.tables.files, f.id)
+		if e.tables.filesByHandle[f.handle] == f {
+			delete(e.tables.filesByHandle, f.handle)
+		}
+	}
+	e.mu.Unlock()
+	for _, d := range dirs {
+		e.dropDir(d, false)
+	}
+	for _, f := range files {
+		e.unmark(f.handle, f.perm, f.notif)
+	}
+	unix.Close(g.rootFD)
+	e.log.Info("container gone", "container", g.name, "id", g.containerID, "dirs", len(dirs), "files", len(files))
+}
+
+// newHostGroup makes the host's group: the root and mount namespace of
+// PID 1, which is the host when the daemon runs there or in a container
+// with the host's PID namespace.
+func newHostGroup(procRoot string) (*group, error) {
+	fd, prefix, err := openRoot(procRoot, 1)
+	if err != nil {
+		// Without /proc/1/root (a PID namespace of our own without
+		// access) the daemon's own root is the host.
+		fd, err = unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("opening /: %w", err)
+		}
+		prefix = ""
+	}
+	ns, _ := container.FS{Root: procRoot}.MountNS(1)
+	return &group{name: "host", rootFD: fd, prefix: prefix, ns: ns, rootPID: 1}, nil
+}

@@ -1,0 +1,109 @@
+package container
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+const id = "3f1a9c2b7d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8"
+
+func TestParseCgroup(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		rt       Runtime
+		id       string
+	}{
+		{"docker v2", "0::/system.slice/docker-" + id + ".scope\n", RuntimeDocker, id},
+		{"docker v1", "12:pids:/docker/" + id + "\n11:memory:/docker/" + id + "\n", RuntimeDocker, id},
+		{"containerd v2", "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234_5678.slice/cri-containerd-" + id + ".scope\n", RuntimeContainerd, id},
+		{"crio v2", "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podab.slice/crio-" + id + ".scope\n", RuntimeCRIO, id},
+		{"crio conmon", "0::/kubepods.slice/crio-conmon-" + id + ".scope\n", RuntimeUnknown, ""},
+		{"podman", "0::/machine.slice/libpod-" + id + ".scope/container\n", RuntimePodman, id},
+		{"kubepods v1 cgroupfs", "4:memory:/kubepods/besteffort/pod8c0a1f2e-3b4c-4d5e-8f90-a1b2c3d4e5f6/" + id + "\n", RuntimeKubernetes, id},
+		{"host", "0::/init.scope\n4:memory:/user.slice\n", RuntimeUnknown, ""},
+		{"short hex is not an id", "0::/docker-abcdef.scope\n", RuntimeUnknown, ""},
+		{"garbage", "\x00\xff::::\n", RuntimeUnknown, ""},
+	} {
+		rt, got := ParseCgroup([]byte(tc.in))
+		if rt != tc.rt || got != tc.id {
+			t.Errorf("%s: got (%q, %q), want (%q, %q)", tc.name, rt, got, tc.rt, tc.id)
+		}
+	}
+}
+
+func TestParseState(t *testing.T) {
+	m, ok := ParseState([]byte(`{"Name":"/web-1","Config":{"Image":"nginx:1.27"}}`))
+	if !ok || m != (Meta{Name: "web-1", Image: "nginx:1.27"}) {
+		t.Errorf("docker: %+v %v", m, ok)
+	}
+	m, ok = ParseState([]byte(`{"ociVersion":"1.0.2","annotations":{"io.kubernetes.cri.container-name":"api","io.kubernetes.cri.image-name":"registry/api:2"}}`))
+	if !ok || m != (Meta{Name: "api", Image: "registry/api:2"}) {
+		t.Errorf("cri: %+v %v", m, ok)
+	}
+	if _, ok := ParseState([]byte(`not json`)); ok {
+		t.Error("garbage parsed")
+	}
+}
+
+func TestLookupMeta(t *testing.T) {
+	root := t.TempDir()
+	p := filepath.Join(root, "var/lib/docker/containers", id, "config.v2.json")
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	os.WriteFile(p, []byte(`{"Name":"/db","Config":{"Image":"postgres:17"}}`), 0o644)
+	if m := LookupMeta(root, id); m.Name != "db" || m.Image != "postgres:17" {
+		t.Errorf("%+v", m)
+	}
+	if m := LookupMeta(root, "0000"); m != (Meta{}) {
+		t.Errorf("%+v", m)
+	}
+}
+
+func TestParseHostname(t *testing.T) {
+	if h := ParseHostname([]byte("PATH=/bin\x00HOSTNAME=web-7\x00HOME=/")); h != "web-7" {
+		t.Errorf("%q", h)
+	}
+}
+
+func FuzzParseCgroup(f *testing.F) {
+	f.Add([]byte("0::/system.slice/docker-" + id + ".scope\n"))
+	f.Add([]byte("12:pids:/docker/" + id))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, got := ParseCgroup(b)
+		if got != "" && len(got) != 64 {
+			t.Fatalf("id %q", got)
+		}
+	})
+}
+
+func TestNamespacesOfThisMachine(t *testing.T) {
+	ns, err := FS{Root: "/proc"}.Namespaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := FS{Root: "/proc"}.MountNS(int32(os.Getpid()))
+	if err != nil {
+		t.Skipf("cannot read own mount namespace: %v", err)
+	}
+	found := false
+	for _, p := range ns[self] {
+		if p == int32(os.Getpid()) {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("own pid not in own namespace group: %v", ns[self])
+	}
+}
+
+func TestParseNSpidInit(t *testing.T) {
+	if !ParseNSpidInit([]byte("Name:\tsh\nNSpid:\t4242\t1\nNSpgid:\t1\n")) {
+		t.Error("container init not recognised")
+	}
+	if ParseNSpidInit([]byte("Name:\tinit\nNSpid:\t1\n")) {
+		t.Error("the host's init is not a container's")
+	}
+	if ParseNSpidInit([]byte("Name:\tsh\nNSpid:\t4242\t7\n")) {
+		t.Error("pid 7 taken for an init")
+	}
+}
