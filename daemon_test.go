@@ -63,11 +63,18 @@ func freeAddr(t *testing.T) string {
 // startDaemon starts the binary and waits until /-/ready says 200.
 func startDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
+	return startDaemonEnv(t, nil, args...)
+}
+
+// startDaemonEnv is startDaemon with extra environment variables.
+func startDaemonEnv(t *testing.T, env []string, args ...string) *daemon {
+	t.Helper()
 	testroot.Require(t)
 	bin := testroot.Binary(t)
 	d := &daemon{addr: freeAddr(t), stderr: &syncBuffer{}, done: make(chan error, 1)}
 	d.cmd = exec.Command(bin, append([]string{"--web.listen-address=" + d.addr, "--events.fold-window=0"}, args...)...)
 	d.cmd.Stderr = d.stderr
+	d.cmd.Env = append(os.Environ(), env...)
 	out, err := d.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
