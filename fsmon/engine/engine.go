@@ -101,7 +101,10 @@ type Engine struct {
 	cfs            container.FS
 
 	ready atomic.Bool
-	batch *permBatch // the permission loop's current batch, shared with the watchdog
+	// containers is set while any container group exists: until then a
+	// decision need not ask which namespace the process is in.
+	containers atomic.Bool
+	batch      *permBatch // the permission loop's current batch, shared with the watchdog
 
 	queue chan fsmon.Event
 

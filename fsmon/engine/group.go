@@ -224,6 +224,7 @@ func (e *Engine) scanContainers() {
 		}
 		e.mu.Lock()
 		e.groups[ns] = g
+		e.containers.Store(true)
 		e.mu.Unlock()
 		w := e.newWalker(e.tables, g)
 		w.walkRules(g.rules)
@@ -283,6 +284,7 @@ func (e *Engine) hostRootPath() string {
 func (e *Engine) dropGroup(g *group) {
 	e.mu.Lock()
 	delete(e.groups, g.ns)
+	e.containers.Store(len(e.groups) > 1)
 	var dirs []*dirEntry
 	var files []*fileEntry
 	for _, d := range e.tables.dirs {

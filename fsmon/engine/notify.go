@@ -114,7 +114,7 @@ func (e *Engine) notifyEvent(ev *fanotify.Event, now time.Time, rules []grule) [
 	}
 	rule := pickRule(rules)
 	// The file's group: the process may be gone before it can be asked.
-	proc := e.process(rule.g, ev.PID, "", "", false)
+	proc := e.processOf(rule.g, ev.PID)
 	for _, co := range changeOps {
 		if !ev.Mask.Any(co.mask) {
 			continue

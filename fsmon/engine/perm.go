@@ -12,6 +12,7 @@ import (
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
 )
 
 const (
@@ -56,7 +57,14 @@ type decision struct {
 	verdict fanotify.Verdict
 	path    string
 	proc    fsmon.Process
-	pathBuf [unix.PathMax]byte
+
+	real     string // view of pathBuf
+	haveReal bool
+	stat     proc.StatView // view of statBuf
+	haveStat bool
+	pathBuf  [unix.PathMax]byte
+	exeBuf   [unix.PathMax]byte
+	statBuf  [1024]byte
 }
 
 func (e *Engine) permLoop() error {
@@ -179,10 +187,14 @@ func severity(k fsmon.Kind) int {
 	return 0
 }
 
-// decide works out the verdict of one permission event.
+// decide works out the verdict of one permission event. The common
+// cases (a file no rule covers, a process its allow list names) make a
+// handful of syscalls and no allocation: fstat of the event fd, a table
+// lookup, and for block rules the readlink of /proc/PID/exe.
 func (e *Engine) decide(s *permSlot, d *decision) {
 	d.rules = d.rules[:0]
 	d.rule, d.kind, d.verdict, d.path, d.proc, d.group = grule{}, 0, fanotify.Allow, "", fsmon.Process{}, nil
+	d.real, d.haveReal, d.haveStat = "", false, false
 	var st unix.Stat_t
 	if err := unix.Fstat(int(s.fd), &st); err != nil {
 		return
@@ -196,8 +208,10 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 		d.rules = append(d.rules, f.rules...)
 	}
 	e.mu.RUnlock()
-	real := e.fdPath(s.fd, d)
 	if len(d.rules) == 0 {
+		// Not a marked inode: a new file in a marked directory, known by
+		// its name.
+		real := e.fdPath(s.fd, d)
 		i := strings.LastIndexByte(real, '/')
 		if i < 0 {
 			return
@@ -217,7 +231,10 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 	}
 	// A profile covers the processes of its group: the host's profiles
 	// the host's processes, a container's its own.
-	d.group = e.groupOf(s.pid)
+	d.group = e.host
+	if e.containers.Load() {
+		d.group = e.groupOf(s.pid)
+	}
 	n := 0
 	for _, r := range d.rules {
 		if r.g == d.group {
@@ -229,20 +246,17 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 	if n == 0 {
 		return
 	}
-	blocks := false
+	var exe string
 	for _, r := range d.rules {
 		if r.Blocks() {
-			blocks = true
+			exe = e.exe(s.pid, d)
+			break
 		}
-	}
-	var exe, comm string
-	if blocks {
-		exe, comm = e.identify(d.group, s.pid)
 	}
 	for _, r := range d.rules {
 		var k fsmon.Kind
 		switch {
-		case r.Blocks() && !r.Allows(exe, comm):
+		case r.Blocks() && !e.allowed(r, s.pid, exe, d):
 			switch r.Mode {
 			case fsmon.ModeProtect:
 				k = fsmon.KindDenied
@@ -264,26 +278,73 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 	if d.kind == fsmon.KindDenied {
 		d.verdict = fanotify.Deny
 	}
+	// Reported: the opener waits for the answer, so its facts can still
+	// be read; only reported events pay for this.
+	if exe == "" {
+		exe = e.exe(s.pid, d)
+	}
+	exe = strings.Clone(exe)
 	if d.kind == fsmon.KindLearned {
 		e.learn(Learned{Profile: d.rule.Profile.Name, Filter: d.rule.Name, Executable: exe})
 	}
-	// The opener waits for the answer, so its facts can still be read;
-	// only events that are reported pay for this.
-	d.path = strings.Clone(d.group.inside(real))
-	d.proc = e.process(d.group, s.pid, exe, comm, blocks)
+	d.path = strings.Clone(d.group.inside(e.fdPath(s.fd, d)))
+	d.proc = e.process(s.pid, exe, d)
 }
 
-// fdPath is the path of an event fd as the daemon's mount namespace sees
-// it: for a container's file, the path inside the container's mounts.
-func (e *Engine) fdPath(fd int32, d *decision) string {
-	var pb [32]byte
-	p := append(pb[:0], "/proc/self/fd/"...)
-	p = appendInt(p, int(fd))
-	n, err := unix.Readlink(string(p), d.pathBuf[:])
+// exe is the process's executable as its group sees it, a view of d's
+// buffer.
+func (e *Engine) exe(pid int32, d *decision) string {
+	b, err := e.proc.ReadExe(pid, d.exeBuf[:])
 	if err != nil {
 		return ""
 	}
-	return unsafeString(d.pathBuf[:n])
+	return d.group.inside(unsafeString(b))
+}
+
+// stat reads /proc/PID/stat once per decision.
+func (e *Engine) stat(pid int32, d *decision) (proc.StatView, bool) {
+	if !d.haveStat {
+		v, err := e.proc.ReadStat(pid, d.statBuf[:])
+		if err != nil {
+			return proc.StatView{}, false
+		}
+		d.stat, d.haveStat = v, true
+	}
+	return d.stat, true
+}
+
+// allowed matches the allow list: the executable first, the process
+// name (which costs a read of /proc/PID/stat) only if the list has names.
+func (e *Engine) allowed(r grule, pid int32, exe string, d *decision) bool {
+	if r.AllowsExe(exe) {
+		return true
+	}
+	if !r.HasNames() {
+		return false
+	}
+	v, ok := e.stat(pid, d)
+	if !ok {
+		return r.Allows(exe, "")
+	}
+	return r.Allows(exe, unsafeString(v.Comm))
+}
+
+// fdPath is the path of an event fd as the daemon's mount namespace sees
+// it: for a container's file, the path inside the container's mounts. It
+// is read once per decision, into d's buffer.
+func (e *Engine) fdPath(fd int32, d *decision) string {
+	if d.haveReal {
+		return d.real
+	}
+	var pb [40]byte
+	p := append(pb[:0], "/proc/self/fd/"...)
+	p = appendInt(p, int(fd))
+	n, err := proc.Readlink(p, d.pathBuf[:])
+	if err != nil {
+		return ""
+	}
+	d.real, d.haveReal = unsafeString(d.pathBuf[:n]), true
+	return d.real
 }
 
 func appendInt(b []byte, n int) []byte {

@@ -4,6 +4,8 @@ import (
 	"sync"
 	"unsafe"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/fsmon/fsmon_exporter/fsmon"
 )
 
@@ -45,45 +47,51 @@ func (c *procCache) put(pid int32, f procFacts) {
 	c.mu.Unlock()
 }
 
-// identify reads what an allow list matches, fresh for every decision:
-// the executable (an exec changes it) and the name.
-func (e *Engine) identify(g *group, pid int32) (exe, comm string) {
-	exe, _ = e.proc.Exe(pid)
-	exe = g.inside(exe)
-	if st, err := e.proc.Stat(pid); err == nil {
-		comm = st.Comm
+// process gathers the facts of pid for a report of a permission event;
+// exe is known already. The command line and user are cached per (pid,
+// start time, executable).
+func (e *Engine) process(pid int32, exe string, d *decision) fsmon.Process {
+	p := fsmon.Process{PID: pid, UserID: -1, ExecutablePath: exe}
+	v, ok := e.stat(pid, d)
+	if !ok {
+		return p
 	}
-	return exe, comm
+	p.ParentPID = v.PPID
+	p.ExecutableName = string(v.Comm)
+	p.CommandLine, p.UserID = e.cmdlineAndUser(pid, v.StartTime, exe)
+	return p
 }
 
-// process gathers the facts of pid for a report. exe and comm are used
-// when known already.
-func (e *Engine) process(g *group, pid int32, exe, comm string, known bool) fsmon.Process {
+// processOf gathers the facts of pid for a notification: the process may
+// be gone already, then the pid is all there is.
+func (e *Engine) processOf(g *group, pid int32) fsmon.Process {
 	p := fsmon.Process{PID: pid, UserID: -1}
-	st, err := e.proc.Stat(pid)
+	var sb [1024]byte
+	v, err := e.proc.ReadStat(pid, sb[:])
 	if err != nil {
-		// Gone already: the pid is all there is.
 		return p
 	}
-	p.ParentPID = st.PPID
-	if !known {
-		exe, _ = e.proc.Exe(pid)
-		exe = g.inside(exe)
-		comm = st.Comm
+	p.ParentPID = v.PPID
+	p.ExecutableName = string(v.Comm)
+	var eb [unix.PathMax]byte
+	if b, err := e.proc.ReadExe(pid, eb[:]); err == nil {
+		p.ExecutablePath = g.inside(string(b))
 	}
-	p.ExecutablePath, p.ExecutableName = exe, comm
-	if f, ok := e.procs.get(pid, st.StartTime, exe); ok {
-		p.CommandLine, p.UserID = f.cmdline, f.uid
-		return p
+	p.CommandLine, p.UserID = e.cmdlineAndUser(pid, v.StartTime, p.ExecutablePath)
+	return p
+}
+
+func (e *Engine) cmdlineAndUser(pid int32, start uint64, exe string) (string, int64) {
+	if f, ok := e.procs.get(pid, start, exe); ok {
+		return f.cmdline, f.uid
 	}
-	f := procFacts{start: st.StartTime, exe: exe, uid: -1}
+	f := procFacts{start: start, exe: exe, uid: -1}
 	f.cmdline, _ = e.proc.Cmdline(pid)
 	if uid, err := e.proc.EUID(pid); err == nil {
 		f.uid = uid
 	}
 	e.procs.put(pid, f)
-	p.CommandLine, p.UserID = f.cmdline, f.uid
-	return p
+	return f.cmdline, f.uid
 }
 
 // unsafeString views b as a string without copying; the caller must not

@@ -175,6 +175,16 @@ func compileRule(cp *CompiledProfile, f *Filter) (*Rule, error) {
 	return r, nil
 }
 
+// AllowsExe reports whether the executable path is in the allow list.
+func (r *Rule) AllowsExe(exe string) bool {
+	_, ok := r.allowExe[exe]
+	return ok && exe != ""
+}
+
+// HasNames reports whether the allow list has process names, which need
+// the process's name to be read.
+func (r *Rule) HasNames() bool { return len(r.allowName) > 0 }
+
 // Allows reports whether a process with executable path exe and name comm
 // is in the rule's allow list. A name entry matches comm (which the kernel
 // cuts at 15 bytes) or the base name of the executable.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,7 +41,7 @@ func (fs FS) path(buf []byte, pid int32, file string) []byte {
 // readSmall reads a small /proc file into buf without the allocations of
 // os.ReadFile.
 func readSmall(p []byte, buf []byte) ([]byte, error) {
-	fd, err := unix.Open(string(p), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := openNoAlloc(p)
 	if err != nil {
 		return nil, err
 	}
@@ -99,6 +100,120 @@ func ParseStat(b []byte) (Stat, error) {
 	st.PPID = int32(ppid)
 	st.StartTime = start
 	return st, nil
+}
+
+// StatView is Stat without allocation: Comm refers into the caller's
+// buffer.
+type StatView struct {
+	Comm      []byte
+	PPID      int32
+	StartTime uint64
+}
+
+// ReadStat reads /proc/PID/stat into buf and parses it without
+// allocating: the permission path calls it for every decision that
+// needs the process name.
+func (fs FS) ReadStat(pid int32, buf []byte) (StatView, error) {
+	var pb [64]byte
+	b, err := readSmall(fs.path(pb[:0], pid, "stat"), buf)
+	if err != nil {
+		return StatView{}, err
+	}
+	return ParseStatView(b)
+}
+
+// ParseStatView parses /proc/PID/stat contents into a view of them.
+func ParseStatView(b []byte) (StatView, error) {
+	l := bytes.IndexByte(b, '(')
+	r := bytes.LastIndexByte(b, ')')
+	if l < 0 || r < l {
+		return StatView{}, fmt.Errorf("%w: stat without (comm)", ErrParse)
+	}
+	v := StatView{Comm: b[l+1 : r]}
+	// Fields after comm, numbered as in proc(5): 3 state, 4 ppid, ...
+	// 22 starttime.
+	field := 2
+	var ppid, start uint64
+	okPPID, okStart := false, false
+	for i := r + 1; i < len(b); {
+		for i < len(b) && b[i] == ' ' {
+			i++
+		}
+		if i >= len(b) {
+			break
+		}
+		field++
+		j := i
+		var n uint64
+		num := true
+		for j < len(b) && b[j] != ' ' && b[j] != '\n' {
+			if b[j] < '0' || b[j] > '9' {
+				num = false
+			}
+			n = n*10 + uint64(b[j]-'0')
+			j++
+		}
+		switch field {
+		case 4:
+			ppid, okPPID = n, num
+		case 22:
+			start, okStart = n, num
+		}
+		if field == 22 || j >= len(b) || b[j] == '\n' {
+			break
+		}
+		i = j
+	}
+	if !okPPID || !okStart {
+		return StatView{}, fmt.Errorf("%w: stat lacks ppid or starttime", ErrParse)
+	}
+	v.PPID, v.StartTime = int32(ppid), start
+	return v, nil
+}
+
+// ReadExe reads /proc/PID/exe into buf without allocating.
+func (fs FS) ReadExe(pid int32, buf []byte) ([]byte, error) {
+	var pb [64]byte
+	n, err := readlinkNoAlloc(fs.path(pb[:0], pid, "exe"), buf)
+	if err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf[:n], []byte(" (deleted)")), nil
+}
+
+// atFDCWD is AT_FDCWD (-100) as the syscall takes it.
+var atFDCWD = func() uintptr { v := unix.AT_FDCWD; return uintptr(v) }()
+
+// openNoAlloc and readlinkNoAlloc take the path as bytes: x/sys/unix
+// copies a string path to the heap on every call, and these run for
+// every permission decision. p must have room for a NUL after it.
+func openNoAlloc(p []byte) (int, error) {
+	p = append(p, 0)
+	for {
+		fd, _, errno := unix.Syscall6(unix.SYS_OPENAT, atFDCWD, uintptr(unsafe.Pointer(&p[0])),
+			uintptr(unix.O_RDONLY|unix.O_CLOEXEC), 0, 0, 0)
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno != 0 {
+			return -1, errno
+		}
+		return int(fd), nil
+	}
+}
+
+// Readlink reads the symlink at path p (bytes, with room for a NUL)
+// into buf without allocating.
+func Readlink(p []byte, buf []byte) (int, error) { return readlinkNoAlloc(p, buf) }
+
+func readlinkNoAlloc(p []byte, buf []byte) (int, error) {
+	p = append(p, 0)
+	n, _, errno := unix.Syscall6(unix.SYS_READLINKAT, atFDCWD, uintptr(unsafe.Pointer(&p[0])),
+		uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
 }
 
 // Exe reads /proc/PID/exe: the executable path as the process's mount

@@ -1,0 +1,66 @@
+package engine
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
+)
+
+// TestDecisionAllocatesNothing holds the permission path to its
+// promise: deciding for an allowed process, and for a file no rule
+// covers, allocates nothing.
+func TestDecisionAllocatesNothing(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	other := filepath.Join(dir, "other")
+	writeFile(t, secret, "s")
+	writeFile(t, other, "o")
+	h := start(t, fmt.Sprintf(`
+profiles:
+  - name: t
+    host: true
+    mode: protect
+    filters:
+      - name: secret
+        path: %s
+        behavior: block
+        allow: [/usr/bin/sleep]
+`, secret))
+	opener := exec.Command("sleep", "60")
+	if err := opener.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { opener.Process.Kill(); opener.Wait() }()
+	pid := int32(opener.Process.Pid)
+	for _, tc := range []struct {
+		name, path string
+	}{{"allowed process", secret}, {"uncovered sibling", other}} {
+		f, err := os.Open(tc.path) // our own open: answered at once
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &permSlot{fd: int32(f.Fd()), pid: pid, mask: fanotify.OpenPerm}
+		var d decision
+		h.decide(s, &d)
+		if d.verdict != fanotify.Allow || d.kind != 0 {
+			t.Fatalf("%s: verdict %v kind %v", tc.name, d.verdict, d.kind)
+		}
+		if n := testing.AllocsPerRun(200, func() { h.decide(s, &d) }); n != 0 {
+			t.Errorf("%s: %v allocations per decision", tc.name, n)
+		}
+		f.Close()
+	}
+	// And a process outside the list is denied by the same code.
+	f, _ := os.Open(secret)
+	defer f.Close()
+	var d decision
+	h.decide(&permSlot{fd: int32(f.Fd()), pid: int32(os.Getppid()), mask: fanotify.OpenPerm}, &d)
+	if d.kind != fsmon.KindDenied {
+		t.Fatalf("parent process not denied: %v", d.kind)
+	}
+}
