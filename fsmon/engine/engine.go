@@ -343,6 +343,32 @@ func (e *Engine) Snapshot() fsmon.State {
 	}
 }
 
+// readLoop reads batches from fd until the engine stops, handing each
+// to handle. Events already queued when the stop comes are still read,
+// so that permission events get a real answer.
+func (e *Engine) readLoop(what string, fd int, read func([]byte) (int, error), buf []byte, handle func([]byte)) error {
+	for {
+		readable, stopping, err := e.waitReadable(fd)
+		if err != nil {
+			return err
+		}
+		if !readable {
+			if stopping {
+				return nil
+			}
+			continue
+		}
+		n, err := read(buf)
+		if err != nil {
+			if errors.Is(err, unix.EAGAIN) {
+				continue
+			}
+			return fmt.Errorf("reading %s events: %w", what, err)
+		}
+		handle(buf[:n])
+	}
+}
+
 // waitReadable polls fd and the stop eventfd. It reports whether fd has
 // events and whether the engine is stopping; events already queued are
 // still read once stopping, so that they get a real answer.

@@ -1,8 +1,6 @@
 package engine
 
 import (
-	"errors"
-	"fmt"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -28,26 +26,9 @@ var changeOps = []struct {
 func (e *Engine) notifyLoop() error {
 	buf := make([]byte, 256<<10)
 	var rules []grule
-	for {
-		readable, stopping, err := e.waitReadable(e.notif.FD())
-		if err != nil {
-			return err
-		}
-		if !readable {
-			if stopping {
-				return nil
-			}
-			continue
-		}
-		n, err := e.notif.Read(buf)
-		if err != nil {
-			if errors.Is(err, unix.EAGAIN) {
-				continue
-			}
-			return fmt.Errorf("reading notification events: %w", err)
-		}
+	return e.readLoop("notification", e.notif.FD(), e.notif.Read, buf, func(b []byte) {
 		now := time.Now()
-		perr := fanotify.Parse(buf[:n], func(ev *fanotify.Event) {
+		perr := fanotify.Parse(b, func(ev *fanotify.Event) {
 			if ev.Mask.Any(fanotify.QOverflow) {
 				e.overflowFan.Add(1)
 				e.dropKernel.Add(1)
@@ -62,7 +43,7 @@ func (e *Engine) notifyLoop() error {
 		if perr != nil {
 			e.log.Warn("malformed notification event batch", "err", perr)
 		}
-	}
+	})
 }
 
 // keyBuf builds a fid key without allocating; map lookups with
@@ -183,26 +164,9 @@ func (e *Engine) resolveFID(f fanotify.FID) string {
 // inotifyLoop keeps the tables in step with the tree.
 func (e *Engine) inotifyLoop() error {
 	buf := make([]byte, 64<<10)
-	for {
-		readable, stopping, err := e.waitReadable(e.ino.FD())
-		if err != nil {
-			return err
-		}
-		if !readable {
-			if stopping {
-				return nil
-			}
-			continue
-		}
-		n, err := e.ino.Read(buf)
-		if err != nil {
-			if errors.Is(err, unix.EAGAIN) {
-				continue
-			}
-			return fmt.Errorf("reading inotify events: %w", err)
-		}
+	return e.readLoop("inotify", e.ino.FD(), e.ino.Read, buf, func(b []byte) {
 		overflow := false
-		perr := inotify.Parse(buf[:n], func(ev *inotify.Event) {
+		perr := inotify.Parse(b, func(ev *inotify.Event) {
 			if ev.Mask.Has(inotify.QOverflow) {
 				overflow = true
 				return
@@ -219,7 +183,7 @@ func (e *Engine) inotifyLoop() error {
 			e.log.Warn("inotify queue overflowed; walking the tree again (raise fs.inotify.max_queued_events)")
 			e.rewalk()
 		}
-	}
+	})
 }
 
 func (e *Engine) treeEvent(ev *inotify.Event) {

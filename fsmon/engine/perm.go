@@ -1,8 +1,6 @@
 package engine
 
 import (
-	"errors"
-	"fmt"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -71,30 +69,13 @@ func (e *Engine) permLoop() error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	buf := make([]byte, permBufSize)
-	b := e.batch
+	batch := e.batch
 	var d decision
-	for {
-		readable, stopping, err := e.waitReadable(e.perm.FD())
-		if err != nil {
-			return err
-		}
-		if !readable {
-			if stopping {
-				return nil
-			}
-			continue
-		}
-		n, err := e.perm.Read(buf)
-		if err != nil {
-			if errors.Is(err, unix.EAGAIN) {
-				continue
-			}
-			return fmt.Errorf("reading permission events: %w", err)
-		}
+	return e.readLoop("permission", e.perm.FD(), e.perm.Read, buf, func(b []byte) {
 		readAt := time.Now()
-		gen := b.gen.Add(1)
+		gen := batch.gen.Add(1)
 		cnt := 0
-		perr := fanotify.Parse(buf[:n], func(ev *fanotify.Event) {
+		perr := fanotify.Parse(b, func(ev *fanotify.Event) {
 			if ev.Mask.Any(fanotify.QOverflow) {
 				e.overflowFan.Add(1)
 				e.dropKernel.Add(1)
@@ -103,21 +84,21 @@ func (e *Engine) permLoop() error {
 			if ev.FD < 0 || cnt >= maxPermSlots {
 				return
 			}
-			s := &b.slots[cnt]
+			s := &batch.slots[cnt]
 			s.fd, s.pid, s.mask = ev.FD, ev.PID, ev.Mask
 			s.state.Store(gen << 2)
 			cnt++
 		})
-		b.n.Store(int32(cnt))
-		b.start.Store(readAt.UnixNano())
+		batch.n.Store(int32(cnt))
+		batch.start.Store(readAt.UnixNano())
 		for i := 0; i < cnt; i++ {
-			e.handlePerm(&b.slots[i], gen, readAt, &d)
+			e.handlePerm(&batch.slots[i], gen, readAt, &d)
 		}
-		b.start.Store(0)
+		batch.start.Store(0)
 		if perr != nil {
 			e.log.Warn("malformed permission event batch", "err", perr)
 		}
-	}
+	})
 }
 
 // answer writes the verdict unless the watchdog already answered; it
