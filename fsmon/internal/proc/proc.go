@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"unsafe"
 
@@ -20,13 +19,6 @@ var ErrParse = errors.New("proc: unexpected file contents")
 // FS reads /proc below Root.
 type FS struct {
 	Root string // normally /proc
-}
-
-// Stat holds the fields of /proc/PID/stat that are used.
-type Stat struct {
-	Comm      string // the process name, cut by the kernel at 15 bytes
-	PPID      int32
-	StartTime uint64 // clock ticks after boot: with the pid, the process's identity
 }
 
 func (fs FS) path(buf []byte, pid int32, file string) []byte {
@@ -63,51 +55,12 @@ func readSmall(p []byte, buf []byte) ([]byte, error) {
 	return buf[:n], nil
 }
 
-// Stat reads /proc/PID/stat.
-func (fs FS) Stat(pid int32) (Stat, error) {
-	var pb [64]byte
-	var buf [1024]byte
-	b, err := readSmall(fs.path(pb[:0], pid, "stat"), buf[:])
-	if err != nil {
-		return Stat{}, fmt.Errorf("reading stat of pid %d: %w", pid, err)
-	}
-	return ParseStat(b)
-}
-
-// ParseStat parses the contents of /proc/PID/stat.
-func ParseStat(b []byte) (Stat, error) {
-	// pid (comm) state ppid ... ; comm may hold spaces and parentheses,
-	// so it ends at the last ')'.
-	l := bytes.IndexByte(b, '(')
-	r := bytes.LastIndexByte(b, ')')
-	if l < 0 || r < l {
-		return Stat{}, fmt.Errorf("%w: stat without (comm)", ErrParse)
-	}
-	st := Stat{Comm: string(b[l+1 : r])}
-	fields := bytes.Fields(b[r+1:])
-	// fields[0] is state (field 3); ppid is field 4, starttime field 22.
-	if len(fields) < 20 {
-		return Stat{}, fmt.Errorf("%w: stat has %d fields after comm", ErrParse, len(fields))
-	}
-	ppid, err := strconv.ParseInt(string(fields[1]), 10, 32)
-	if err != nil {
-		return Stat{}, fmt.Errorf("%w: ppid: %w", ErrParse, err)
-	}
-	start, err := strconv.ParseUint(string(fields[19]), 10, 64)
-	if err != nil {
-		return Stat{}, fmt.Errorf("%w: starttime: %w", ErrParse, err)
-	}
-	st.PPID = int32(ppid)
-	st.StartTime = start
-	return st, nil
-}
-
-// StatView is Stat without allocation: Comm refers into the caller's
-// buffer.
+// StatView holds the fields of /proc/PID/stat that are used. Comm
+// refers into the caller's buffer: reading allocates nothing.
 type StatView struct {
-	Comm      []byte
+	Comm      []byte // the process name, cut by the kernel at 15 bytes
 	PPID      int32
-	StartTime uint64
+	StartTime uint64 // clock ticks after boot: with the pid, the process's identity
 }
 
 // ReadStat reads /proc/PID/stat into buf and parses it without
@@ -216,18 +169,6 @@ func readlinkNoAlloc(p []byte, buf []byte) (int, error) {
 	return int(n), nil
 }
 
-// Exe reads /proc/PID/exe: the executable path as the process's mount
-// namespace sees it.
-func (fs FS) Exe(pid int32) (string, error) {
-	var pb [64]byte
-	var buf [unix.PathMax]byte
-	n, err := unix.Readlink(string(fs.path(pb[:0], pid, "exe")), buf[:])
-	if err != nil {
-		return "", fmt.Errorf("reading exe of pid %d: %w", pid, err)
-	}
-	return string(bytes.TrimSuffix(buf[:n], []byte(" (deleted)"))), nil
-}
-
 // Cmdline reads /proc/PID/cmdline, arguments joined by spaces.
 func (fs FS) Cmdline(pid int32) (string, error) {
 	var pb [64]byte
@@ -279,11 +220,4 @@ func ParseEUID(b []byte) (int64, error) {
 		return -1, fmt.Errorf("%w: Uid line %q", ErrParse, line)
 	}
 	return strconv.ParseInt(string(f[1]), 10, 64)
-}
-
-// OpenRoot opens /proc/PID/root as a directory fd, the root a container
-// path is resolved in.
-func (fs FS) OpenRoot(pid int32) (*os.File, error) {
-	var pb [64]byte
-	return os.OpenFile(string(fs.path(pb[:0], pid, "root")), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 }
