@@ -231,11 +231,13 @@ func Parse(buf []byte, fn func(ev *Event)) error {
 		}
 		md := (*unix.FanotifyEventMetadata)(unsafe.Pointer(&buf[off]))
 		evLen := int(md.Event_len)
-		if evLen < metadataLen || off+evLen > len(buf) || md.Vers != unix.FANOTIFY_METADATA_VERSION {
+		mdLen := int(md.Metadata_len)
+		if evLen < metadataLen || off+evLen > len(buf) || md.Vers != unix.FANOTIFY_METADATA_VERSION ||
+			mdLen < metadataLen || mdLen > evLen {
 			return ErrShortEvent
 		}
 		ev = Event{Mask: Mask(md.Mask), FD: md.Fd, PID: md.Pid}
-		parseInfo(buf[off+int(md.Metadata_len):off+evLen], &ev)
+		parseInfo(buf[off+mdLen:off+evLen], &ev)
 		fn(&ev)
 		off += evLen
 	}
