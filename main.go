@@ -46,6 +46,7 @@ type flags struct {
 	failClosed      bool
 	foldWindow      time.Duration
 	containerScan   time.Duration
+	maxObjects      int
 	containerCap    int
 	web             *web.FlagConfig
 	log             *promslog.Config
@@ -72,6 +73,8 @@ func parseFlags(args []string) *flags {
 		Default("500ms").DurationVar(&f.foldWindow)
 	app.Flag("containers.scan-interval", "How often /proc is scanned for containers that started or stopped; 0 watches the host only.").
 		Default("1s").DurationVar(&f.containerScan)
+	app.Flag("watch.max-objects", "Most directories and files tracked (marked or watched) at once; past it the rest is not marked and the start-up log says so.").
+		Default("1048576").IntVar(&f.maxObjects)
 	app.Flag("metrics.container-cap", "Distinct values of the container label before new containers are counted as other.").
 		Default("100").IntVar(&f.containerCap)
 	f.web = kingpinflag.AddFlags(app, ":9717")
@@ -165,6 +168,7 @@ func run(args []string) int {
 		QueueSize:       f.queueSize,
 		Sink:            sinks,
 		ContainerScan:   f.containerScan,
+		MaxObjects:      f.maxObjects,
 	})
 	if err != nil {
 		if errors.Is(err, engine.ErrNotRoot) || os.Geteuid() != 0 {

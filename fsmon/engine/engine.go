@@ -66,6 +66,10 @@ type Options struct {
 	// ContainerScan is how often /proc is scanned for new and gone
 	// containers; 0 watches the host only.
 	ContainerScan time.Duration
+	// MaxObjects bounds the directories and files the engine tracks, so
+	// that a tree a container fills with millions of entries costs
+	// bounded memory; past it, what is left is not marked and counted.
+	MaxObjects int
 }
 
 // Engine is the monitor engine. New makes the kernel objects; Run reads
@@ -150,6 +154,9 @@ func New(opts Options) (*Engine, error) {
 	}
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 8192
+	}
+	if opts.MaxObjects <= 0 {
+		opts.MaxObjects = 1 << 20
 	}
 	if opts.Sink == nil {
 		opts.Sink = fsmon.SinkFunc(func(*fsmon.Event) {})

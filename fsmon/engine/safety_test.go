@@ -1,12 +1,16 @@
 package engine
 
 import (
+	"context"
+	"errors"
 	"os"
+	"strconv"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/internal/testroot"
 )
 
 // startSlow is start with every decision taking longer than the deadline.
@@ -96,5 +100,29 @@ func TestSnapshot(t *testing.T) {
 	s = h.Snapshot()
 	if s.PermissionEvents < 1 || s.Decisions.Count < 1 {
 		t.Errorf("permission events %d decisions %d", s.PermissionEvents, s.Decisions.Count)
+	}
+}
+
+func TestObjectLimitBoundsTheTables(t *testing.T) {
+	dir := t.TempDir()
+	for i := 0; i < 50; i++ {
+		writeFile(t, filepath.Join(dir, "f"+strconv.Itoa(i)), "x")
+	}
+	testroot.Require(t)
+	rec := newRecorder()
+	e, err := New(Options{Sink: rec, MaxObjects: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	res, err := e.Apply(compile(t, "profiles:\n  - name: t\n    host: true\n    filters:\n      - path: "+dir+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Dirs+res.Files > 10 || !errors.Is(res.FirstError, ErrTooMany) {
+		t.Fatalf("dirs %d files %d first error %v", res.Dirs, res.Files, res.FirstError)
 	}
 }

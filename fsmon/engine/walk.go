@@ -175,10 +175,25 @@ func readlinkFD(fd int) string {
 	return string(buf[:n])
 }
 
+// full reports whether the tables hold as many objects as allowed.
+func (w *walker) full(what string) bool {
+	w.e.mu.RLock()
+	n := len(w.t.dirs) + len(w.t.files)
+	w.e.mu.RUnlock()
+	if n < w.e.opts.MaxObjects {
+		return false
+	}
+	w.fail(what, ErrTooMany)
+	return true
+}
+
+// ErrTooMany says the engine tracks as many objects as it may.
+var ErrTooMany = errors.New("object limit reached (raise --watch.max-objects)")
+
 // visitDir records and marks the directory fd refers to, then its
 // children that the rules reach.
 func (w *walker) visitDir(fd int, logical string, comps []string, rels []ruleRel, depth int) {
-	if depth > maxDepth || len(rels) == 0 {
+	if depth > maxDepth || len(rels) == 0 || w.full(logical) {
 		return
 	}
 	var st unix.Stat_t
@@ -382,6 +397,9 @@ func (w *walker) child(parentFD int, logical string, comps []string, name string
 
 // markFile records and marks a covered file.
 func (w *walker) markFile(fd int, st *unix.Stat_t, p string, rules []grule) {
+	if w.full(p) {
+		return
+	}
 	id := devIno{st.Dev, st.Ino}
 	// The handle holds the inode's generation: an entry for the same
 	// inode number with another handle is a file that is gone, whose
