@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"os"
-	"strconv"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
