@@ -239,6 +239,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	discoverCtx, stopDiscover := context.WithCancel(ctx)
 	discovered := make(chan struct{})
 	go func() { defer close(discovered); e.discover(discoverCtx) }()
+	go e.logLosses(discoverCtx)
 
 	var err error
 	select {
@@ -261,6 +262,32 @@ func (e *Engine) Run(ctx context.Context) error {
 	close(e.queue)
 	<-dispatched
 	return err
+}
+
+// logLosses says in the log, at most every 10 seconds, how many events
+// were lost since it last did: visible, but never a flood of lines.
+func (e *Engine) logLosses(ctx context.Context) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	var queue, kernel, ino uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		q, k, i := e.dropQueue.Load(), e.overflowFan.Load(), e.overflowIno.Load()
+		if q != queue {
+			e.log.Warn("events dropped: the report queue was full (raise --events.queue-size, or check the sinks)", "dropped", q-queue)
+		}
+		if k != kernel {
+			e.log.Warn("fanotify queue overflowed: change events were lost (raise fs.fanotify.max_queued_events)", "overflows", k-kernel)
+		}
+		if i != ino {
+			e.log.Warn("inotify queue overflowed: the tree was walked again (raise fs.inotify.max_queued_events)", "overflows", i-ino)
+		}
+		queue, kernel, ino = q, k, i
+	}
 }
 
 // Ready reports whether every mark of the current policy is placed.
