@@ -39,7 +39,8 @@ var (
 	toolsDir  = flag.String("tools", "bin", "directory of minresp, opener and writer")
 	repoDir   = flag.String("repo", "..", "repository root, for the export benchmark (go test)")
 	otelcol   = flag.String("otelcol", "../tools/otelcol/bin/otelcol-test", "test collector for the export benchmark; missing: the export figure is skipped")
-	tmpBase   = flag.String("tmp", "/var/tmp", "where the temporary tree goes (a disk file system, as protected files are)")
+	tmpBase   = flag.String("tmp", "/var/tmp", "where the latency scenarios' files go (a disk file system, as protected files are)")
+	fastBase  = flag.String("tmpfs", "/dev/shm", "a tmpfs for the throughput and start-up trees (mass creation on a disk file system measures the disk); not a tmpfs: -tmp is used")
 	reps      = flag.Int("reps", 5, "repetitions of each latency measurement")
 	nSame     = flag.Int("n", 20000, "opens per latency run, same CPU")
 	nCross    = flag.Int("n-cross", 4000, "opens per latency run, across CPUs")
@@ -57,6 +58,7 @@ var (
 	childMu  sync.Mutex
 	children = map[int]*exec.Cmd{} // pgid -> command
 	tmpRoot  string
+	fastRoot string
 )
 
 // command makes a command in its own process group, pinned to cpu (-1:
@@ -100,9 +102,17 @@ func killAll() {
 
 func cleanup() {
 	killAll()
-	if tmpRoot != "" {
-		_ = os.RemoveAll(tmpRoot)
+	for _, d := range []string{tmpRoot, fastRoot} {
+		if d != "" {
+			_ = os.RemoveAll(d)
+		}
 	}
+}
+
+// isTmpfs reports whether dir is on a tmpfs.
+func isTmpfs(dir string) bool {
+	var st syscall.Statfs_t
+	return syscall.Statfs(dir, &st) == nil && st.Type == 0x01021994 // TMPFS_MAGIC
 }
 
 func fatalf(format string, a ...any) {
@@ -753,6 +763,13 @@ func main() {
 
 	tmpRoot, err = os.MkdirTemp(*tmpBase, "fsmon-bench-")
 	must(err)
+	fastFS := "tmpfs"
+	if isTmpfs(*fastBase) {
+		fastRoot, err = os.MkdirTemp(*fastBase, "fsmon-bench-")
+		must(err)
+	} else {
+		fastRoot, fastFS = tmpRoot, "the -tmp file system ("+*fastBase+" is not a tmpfs)"
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
@@ -796,14 +813,14 @@ func main() {
 	}
 	var tb, tf []tputRun
 	if has("d") {
-		tb, tf = throughput(tmpRoot)
+		tb, tf = throughput(fastRoot)
 	}
 	var sDef, sTree startRun
 	if has("e") {
 		progress("start-up: embedded default")
 		sDef = startup("", *reps)
 		progress("start-up: %d watched files", *treeFiles)
-		tree := filepath.Join(tmpRoot, "tree")
+		tree := filepath.Join(fastRoot, "tree")
 		makeTree(tree, *treeFiles)
 		sTree = startup(fmt.Sprintf("profiles:\n  - name: bench\n    host: true\n    filters:\n      - name: tree\n        path: %s\n        recursive: true\n", strconv.Quote(tree)), 3)
 		_ = os.RemoveAll(tree)
@@ -867,7 +884,7 @@ func main() {
 		fmt.Fprintln(w)
 	}
 	if len(tf) > 0 {
-		fmt.Fprintf(w, "d. Throughput of the notification path: %d writers on CPU 1 each create and write %d new files in a watched directory (2 change events a file); responder on CPU 0; medians of %d\n\n", *writers, *perWriter, *tputReps)
+		fmt.Fprintf(w, "d. Throughput of the notification path: %d writers on CPU 1 each create and write %d new files in a watched directory on %s (2 change events a file); responder on CPU 0; medians of %d\n\n", *writers, *perWriter, fastFS, *tputReps)
 		fmt.Fprintln(w, "| responder | events expected | produced/s | handled | handled/s | CPU s per M events | lost | dropped (metric) | kernel overflows |")
 		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 		for _, t := range []struct {
@@ -899,7 +916,7 @@ func main() {
 		fmt.Fprintln(w, "| configuration | runs | ready, ms | VmRSS, MiB |")
 		fmt.Fprintln(w, "|---|---:|---:|---:|")
 		fmt.Fprintf(w, "| embedded default (no --config.file) | %d | %.0f | %.1f |\n", len(sDef.ready), median(sDef.ready), median(sDef.rssMiB))
-		fmt.Fprintf(w, "| %d watched files (one recursive monitor filter) | %d | %.0f | %.1f |\n", *treeFiles, len(sTree.ready), median(sTree.ready), median(sTree.rssMiB))
+		fmt.Fprintf(w, "| %d watched files on %s (one recursive monitor filter) | %d | %.0f | %.1f |\n", *treeFiles, fastFS, len(sTree.ready), median(sTree.ready), median(sTree.rssMiB))
 		fmt.Fprintln(w, "| per additional container | — | not measurable yet: containers are a later issue | |")
 		fmt.Fprintln(w)
 	}
