@@ -122,6 +122,7 @@ type Engine struct {
 	dropKernel   atomic.Uint64
 	inotifyLimit int
 	procs        *procCache
+	recent       recentProcs // the notification loop's own, lock-free
 	learnedMu    sync.Mutex
 	learned      map[Learned]struct{}
 	running      atomic.Bool
@@ -192,7 +193,10 @@ func New(opts Options) (*Engine, error) {
 		}
 		return nil, fmt.Errorf("permission group: %w", err)
 	}
-	e.notif, err = fanotify.New(fanotify.ClassNotif, fanotify.ReportFIDName, fanotify.QueueBounded)
+	// Unlimited as well: the kernel counts one overflow for any number of
+	// lost events, so losses are left to the report queue, where each is
+	// counted. The notification loop reads faster than writers write.
+	e.notif, err = fanotify.New(fanotify.ClassNotif, fanotify.ReportFIDName, fanotify.QueueUnlimited)
 	if err != nil {
 		e.perm.Close()
 		return nil, fmt.Errorf("notification group (needs FAN_REPORT_DFID_NAME, Linux 5.9): %w", err)

@@ -65,7 +65,8 @@ func (e *Engine) notifyEvent(ev *fanotify.Event, now time.Time, rules []grule) [
 		return rules
 	}
 	var p string
-	name := string(ev.Name)
+	// A view for the lookups; join copies it into the reported path.
+	name := unsafeString(ev.Name)
 	e.mu.RLock()
 	var dir *dirEntry
 	if ev.Dir.Valid() {
@@ -95,7 +96,7 @@ func (e *Engine) notifyEvent(ev *fanotify.Event, now time.Time, rules []grule) [
 	}
 	rule := pickRule(rules)
 	// The file's group: the process may be gone before it can be asked.
-	proc := e.processOf(rule.g, ev.PID)
+	proc := e.processOf(rule.g, ev.PID, now)
 	for _, co := range changeOps {
 		if !ev.Mask.Any(co.mask) {
 			continue

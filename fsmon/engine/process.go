@@ -2,6 +2,7 @@ package engine
 
 import (
 	"sync"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -62,9 +63,52 @@ func (e *Engine) process(pid int32, exe string, d *decision) fsmon.Process {
 	return p
 }
 
+// recentProcs remembers the facts of the processes behind recent
+// notifications for a moment: a writer makes many events in a row, and
+// reading /proc for each would make the notification loop fall behind
+// one core of writers. A pid cannot come round again within the moment;
+// an exec within it is reported with the facts from before it (reports
+// only: permission decisions never use this).
+type recentProcs struct {
+	m map[int32]recentProc
+}
+
+type recentProc struct {
+	p  fsmon.Process
+	at time.Time
+}
+
+const recentFor = 200 * time.Millisecond
+
+func (r *recentProcs) get(pid int32, now time.Time) (fsmon.Process, bool) {
+	x, ok := r.m[pid]
+	if !ok || now.Sub(x.at) > recentFor {
+		return fsmon.Process{}, false
+	}
+	return x.p, true
+}
+
+func (r *recentProcs) put(p fsmon.Process, now time.Time) {
+	if r.m == nil || len(r.m) >= 4096 {
+		r.m = make(map[int32]recentProc, 256)
+	}
+	r.m[p.PID] = recentProc{p, now}
+}
+
 // processOf gathers the facts of pid for a notification: the process may
 // be gone already, then the pid is all there is.
-func (e *Engine) processOf(g *group, pid int32) fsmon.Process {
+func (e *Engine) processOf(g *group, pid int32, now time.Time) fsmon.Process {
+	if p, ok := e.recent.get(pid, now); ok {
+		return p
+	}
+	p := e.readProcess(g, pid)
+	if p.ExecutablePath != "" {
+		e.recent.put(p, now)
+	}
+	return p
+}
+
+func (e *Engine) readProcess(g *group, pid int32) fsmon.Process {
 	p := fsmon.Process{PID: pid, UserID: -1}
 	var sb [1024]byte
 	v, err := e.proc.ReadStat(pid, sb[:])
