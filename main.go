@@ -65,7 +65,7 @@ func parseFlags(args []string) *flags {
 	app.Flag("events.stdout", "Write one JSON object per event per line on stdout (--no-events.stdout to turn off).").
 		Default("true").BoolVar(&f.eventsStdout)
 	app.Flag("events.queue-size", "Events that may wait for the sinks; past it events are dropped and counted.").
-		Default("8192").IntVar(&f.queueSize)
+		Default("16384").IntVar(&f.queueSize)
 	app.Flag("permission.timeout", "Deadline of one permission decision; past it the default answer is written and counted.").
 		Default("250ms").DurationVar(&f.permTimeout)
 	app.Flag("fail-closed", "Deny, rather than allow, an open whose decision misses the deadline.").BoolVar(&f.failClosed)
@@ -147,7 +147,12 @@ func run(args []string) int {
 		logSinks = append(logSinks, exp)
 	}
 	folder := fold.New(logSinks, f.foldWindow)
-	sinks := fsmon.Sinks{events, folder}
+	sinks := fsmon.Sinks{events}
+	if len(logSinks) > 0 {
+		// Folding serves the log sinks only; without any, events are
+		// counted and that is all.
+		sinks = append(sinks, folder)
+	}
 	flush := func() {
 		folder.Close()
 		sctx, done := context.WithTimeout(context.Background(), 5*time.Second)

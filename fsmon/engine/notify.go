@@ -206,11 +206,16 @@ func (e *Engine) treeEvent(ev *inotify.Event) {
 		if name == "" {
 			return
 		}
-		w := e.newWalker(e.tables, d.g)
 		typ := uint8(unix.DT_UNKNOWN)
 		if ev.Mask.Has(inotify.IsDir) {
 			typ = unix.DT_DIR
+		} else if !e.wantsInodeMark(d, name) {
+			// Covered by the directory's marks already: a file that only
+			// monitor filters cover is reported through its directory,
+			// so a burst of new files costs no syscall here.
+			return
 		}
+		w := e.newWalker(e.tables, d.g)
 		pfd, err := w.openIn(d.path, unix.O_DIRECTORY, 0)
 		if err != nil {
 			return
@@ -226,6 +231,20 @@ func (e *Engine) treeEvent(ev *inotify.Event) {
 		}
 		w.child(pfd, d.path, d.comps, name, typ, d.rels, len(d.comps))
 	}
+}
+
+// wantsInodeMark reports whether a new file called name in d needs marks
+// of its own: when a rule that answers opens covers it, so that the
+// protection follows the file through links and renames.
+func (e *Engine) wantsInodeMark(d *dirEntry, name string) bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	for _, rr := range d.rels {
+		if rr.rel.Covers() && rr.rule.WantsOpens() && rr.rule.MatchName(rr.rel, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // dropDir forgets a directory and removes its marks and watch.
