@@ -83,7 +83,9 @@ type Engine struct {
 	perm  *fanotify.Group
 	notif *fanotify.Group
 	ino   *inotify.Instance
-	stop  int // eventfd that wakes the loops on shutdown
+	// wake and stopping end the blocking permission loop.
+	wake     *waker
+	stopping atomic.Bool
 
 	// applyMu serialises placement (Apply and the inotify loop).
 	applyMu sync.Mutex
@@ -177,7 +179,6 @@ func New(opts Options) (*Engine, error) {
 		inotifyLimit: inotify.WatchLimit(),
 		procs:        newProcCache(4096),
 		learned:      map[Learned]struct{}{},
-		stop:         -1,
 	}
 	var err error
 	if e.host, err = newHostGroup(opts.ProcRoot); err != nil {
@@ -186,7 +187,11 @@ func New(opts Options) (*Engine, error) {
 	e.hostNS = e.host.ns
 	e.groups[e.hostNS] = e.host
 	e.selfNS, _ = e.cfs.MountNS(e.selfPID)
-	e.perm, err = fanotify.New(fanotify.ClassContent, fanotify.ReportFD, fanotify.QueueUnlimited)
+	// The permission group is read by a blocking read(2) on a thread of
+	// its own: between an open and its answer there are then only the
+	// syscalls a minimal C responder makes, where a netpoller wakeup or a
+	// poll(2) would add to every open.
+	e.perm, err = fanotify.New(fanotify.ClassContent, fanotify.ReportFD, fanotify.QueueUnlimited, fanotify.ReadsBlocking)
 	if err != nil {
 		if errors.Is(err, unix.EPERM) {
 			return nil, fmt.Errorf("%w: %w", ErrNotRoot, err)
@@ -196,7 +201,7 @@ func New(opts Options) (*Engine, error) {
 	// Unlimited as well: the kernel counts one overflow for any number of
 	// lost events, so losses are left to the report queue, where each is
 	// counted. The notification loop reads faster than writers write.
-	e.notif, err = fanotify.New(fanotify.ClassNotif, fanotify.ReportFIDName, fanotify.QueueUnlimited)
+	e.notif, err = fanotify.New(fanotify.ClassNotif, fanotify.ReportFIDName, fanotify.QueueUnlimited, fanotify.ReadsPolled)
 	if err != nil {
 		e.perm.Close()
 		return nil, fmt.Errorf("notification group (needs FAN_REPORT_DFID_NAME, Linux 5.9): %w", err)
@@ -207,12 +212,11 @@ func New(opts Options) (*Engine, error) {
 		e.notif.Close()
 		return nil, err
 	}
-	e.stop, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if err != nil {
+	if e.wake, err = newWaker(e.perm); err != nil {
 		e.perm.Close()
 		e.notif.Close()
 		e.ino.Close()
-		return nil, fmt.Errorf("eventfd: %w", err)
+		return nil, err
 	}
 	return e, nil
 }
@@ -253,16 +257,24 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	stopDiscover()
 	<-discovered
-	// Wake every loop; each finishes (and answers) the batch it holds.
-	var one [8]byte
-	one[0] = 1
-	unix.Write(e.stop, one[:])
+	// Wake every loop; each reads what is queued, answers it and stops.
+	e.stopping.Store(true)
+	if err := e.perm.SetNonblock(); err != nil {
+		e.log.Error("stopping the permission loop", "err", err)
+	}
+	// In a goroutine of its own: the open waits for its answer, which the
+	// loop gives, or, if the loop has already drained and stopped, the
+	// kernel when the group is closed below.
+	go e.wake.wake()
+	now := time.Now()
+	e.notif.File().SetReadDeadline(now)
+	e.ino.File().SetReadDeadline(now)
 	loops.Wait()
 	close(wdDone)
 	e.perm.Close()
 	e.notif.Close()
 	e.ino.Close()
-	unix.Close(e.stop)
+	e.wake.close()
 	close(e.queue)
 	<-dispatched
 	return err
@@ -381,48 +393,37 @@ func (e *Engine) Snapshot() fsmon.State {
 	}
 }
 
-// readLoop reads batches from fd until the engine stops, handing each
-// to handle. Events already queued when the stop comes are still read,
-// so that permission events get a real answer.
-func (e *Engine) readLoop(what string, fd int, read func([]byte) (int, error), buf []byte, handle func([]byte)) error {
+// readLoop reads batches from f until the engine stops, handing each to
+// handle. The goroutine parks in the netpoller between batches. Stopping
+// sets a read deadline; what is queued by then is still read, so that
+// permission events get a real answer.
+func (e *Engine) readLoop(what string, f *os.File, read func([]byte) (int, error), buf []byte, handle func([]byte)) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("%s events: %w", what, err)
+	}
+	var n int
+	var rerr error
+	readFn := func(uintptr) bool {
+		n, rerr = read(buf)
+		return !errors.Is(rerr, unix.EAGAIN)
+	}
 	for {
-		readable, stopping, err := e.waitReadable(fd)
-		if err != nil {
-			return err
-		}
-		if !readable {
-			if stopping {
-				return nil
+		if err := rc.Read(readFn); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				for {
+					n, rerr = read(buf)
+					if rerr != nil || n <= 0 {
+						return nil
+					}
+					handle(buf[:n])
+				}
 			}
-			continue
+			return fmt.Errorf("waiting for %s events: %w", what, err)
 		}
-		n, err := read(buf)
-		if err != nil {
-			if errors.Is(err, unix.EAGAIN) {
-				continue
-			}
-			return fmt.Errorf("reading %s events: %w", what, err)
+		if rerr != nil {
+			return fmt.Errorf("reading %s events: %w", what, rerr)
 		}
 		handle(buf[:n])
-	}
-}
-
-// waitReadable polls fd and the stop eventfd. It reports whether fd has
-// events and whether the engine is stopping; events already queued are
-// still read once stopping, so that they get a real answer.
-func (e *Engine) waitReadable(fd int) (readable, stopping bool, err error) {
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(e.stop), Events: unix.POLLIN}}
-	for {
-		_, err := unix.Poll(fds, -1)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return false, false, fmt.Errorf("poll: %w", err)
-		}
-		if fds[0].Revents&(unix.POLLERR|unix.POLLNVAL) != 0 {
-			return false, false, fmt.Errorf("poll: fd %d revents %#x", fd, fds[0].Revents)
-		}
-		return fds[0].Revents&unix.POLLIN != 0, fds[1].Revents != 0, nil
 	}
 }

@@ -26,7 +26,7 @@ var changeOps = []struct {
 func (e *Engine) notifyLoop() error {
 	buf := make([]byte, 256<<10)
 	var rules []grule
-	return e.readLoop("notification", e.notif.FD(), e.notif.Read, buf, func(b []byte) {
+	return e.readLoop("notification", e.notif.File(), e.notif.Read, buf, func(b []byte) {
 		now := time.Now()
 		perr := fanotify.Parse(b, func(ev *fanotify.Event) {
 			if ev.Mask.Any(fanotify.QOverflow) {
@@ -165,7 +165,7 @@ func (e *Engine) resolveFID(f fanotify.FID) string {
 // inotifyLoop keeps the tables in step with the tree.
 func (e *Engine) inotifyLoop() error {
 	buf := make([]byte, 64<<10)
-	return e.readLoop("inotify", e.ino.FD(), e.ino.Read, buf, func(b []byte) {
+	return e.readLoop("inotify", e.ino.File(), e.ino.Read, buf, func(b []byte) {
 		overflow := false
 		perr := inotify.Parse(b, func(ev *inotify.Event) {
 			if ev.Mask.Has(inotify.QOverflow) {

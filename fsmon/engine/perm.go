@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"errors"
+	"fmt"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -66,12 +68,12 @@ type decision struct {
 }
 
 func (e *Engine) permLoop() error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	buf := make([]byte, permBufSize)
 	batch := e.batch
 	var d decision
-	return e.readLoop("permission", e.perm.FD(), e.perm.Read, buf, func(b []byte) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	handle := func(b []byte) {
 		readAt := time.Now()
 		gen := batch.gen.Add(1)
 		cnt := 0
@@ -98,7 +100,20 @@ func (e *Engine) permLoop() error {
 		if perr != nil {
 			e.log.Warn("malformed permission event batch", "err", perr)
 		}
-	})
+	}
+	for {
+		n, err := e.perm.Read(buf)
+		if err != nil {
+			if errors.Is(err, unix.EAGAIN) && e.stopping.Load() {
+				return nil // drained
+			}
+			if errors.Is(err, unix.EAGAIN) {
+				continue
+			}
+			return fmt.Errorf("reading permission events: %w", err)
+		}
+		handle(buf[:n])
+	}
 }
 
 // answer writes the verdict unless the watchdog already answered; it

@@ -79,19 +79,32 @@ const (
 	QueueUnlimited Queue = unix.FAN_UNLIMITED_QUEUE
 )
 
+// Reads selects how the group's events are read.
+type Reads uint
+
+const (
+	// ReadsPolled: a non-blocking fd read through the Go netpoller
+	// (File), for loops whose latency does not sit in anyone's open.
+	ReadsPolled Reads = unix.FAN_NONBLOCK
+	// ReadsBlocking: a blocking read(2) on a thread of its own, the
+	// fewest syscalls and wakeups between an open and its answer.
+	ReadsBlocking Reads = 0
+)
+
 // ErrUnsupported wraps errors of features the kernel lacks.
 var ErrUnsupported = errors.New("fanotify feature not supported by this kernel")
 
 // Group is one fanotify group.
 type Group struct {
 	fd     int
+	file   *os.File // owns fd; non-blocking, so reads park in the Go netpoller
 	closed atomic.Bool
 	report Report
 }
 
 // New makes a group. eventFlags are the open(2) flags of event fds.
-func New(class Class, report Report, queue Queue) (*Group, error) {
-	flags := uint(class) | uint(report) | uint(queue) | unix.FAN_CLOEXEC | unix.FAN_UNLIMITED_MARKS
+func New(class Class, report Report, queue Queue, reads Reads) (*Group, error) {
+	flags := uint(class) | uint(report) | uint(queue) | uint(reads) | unix.FAN_CLOEXEC | unix.FAN_UNLIMITED_MARKS
 	fd, err := unix.FanotifyInit(flags, unix.O_RDONLY|unix.O_LARGEFILE|unix.O_CLOEXEC|unix.O_NOATIME)
 	if errors.Is(err, unix.EPERM) {
 		// O_NOATIME needs ownership or CAP_FOWNER; retry without it.
@@ -103,17 +116,33 @@ func New(class Class, report Report, queue Queue) (*Group, error) {
 		}
 		return nil, fmt.Errorf("fanotify_init(%#x): %w", flags, err)
 	}
-	return &Group{fd: fd, report: report}, nil
+	g := &Group{fd: fd, report: report}
+	if reads == ReadsPolled {
+		g.file = os.NewFile(uintptr(fd), "fanotify")
+	}
+	return g, nil
 }
+
+// SetNonblock makes reads of a blocking group return EAGAIN when there is
+// nothing to read: how its loop drains the queue when it stops.
+func (g *Group) SetNonblock() error { return unix.SetNonblock(g.fd, true) }
+
+// File is a ReadsPolled group's descriptor as an *os.File, for reading
+// through the Go netpoller; nil for ReadsBlocking.
 
 // FD is the group's descriptor, for polling.
 func (g *Group) FD() int { return g.fd }
+
+func (g *Group) File() *os.File { return g.file }
 
 // Close closes the group. The kernel allows every permission event still
 // pending: the system fails open.
 func (g *Group) Close() error {
 	if g.closed.Swap(true) {
 		return nil
+	}
+	if g.file != nil {
+		return g.file.Close()
 	}
 	return unix.Close(g.fd)
 }
@@ -181,7 +210,8 @@ func (g *Group) Respond(eventFD int32, v Verdict) error {
 	}
 }
 
-// Read reads a batch of events into buf, returning the number of bytes.
+// Read reads a batch of events into buf, returning the number of bytes;
+// unix.EAGAIN when there is none.
 func (g *Group) Read(buf []byte) (int, error) {
 	for {
 		n, err := unix.Read(g.fd, buf)

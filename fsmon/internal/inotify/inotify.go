@@ -47,17 +47,22 @@ var ErrWatchLimit = errors.New("inotify watch limit reached: raise fs.inotify.ma
 // Instance is one inotify instance.
 type Instance struct {
 	fd     int
+	file   *os.File // owns fd; non-blocking, for the Go netpoller
 	closed atomic.Bool
 }
 
 // New makes an instance.
 func New() (*Instance, error) {
-	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
 		return nil, fmt.Errorf("inotify_init1: %w", err)
 	}
-	return &Instance{fd: fd}, nil
+	return &Instance{fd: fd, file: os.NewFile(uintptr(fd), "inotify")}, nil
 }
+
+// File is the instance's descriptor as an *os.File, for reading through
+// the Go netpoller.
+func (in *Instance) File() *os.File { return in.file }
 
 // FD is the instance's descriptor, for polling.
 func (in *Instance) FD() int { return in.fd }
@@ -67,7 +72,7 @@ func (in *Instance) Close() error {
 	if in.closed.Swap(true) {
 		return nil
 	}
-	return unix.Close(in.fd)
+	return in.file.Close()
 }
 
 // AddFD watches the object an O_PATH fd refers to. Watches are placed by
