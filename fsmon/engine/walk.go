@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path"
 	"strconv"
 	"strings"
 
@@ -83,14 +82,6 @@ func (w *walker) walkRules(rules []*policy.Rule) {
 	}
 	defer unix.Close(fd)
 	w.visitDir(fd, "/", nil, rels, 0)
-}
-
-func split(p string) []string {
-	p = strings.Trim(p, "/")
-	if p == "" {
-		return nil
-	}
-	return strings.Split(p, "/")
 }
 
 func join(dir, name string) string {
@@ -429,6 +420,3 @@ func (w *walker) markFile(fd int, st *unix.Stat_t, p string, rules []grule) {
 	}
 	w.mark(fd, p, &f.perm, perm, &f.notif, notifFileMask)
 }
-
-// parentOf returns the directory part of a path.
-func parentOf(p string) string { return path.Dir(p) }
