@@ -19,7 +19,7 @@ export CGO_ENABLED ?= 0
 TEST_TARGETS := test-go
 -include $(wildcard */*.mk)
 
-.PHONY: all build run test test-go vet fmt-check bench clean deps-debian
+.PHONY: all build run test test-go vet lint fmt-check bench clean deps-debian
 all: build
 
 build: $(BIN)
@@ -32,6 +32,10 @@ run: $(BIN)
 
 vet:
 	$(GO) vet ./...
+
+# staticcheck, pinned; not part of `make test` (it downloads the tool).
+lint:
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
