@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"runtime/debug"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -38,12 +39,24 @@ func (e *Engine) notifyLoop() error {
 			if ev.PID == e.selfPID {
 				return
 			}
-			rules = e.notifyEvent(ev, now, rules[:0])
+			rules = e.notifyEventSafe(ev, now, rules[:0])
 		})
 		if perr != nil {
 			e.log.Warn("malformed notification event batch", "err", perr)
 		}
 	})
+}
+
+// notifyEventSafe is notifyEvent behind a recover: a bug costs one
+// report, never the daemon.
+func (e *Engine) notifyEventSafe(ev *fanotify.Event, now time.Time, rules []grule) (out []grule) {
+	defer func() {
+		if r := recover(); r != nil {
+			e.log.Error("notification event failed", "panic", r, "stack", string(debug.Stack()))
+			out = rules[:0]
+		}
+	}()
+	return e.notifyEvent(ev, now, rules)
 }
 
 // keyBuf builds a fid key without allocating; map lookups with

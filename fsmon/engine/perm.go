@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -136,6 +137,18 @@ func (e *Engine) answer(s *permSlot, gen uint64, v fanotify.Verdict) bool {
 func (e *Engine) handlePerm(s *permSlot, gen uint64, readAt time.Time, d *decision) {
 	e.permEvents.Add(1)
 	defer fanotify.CloseFD(s.fd)
+	defer func() {
+		// A bug must not take the daemon down (and the protection with
+		// it): the event gets the default answer, the loop goes on.
+		if r := recover(); r != nil {
+			v := fanotify.Allow
+			if e.opts.Default == FailClosed {
+				v = fanotify.Deny
+			}
+			e.answer(s, gen, v)
+			e.log.Error("permission decision failed; default answer written", "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
 	if s.pid == e.selfPID {
 		// Our own opens are answered at once, never decided.
 		e.answer(s, gen, fanotify.Allow)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -125,4 +126,23 @@ func TestObjectLimitBoundsTheTables(t *testing.T) {
 	if res.Dirs+res.Files > 10 || !errors.Is(res.FirstError, ErrTooMany) {
 		t.Fatalf("dirs %d files %d first error %v", res.Dirs, res.Files, res.FirstError)
 	}
+}
+
+func TestPanicInADecisionIsAnsweredAndSurvived(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	writeFile(t, secret, "s")
+	h := start(t, protectFile("protect", secret))
+	var once sync.Once
+	h.slowDecision = func() {
+		fire := false
+		once.Do(func() { fire = true })
+		if fire {
+			panic("a bug in a decision")
+		}
+	}
+	// The panicking decision gets the default answer (allow)...
+	mustAllow(t, cmd(t, "cat", secret))
+	// ...and the loop goes on deciding.
+	mustDeny(t, cmd(t, "cat", secret))
 }
