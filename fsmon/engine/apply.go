@@ -56,12 +56,13 @@ func (e *Engine) Apply(p *policy.Policy) (ApplyResult, error) {
 	old := e.tables
 	e.tables = t
 	e.policy = p
+	res.Dirs, res.Files = len(t.dirs), len(t.files)
 	e.mu.Unlock()
 	// Namespaces no profile covered may be covered now.
 	clear(e.unmonitored)
 	e.unmarkStale(old, t)
 	e.ready.Store(true)
-	res.Dirs, res.Files, res.Took = len(t.dirs), len(t.files), time.Since(start)
+	res.Took = time.Since(start)
 	return res, nil
 }
 

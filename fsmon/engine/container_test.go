@@ -147,26 +147,26 @@ func (c *fakeContainer) exec(t *testing.T, args ...string) res {
 	return res{string(out), err}
 }
 
-func waitGroup(t *testing.T, h *harness, name string, present bool) fsmon.GroupState {
+// waitGroup waits until the container's group is there (or gone). It
+// goes by id: other containers on the machine may have any name.
+func waitGroup(t *testing.T, h *harness, c *fakeContainer, present bool) fsmon.GroupState {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		found := false
 		for _, g := range h.Snapshot().Groups {
-			if g.Name == name && present {
-				return g
+			if g.ContainerID == c.id {
+				if present {
+					return g
+				}
+				found = true
 			}
 		}
-		if !present {
-			found := false
-			for _, g := range h.Snapshot().Groups {
-				found = found || g.Name == name
-			}
-			if !found {
-				return fsmon.GroupState{}
-			}
+		if !present && !found {
+			return fsmon.GroupState{}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("group %q present=%v not reached within 10s: %+v", name, present, h.Snapshot().Groups)
+			t.Fatalf("group of %s present=%v not reached within 10s: %+v", c.id, present, h.Snapshot().Groups)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -211,9 +211,9 @@ func TestContainerIsWatchedInItsRoot(t *testing.T) {
 
 	h := start(t, containerConfig, func(o *Options) { o.ContainerScan = 200 * time.Millisecond })
 	c := startContainer(t, root, "web-1", cgroupV2Docker)
-	g := waitGroup(t, h, "web-1", true)
-	if g.ContainerID != c.id {
-		t.Fatalf("group id %q, want %q", g.ContainerID, c.id)
+	g := waitGroup(t, h, c, true)
+	if g.Name != "web-1" {
+		t.Fatalf("group name %q, want web-1", g.Name)
 	}
 
 	// Denied inside, with the container's id and inner paths.
@@ -279,7 +279,7 @@ func TestContainerIsWatchedInItsRoot(t *testing.T) {
 
 	// Exit cleans up: group, marks and watches gone.
 	c.stop()
-	waitGroup(t, h, "web-1", false)
+	waitGroup(t, h, c, false)
 	h.mu.RLock()
 	left := 0
 	for _, d := range h.tables.dirs {
@@ -325,7 +325,7 @@ profiles:
       - path: /etc/passwd
 `, func(o *Options) { o.ContainerScan = 200 * time.Millisecond })
 	c := startContainer(t, root, "anything", cgroupV1Docker)
-	waitGroup(t, h, "anything", true)
+	waitGroup(t, h, c, true)
 	mustAllow(t, c.exec(t, "sh", "-c", "echo 'x:x:1:1::/:/bin/sh' >> /etc/passwd; sleep 0.3"))
 	ev := h.rec.waitFor(t, "change in container", func(ev *fsmon.Event) bool {
 		return ev.Kind == fsmon.KindChange && ev.Container.ID == c.id

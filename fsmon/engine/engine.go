@@ -131,7 +131,7 @@ type Engine struct {
 
 	// slowDecision, when set by a test, runs inside every decision: the
 	// stand-in for a /proc read that hangs.
-	slowDecision func()
+	slowDecision atomic.Pointer[func()]
 }
 
 // Learned is one (profile, filter, executable) seen in learn mode.

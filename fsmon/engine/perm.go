@@ -208,8 +208,8 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 	if err := unix.Fstat(int(s.fd), &st); err != nil {
 		return
 	}
-	if e.slowDecision != nil {
-		e.slowDecision()
+	if f := e.slowDecision.Load(); f != nil {
+		(*f)()
 	}
 	id := devIno{st.Dev, st.Ino}
 	e.mu.RLock()

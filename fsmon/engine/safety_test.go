@@ -24,12 +24,13 @@ func startSlow(t *testing.T, yaml string, def DefaultAnswer) *harness {
 		o.DecisionTimeout = 100 * time.Millisecond
 		o.Default = def
 	})
-	h.slowDecision = func() {
+	slow := func() {
 		select {
 		case <-release:
 		case <-time.After(time.Second):
 		}
 	}
+	h.slowDecision.Store(&slow)
 	return h
 }
 
@@ -134,13 +135,14 @@ func TestPanicInADecisionIsAnsweredAndSurvived(t *testing.T) {
 	writeFile(t, secret, "s")
 	h := start(t, protectFile("protect", secret))
 	var once sync.Once
-	h.slowDecision = func() {
+	bug := func() {
 		fire := false
 		once.Do(func() { fire = true })
 		if fire {
 			panic("a bug in a decision")
 		}
 	}
+	h.slowDecision.Store(&bug)
 	// The panicking decision gets the default answer (allow)...
 	mustAllow(t, cmd(t, "cat", secret))
 	// ...and the loop goes on deciding.
