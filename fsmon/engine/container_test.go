@@ -280,22 +280,29 @@ func TestContainerIsWatchedInItsRoot(t *testing.T) {
 	// Exit cleans up: group, marks and watches gone.
 	c.stop()
 	waitGroup(t, h, c, false)
-	h.mu.RLock()
-	left := 0
-	for _, d := range h.tables.dirs {
-		if !d.g.isHost() {
-			left++
+	// The group is gone from the snapshot when dropGroup has taken it out
+	// of the map; its entries go right after, under the same lock.
+	eventually(t, "table entries of the gone container removed", func() error {
+		h.applyMu.Lock()
+		defer h.applyMu.Unlock()
+		h.mu.RLock()
+		defer h.mu.RUnlock()
+		var left []string
+		for _, d := range h.tables.dirs {
+			if !d.g.isHost() {
+				left = append(left, "dir "+d.path)
+			}
 		}
-	}
-	for _, f := range h.tables.files {
-		if !f.g.isHost() {
-			left++
+		for _, f := range h.tables.files {
+			if !f.g.isHost() {
+				left = append(left, "file "+f.path)
+			}
 		}
-	}
-	h.mu.RUnlock()
-	if left != 0 {
-		t.Errorf("%d table entries of the gone container remain", left)
-	}
+		if len(left) > 0 {
+			return fmt.Errorf("%d entries remain: %v", len(left), left)
+		}
+		return nil
+	})
 }
 
 func TestContainerNotSelectedIsLeftAlone(t *testing.T) {

@@ -53,7 +53,9 @@ type permBatch struct {
 type decision struct {
 	rules   []grule
 	rule    grule
-	group   *group // the process's
+	group   *group    // the process's
+	viaDir  *dirEntry // set when the file was covered by its directory's entry, not its own
+	st      unix.Stat_t
 	kind    fsmon.Kind
 	verdict fanotify.Verdict
 	path    string
@@ -158,6 +160,13 @@ func (e *Engine) handlePerm(s *permSlot, gen uint64, readAt time.Time, d *decisi
 	ours := e.answer(s, gen, d.verdict)
 	took := time.Since(readAt)
 	e.decisions.Observe(took)
+	if d.viaDir != nil {
+		// Covered by its name only: a file new in a marked directory.
+		// Give it marks of its own now, after the answer, so that it is
+		// protected if it is moved or linked elsewhere before inotify's
+		// report of its creation is handled.
+		e.adopt(s.fd, d)
+	}
 	if !ours || d.kind == 0 {
 		return
 	}
@@ -203,7 +212,7 @@ func severity(k fsmon.Kind) int {
 func (e *Engine) decide(s *permSlot, d *decision) {
 	d.rules = d.rules[:0]
 	d.rule, d.kind, d.verdict, d.path, d.proc, d.group = grule{}, 0, fanotify.Allow, "", fsmon.Process{}, nil
-	d.real, d.haveReal, d.haveStat = "", false, false
+	d.real, d.haveReal, d.haveStat, d.viaDir = "", false, false, nil
 	var st unix.Stat_t
 	if err := unix.Fstat(int(s.fd), &st); err != nil {
 		return
@@ -232,6 +241,9 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 		e.mu.RLock()
 		if de := e.tables.dirsByReal[dir]; de != nil {
 			d.rules = de.covers(real[i+1:], d.rules)
+			if len(d.rules) > 0 {
+				d.viaDir, d.st = de, st
+			}
 		}
 		e.mu.RUnlock()
 		if len(d.rules) == 0 {
@@ -298,6 +310,23 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 	}
 	d.path = strings.Clone(d.group.inside(e.fdPath(s.fd, d)))
 	d.proc = e.process(s.pid, exe, d)
+}
+
+// adopt marks a file that was covered by its directory only, through
+// the event's fd. It runs on the permission loop after the answer, and
+// never waits for placement (applyMu): a walk may be running.
+func (e *Engine) adopt(fd int32, d *decision) {
+	de := d.viaDir
+	name := d.real[strings.LastIndexByte(d.real, '/')+1:]
+	if !e.wantsInodeMark(de, name) {
+		return
+	}
+	e.mu.RLock()
+	rules := de.covers(name, nil)
+	t := e.tables
+	e.mu.RUnlock()
+	w := e.newWalker(t, de.g)
+	w.markFile(int(fd), &d.st, join(de.path, name), rules)
 }
 
 // exe is the process's executable as its group sees it, a view of d's
