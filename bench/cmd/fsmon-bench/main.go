@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -48,6 +49,8 @@ var (
 	perWriter = flag.Int("files", 20000, "files each writer creates and writes in the throughput scenario")
 	tputReps  = flag.Int("tput-reps", 3, "repetitions of the throughput scenario")
 	treeFiles = flag.Int("tree", 100000, "watched files in the start-up scenario")
+	nCtr      = flag.Int("containers", 20, "fake containers in the start-up scenario's per-container figure")
+	ctrRuns   = flag.Int("container-runs", 3, "runs of the per-container figure")
 	only      = flag.String("only", "abcdefg", "scenarios to run (letters of the issue: a b c latency, d throughput, e start-up, f export, g collateral)")
 	verbose   = flag.Bool("v", false, "log every measurement to stderr")
 )
@@ -102,6 +105,7 @@ func killAll() {
 
 func cleanup() {
 	killAll()
+	removeCgroups()
 	for _, d := range []string{tmpRoot, fastRoot} {
 		if d != "" {
 			_ = os.RemoveAll(d)
@@ -241,11 +245,14 @@ func freePort() string {
 var daemonSeq int
 
 // startDaemon starts the daemon with config (empty: the embedded
-// default) and waits until /-/ready answers 200.
-func startDaemon(cpu int, config string) *daemon {
+// default) and extra flags, and waits until /-/ready answers 200.
+func startDaemon(cpu int, config string, extra ...string) *daemon {
 	daemonSeq++
 	d := &daemon{addr: freePort(), log: filepath.Join(tmpRoot, fmt.Sprintf("daemon-%d.log", daemonSeq))}
-	args := []string{"--web.listen-address=" + d.addr, "--no-events.stdout", "--log.level=warn"}
+	args := []string{"--web.listen-address=" + d.addr, "--no-events.stdout"}
+	if !slices.ContainsFunc(extra, func(a string) bool { return strings.HasPrefix(a, "--log.level=") }) {
+		args = append(args, "--log.level=warn")
+	}
 	if config != "" {
 		p := filepath.Join(tmpRoot, fmt.Sprintf("config-%d.yml", daemonSeq))
 		if err := os.WriteFile(p, []byte(config), 0o644); err != nil {
@@ -253,6 +260,7 @@ func startDaemon(cpu int, config string) *daemon {
 		}
 		args = append(args, "--config.file="+p)
 	}
+	args = append(args, extra...)
 	lf, err := os.Create(d.log)
 	if err != nil {
 		fatalf("%v", err)
@@ -816,6 +824,8 @@ func main() {
 		tb, tf = throughput(fastRoot)
 	}
 	var sDef, sTree startRun
+	var ctr []ctrRun
+	var ctrMsg string
 	if has("e") {
 		progress("start-up: embedded default")
 		sDef = startup("", *reps)
@@ -824,6 +834,9 @@ func main() {
 		makeTree(tree, *treeFiles)
 		sTree = startup(fmt.Sprintf("profiles:\n  - name: bench\n    host: true\n    filters:\n      - name: tree\n        path: %s\n        recursive: true\n", strconv.Quote(tree)), 3)
 		_ = os.RemoveAll(tree)
+		ctrDir := filepath.Join(tmpRoot, "containers")
+		ctr, ctrMsg = containers(ctrDir, *nCtr, *ctrRuns)
+		_ = os.RemoveAll(ctrDir)
 	}
 	var expMsg string
 	var exp []float64
@@ -917,8 +930,7 @@ func main() {
 		fmt.Fprintln(w, "|---|---:|---:|---:|")
 		fmt.Fprintf(w, "| embedded default (no --config.file) | %d | %.0f | %.1f |\n", len(sDef.ready), median(sDef.ready), median(sDef.rssMiB))
 		fmt.Fprintf(w, "| %d watched files on %s (one recursive monitor filter) | %d | %.0f | %.1f |\n", *treeFiles, fastFS, len(sTree.ready), median(sTree.ready), median(sTree.rssMiB))
-		fmt.Fprintln(w, "| per additional container | — | not measurable yet: containers are a later issue | |")
-		fmt.Fprintln(w)
+		reportContainers(w, ctr, ctrMsg)
 	}
 	if has("f") {
 		fmt.Fprintln(w, "f. Export into the OpenTelemetry path (BenchmarkExportRecords, http/protobuf to the test collector, no drops)")
