@@ -238,10 +238,6 @@ func (e *Engine) treeEvent(ev *inotify.Event) {
 		if unix.Fstat(pfd, &st) != nil || (devIno{st.Dev, st.Ino}) != d.id {
 			return
 		}
-		if typ == unix.DT_UNKNOWN {
-			// A file: follow a symlink, as the walk does, within the root.
-			typ = unix.DT_LNK
-		}
 		w.child(pfd, d.path, d.comps, name, typ, d.rels, len(d.comps))
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -389,4 +390,44 @@ func TestEventsOfDifferentProcessesAreNotMerged(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestSymlinkCannotAimAFilter: a user who may create links in a covered
+// directory must not be able to point a block filter at another file.
+func TestSymlinkCannotAimAFilter(t *testing.T) {
+	// Not t.TempDir: its parent is closed to other users.
+	base, err := os.MkdirTemp("", "fsmon-symlink-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	os.Chmod(base, 0o755)
+	ssh := filepath.Join(base, "home", ".ssh")
+	os.MkdirAll(ssh, 0o755)
+	os.Chown(ssh, 65534, 65534)
+	victim := filepath.Join(base, "victim")
+	writeFile(t, victim, "public\n")
+	os.Symlink(victim, filepath.Join(ssh, "id_before")) // root's own link, made before start, in a regex-covered dir
+	start(t, fmt.Sprintf(`
+profiles:
+  - name: t
+    host: true
+    mode: protect
+    filters:
+      - name: keys
+        path: %s
+        regex: 'id_.*'
+        behavior: block
+        allow: [/usr/bin/ssh]
+`, ssh))
+	ln := exec.Command("ln", "-s", victim, filepath.Join(ssh, "id_evil"))
+	ln.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if out, err := ln.CombinedOutput(); err != nil {
+		t.Fatalf("ln as nobody: %v %s", err, out)
+	}
+	time.Sleep(300 * time.Millisecond) // let inotify report the link
+	mustAllow(t, cmd(t, "cat", victim))
+	// A real key in the directory is protected as ever.
+	writeFile(t, filepath.Join(ssh, "id_real"), "k")
+	eventually(t, "real key denied", func() error { return denied(filepath.Join(ssh, "id_real")) })
 }

@@ -338,12 +338,29 @@ func (w *walker) child(parentFD int, logical string, comps []string, name string
 	for _, rr := range rels {
 		if rr.rel.Covers() && rr.rule.MatchName(rr.rel, name) {
 			covering = appendRule(covering, rr.rule)
+			if lit, ok := rr.rule.LastLiteral(); ok && lit == name && rr.rel.Has(policy.RelParent) {
+				followLink = true
+			}
 		}
 	}
 	if len(sub) == 0 && len(covering) == 0 {
 		return
 	}
 	p := join(logical, name)
+	if typ == unix.DT_UNKNOWN {
+		var lst unix.Stat_t
+		if err := unix.Fstatat(parentFD, name, &lst, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return
+		}
+		switch lst.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			typ = unix.DT_DIR
+		case unix.S_IFLNK:
+			typ = unix.DT_LNK
+		case unix.S_IFREG:
+			typ = unix.DT_REG
+		}
+	}
 	var fd int
 	var err error
 	switch typ {
@@ -357,11 +374,18 @@ func (w *walker) child(parentFD int, logical string, comps []string, name string
 			return
 		}
 		fd, err = unix.Openat(parentFD, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	default:
-		// Symlinks (and entries of unknown type) are resolved in the
-		// root, so they cannot lead out of it; a directory is entered
-		// through a symlink only where the configuration names it.
+	case unix.DT_LNK:
+		// A symlink is followed only where the configuration spells the
+		// name out and root owns the link: otherwise anyone who may
+		// create a link in a covered directory (a user's ~/.ssh) could
+		// point a block filter at any file of the machine. Followed, it
+		// is resolved in the root, so it cannot lead out of it.
+		if !followLink || !ownedByRoot(parentFD, name) {
+			return
+		}
 		fd, err = w.openIn(p, 0, 0)
+	default:
+		fd, err = unix.Openat(parentFD, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	}
 	if err != nil {
 		if !errors.Is(err, unix.ENOENT) {
@@ -384,6 +408,12 @@ func (w *walker) child(parentFD int, logical string, comps []string, name string
 	if len(covering) > 0 {
 		w.markFile(fd, &st, p, covering)
 	}
+}
+
+// ownedByRoot reports whether the symlink name in dir belongs to root.
+func ownedByRoot(dirFD int, name string) bool {
+	var st unix.Stat_t
+	return unix.Fstatat(dirFD, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Uid == 0
 }
 
 // markFile records and marks a covered file.
