@@ -60,6 +60,7 @@ func (e *Engine) Apply(p *policy.Policy) (ApplyResult, error) {
 	e.mu.Unlock()
 	// Namespaces no profile covered may be covered now.
 	clear(e.unmonitored)
+	e.allowGen.Add(1)
 	e.unmarkStale(old, t)
 	e.ready.Store(true)
 	res.Took = time.Since(start)

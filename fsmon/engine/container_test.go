@@ -341,3 +341,45 @@ profiles:
 		t.Errorf("%+v", ev)
 	}
 }
+
+// TestHostFileReachedFromAContainer: a host file a container reaches
+// through a bind mount is protected by the host's rules there too.
+func TestHostFileReachedFromAContainer(t *testing.T) {
+	testroot.Require(t)
+	hostDir := t.TempDir()
+	secret := filepath.Join(hostDir, "secret")
+	writeFile(t, secret, "host secret\n")
+	root := busyboxRoot(t)
+	writeFile(t, filepath.Join(root, "etc", "passwd"), "root:x:0:0::/:/bin/sh\n")
+	mnt := filepath.Join(root, "hostdir")
+	os.MkdirAll(mnt, 0o755)
+	if out, err := exec.Command("mount", "--bind", hostDir, mnt).CombinedOutput(); err != nil {
+		t.Fatalf("bind mount: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
+	h := start(t, fmt.Sprintf(`
+profiles:
+  - name: host
+    host: true
+    mode: protect
+    filters:
+      - name: secret
+        path: %s
+        behavior: block
+        allow: [/usr/bin/head]
+  - name: every-container
+    containers: {name: '*'}
+    filters:
+      - path: /etc/passwd
+`, secret), func(o *Options) { o.ContainerScan = 200 * time.Millisecond })
+	c := startContainer(t, root, "bind-1", cgroupV2Docker)
+	waitGroup(t, h, c, true)
+	mustDeny(t, c.exec(t, "cat", "/hostdir/secret"))
+	ev := h.rec.waitFor(t, "denied from the container", func(ev *fsmon.Event) bool {
+		return ev.Kind == fsmon.KindDenied && ev.Container.ID == c.id
+	})
+	if ev.Profile != "host" || ev.Filter != "secret" || ev.Container.Name != "bind-1" {
+		t.Errorf("%+v", ev)
+	}
+	mustDeny(t, cmd(t, "cat", secret))
+}

@@ -125,6 +125,8 @@ type Engine struct {
 	inotifyLimit int
 	procs        *procCache
 	recent       recentProcs // the notification loop's own, lock-free
+	allowIDs     allowIDs    // the permission loop's own
+	allowGen     atomic.Uint64
 	learnedMu    sync.Mutex
 	learned      map[Learned]struct{}
 	running      atomic.Bool

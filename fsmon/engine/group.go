@@ -285,6 +285,7 @@ func (e *Engine) dropGroup(g *group) {
 	e.mu.Lock()
 	delete(e.groups, g.ns)
 	e.containers.Store(len(e.groups) > 1)
+	e.allowGen.Add(1)
 	var dirs []*dirEntry
 	var files []*fileEntry
 	for _, d := range e.tables.dirs {

@@ -62,13 +62,15 @@ type decision struct {
 	path    string
 	proc    fsmon.Process
 
-	real     string // view of pathBuf
-	haveReal bool
-	stat     proc.StatView // view of statBuf
-	haveStat bool
-	pathBuf  [unix.PathMax]byte
-	exeBuf   [unix.PathMax]byte
-	statBuf  [1024]byte
+	real      string // view of pathBuf
+	haveReal  bool
+	exeID     devIno
+	haveExeID bool
+	stat      proc.StatView // view of statBuf
+	haveStat  bool
+	pathBuf   [unix.PathMax]byte
+	exeBuf    [unix.PathMax]byte
+	statBuf   [1024]byte
 }
 
 func (e *Engine) permLoop() error {
@@ -213,7 +215,7 @@ func severity(k fsmon.Kind) int {
 func (e *Engine) decide(s *permSlot, d *decision) {
 	d.rules = d.rules[:0]
 	d.rule, d.kind, d.verdict, d.path, d.proc, d.group = grule{}, 0, fanotify.Allow, "", fsmon.Process{}, nil
-	d.real, d.haveReal, d.haveStat, d.viaDir = "", false, false, nil
+	d.real, d.haveReal, d.haveStat, d.viaDir, d.haveExeID = "", false, false, nil, false
 	var st unix.Stat_t
 	// Raw: fstat of an event fd does not block, and the runtime's syscall
 	// bookkeeping is a measurable share of a decision.
@@ -253,34 +255,17 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 			return
 		}
 	}
-	// A profile covers the processes of its group: the host's profiles
-	// the host's processes, a container's its own.
+	// The rules are the file's, whoever opens it: the protection belongs
+	// to the file, also when a container reaches a host file through a
+	// bind mount. The opener's group only says how to name it.
 	d.group = e.host
 	if e.containers.Load() {
 		d.group = e.groupOf(s.pid)
 	}
-	n := 0
-	for _, r := range d.rules {
-		if r.g == d.group {
-			d.rules[n] = r
-			n++
-		}
-	}
-	d.rules = d.rules[:n]
-	if n == 0 {
-		return
-	}
-	var exe string
-	for _, r := range d.rules {
-		if r.Blocks() {
-			exe = e.exe(s.pid, d)
-			break
-		}
-	}
 	for _, r := range d.rules {
 		var k fsmon.Kind
 		switch {
-		case r.Blocks() && !e.allowed(r, s.pid, exe, d):
+		case r.Blocks() && !e.allowed(r, s.pid, d):
 			switch r.Mode {
 			case fsmon.ModeProtect:
 				k = fsmon.KindDenied
@@ -304,10 +289,7 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 	}
 	// Reported: the opener waits for the answer, so its facts can still
 	// be read; only reported events pay for this.
-	if exe == "" {
-		exe = e.exe(s.pid, d)
-	}
-	exe = strings.Clone(exe)
+	exe := strings.Clone(e.exe(s.pid, d))
 	if d.kind == fsmon.KindLearned {
 		e.learn(Learned{Profile: d.rule.Profile.Name, Filter: d.rule.Name, Executable: exe})
 	}
@@ -356,18 +338,33 @@ func (e *Engine) stat(pid int32, d *decision) (proc.StatView, bool) {
 
 // allowed matches the allow list: the executable first, the process
 // name (which costs a read of /proc/PID/stat) only if the list has names.
-func (e *Engine) allowed(r grule, pid int32, exe string, d *decision) bool {
-	if r.AllowsExe(exe) {
-		return true
+func (e *Engine) allowed(r grule, pid int32, d *decision) bool {
+	if paths := r.AllowExePaths(); len(paths) > 0 {
+		// By identity: the inode that runs against the inodes the
+		// entries name in the rule's group's root.
+		if !d.haveExeID {
+			var st unix.Stat_t
+			if e.proc.StatExe(pid, &st) == nil {
+				d.exeID = devIno{st.Dev, st.Ino}
+			}
+			d.haveExeID = true
+		}
+		if d.exeID != (devIno{}) && e.allowIDs.has(e, r.g, paths, d.exeID) {
+			return true
+		}
 	}
 	if !r.HasNames() {
 		return false
 	}
+	// Names are matched as the seed did: against comm or the base name
+	// of the executable. Any process can take any name, so a name entry
+	// never proves who runs; the docs say so.
+	exe := e.exe(pid, d)
 	v, ok := e.stat(pid, d)
 	if !ok {
-		return r.Allows(exe, "")
+		return r.AllowsName(exe, "")
 	}
-	return r.Allows(exe, unsafeString(v.Comm))
+	return r.AllowsName(exe, unsafeString(v.Comm))
 }
 
 // fdPath is the path of an event fd as the daemon's mount namespace sees

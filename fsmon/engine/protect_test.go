@@ -431,3 +431,23 @@ profiles:
 	writeFile(t, filepath.Join(ssh, "id_real"), "k")
 	eventually(t, "real key denied", func() error { return denied(filepath.Join(ssh, "id_real")) })
 }
+
+// TestAllowListIsByIdentityNotPathText: /proc/PID/exe shows a path in
+// the opener's own mount namespace, which it can arrange: another
+// program bind-mounted over the allowed path is still another program.
+func TestAllowListIsByIdentityNotPathText(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	writeFile(t, secret, "s3cret\n")
+	evil := filepath.Join(dir, "evil")
+	b, err := os.ReadFile("/usr/bin/cat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(evil, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	start(t, protectFile("protect", secret)) // allows /usr/bin/head
+	mustAllow(t, cmd(t, "head", secret))
+	mustDeny(t, cmd(t, "unshare", "--mount", "sh", "-c", "mount --bind "+evil+" /usr/bin/head && exec /usr/bin/head "+secret))
+}

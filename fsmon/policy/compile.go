@@ -26,6 +26,7 @@ type Rule struct {
 	name      *regexp.Regexp // Regex on file names; nil: every name
 	fileLike  bool           // no Regex: the path may name a file itself
 	allowExe  map[string]struct{}
+	exePaths  []string
 	allowName map[string]struct{}
 	nAllow    int
 }
@@ -166,6 +167,9 @@ func compileRule(cp *CompiledProfile, f *Filter) (*Rule, error) {
 	}
 	for _, a := range f.Allow {
 		if strings.HasPrefix(a, "/") {
+			if _, dup := r.allowExe[path.Clean(a)]; !dup {
+				r.exePaths = append(r.exePaths, path.Clean(a))
+			}
 			r.allowExe[path.Clean(a)] = struct{}{}
 		} else {
 			r.allowName[a] = struct{}{}
@@ -181,9 +185,27 @@ func (r *Rule) AllowsExe(exe string) bool {
 	return ok && exe != ""
 }
 
+// AllowExePaths lists the executable paths of the allow list.
+func (r *Rule) AllowExePaths() []string { return r.exePaths }
+
 // HasNames reports whether the allow list has process names, which need
 // the process's name to be read.
 func (r *Rule) HasNames() bool { return len(r.allowName) > 0 }
+
+// AllowsName reports whether a name entry of the allow list matches comm
+// or the base name of exe. The engine matches executable entries by
+// identity (AllowExePaths), never by path text.
+func (r *Rule) AllowsName(exe, comm string) bool {
+	if _, ok := r.allowName[comm]; ok && comm != "" {
+		return true
+	}
+	if i := strings.LastIndexByte(exe, '/'); i >= 0 {
+		if _, ok := r.allowName[exe[i+1:]]; ok {
+			return true
+		}
+	}
+	return false
+}
 
 // Allows reports whether a process with executable path exe and name comm
 // is in the rule's allow list. A name entry matches comm (which the kernel

@@ -155,6 +155,20 @@ func openNoAlloc(p []byte) (int, error) {
 	}
 }
 
+// StatExe stats /proc/PID/exe, which follows the link to the executable
+// itself: its device and inode say which file runs, whatever the path
+// text says in the process's own mount namespace (which it may have
+// arranged with bind mounts).
+func (fs FS) StatExe(pid int32, st *unix.Stat_t) error {
+	var pb [64]byte
+	p := append(fs.path(pb[:0], pid, "exe"), 0)
+	_, _, errno := unix.Syscall6(unix.SYS_NEWFSTATAT, atFDCWD, uintptr(unsafe.Pointer(&p[0])), uintptr(unsafe.Pointer(st)), 0, 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
 // Readlink reads the symlink at path p (bytes, with room for a NUL)
 // into buf without allocating.
 func Readlink(p []byte, buf []byte) (int, error) { return readlinkNoAlloc(p, buf) }
