@@ -131,12 +131,17 @@ func (e *Engine) answer(s *permSlot, gen uint64, v fanotify.Verdict) bool {
 		}
 		return true
 	}
-	// The watchdog claimed it: wait for its write before the fd may be
-	// closed, so the number cannot be reused under its answer.
-	for s.state.Load() != gen<<2|slotDefault {
+	// Answered already by the loop (a second call, from the recovery of a
+	// panic): nothing to do. Claimed by the watchdog: wait for its write
+	// before the fd may be closed, so the number cannot be reused under
+	// its answer.
+	for {
+		switch s.state.Load() {
+		case gen<<2 | slotLoop, gen<<2 | slotDefault:
+			return false
+		}
 		runtime.Gosched()
 	}
-	return false
 }
 
 func (e *Engine) handlePerm(s *permSlot, gen uint64, readAt time.Time, d *decision) {
@@ -225,12 +230,7 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 	if f := e.slowDecision.Load(); f != nil {
 		(*f)()
 	}
-	id := devIno{st.Dev, st.Ino}
-	e.mu.RLock()
-	if f := e.tables.files[id]; f != nil {
-		d.rules = append(d.rules, f.rules...)
-	}
-	e.mu.RUnlock()
+	d.rules = e.fileRules(devIno{st.Dev, st.Ino}, d.rules)
 	if len(d.rules) == 0 {
 		// Not a marked inode: a new file in a marked directory, known by
 		// its name.
@@ -243,14 +243,9 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 		if dir == "" {
 			dir = "/"
 		}
-		e.mu.RLock()
-		if de := e.tables.dirsByReal[dir]; de != nil {
-			d.rules = de.covers(real[i+1:], d.rules)
-			if len(d.rules) > 0 {
-				d.viaDir, d.st = de, st
-			}
+		if de := e.dirRules(dir, real[i+1:], d); de != nil {
+			d.viaDir, d.st = de, st
 		}
-		e.mu.RUnlock()
 		if len(d.rules) == 0 {
 			return
 		}
@@ -295,6 +290,33 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 	}
 	d.path = strings.Clone(d.group.inside(e.fdPath(s.fd, d)))
 	d.proc = e.process(s.pid, exe, d)
+}
+
+// fileRules appends the rules of the marked file id.
+func (e *Engine) fileRules(id devIno, rules []grule) []grule {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if f := e.tables.files[id]; f != nil {
+		rules = append(rules, f.rules...)
+	}
+	return rules
+}
+
+// dirRules appends to d.rules the rules that cover name in the marked
+// directory dir, and returns the directory when any does.
+func (e *Engine) dirRules(dir, name string, d *decision) *dirEntry {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	de := e.tables.dirsByReal[dir]
+	if de == nil {
+		return nil
+	}
+	n := len(d.rules)
+	d.rules = de.covers(name, d.rules)
+	if len(d.rules) == n {
+		return nil
+	}
+	return de
 }
 
 // adopt marks a file that was covered by its directory only, through
