@@ -383,3 +383,21 @@ profiles:
 	}
 	mustDeny(t, cmd(t, "cat", secret))
 }
+
+// TestRestartedContainerIsWalkedAfresh: the kernel reuses mount
+// namespace numbers at once, so a container replaced within one scan
+// may get its predecessor's; it must still be a new group.
+func TestRestartedContainerIsWalkedAfresh(t *testing.T) {
+	testroot.Require(t)
+	h := start(t, containerConfig, func(o *Options) { o.ContainerScan = 2 * time.Second })
+	rootA := busyboxRoot(t)
+	writeFile(t, filepath.Join(rootA, "etc", "shadow"), "A\n")
+	a := startContainer(t, rootA, "web-a", cgroupV2Docker)
+	waitGroup(t, h, a, true)
+	a.stop()
+	rootB := busyboxRoot(t)
+	writeFile(t, filepath.Join(rootB, "etc", "shadow"), "B\n")
+	b := startContainer(t, rootB, "web-b", cgroupV2Docker)
+	waitGroup(t, h, b, true)
+	mustDeny(t, b.exec(t, "cat", "/etc/shadow"))
+}

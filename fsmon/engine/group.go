@@ -24,6 +24,7 @@ type group struct {
 	runtime     container.Runtime
 	ns          uint64 // mount namespace inode
 	rootPID     int32
+	rootStart   uint64 // start time of rootPID: with it, the container's identity
 	// rootFD is an O_PATH fd of the group's root (/proc/PID/root):
 	// every path of the group is opened below it with RESOLVE_IN_ROOT,
 	// so nothing a container holds can lead the daemon out of it.
@@ -188,7 +189,10 @@ func (e *Engine) scanContainers() {
 		if g.isHost() {
 			continue
 		}
-		if _, ok := nss[ns]; !ok {
+		if _, ok := nss[ns]; !ok || !e.sameInit(g) {
+			// Gone; or the namespace number came round again for a new
+			// container (the kernel reuses them at once): a restarted
+			// container must be walked afresh.
 			gone = append(gone, g)
 		}
 	}
@@ -258,6 +262,10 @@ func (e *Engine) newContainerGroup(ns uint64, pids []int32) *group {
 			continue
 		}
 		g := &group{containerID: id, runtime: rt, ns: ns, rootPID: pid, rootFD: fd, prefix: prefix}
+		var sb [1024]byte
+		if v, err := e.proc.ReadStat(pid, sb[:]); err == nil {
+			g.rootStart = v.StartTime
+		}
 		meta := container.LookupMeta(e.hostRootPath(), id)
 		g.name, g.image = meta.Name, meta.Image
 		if g.name == "" {
@@ -269,6 +277,18 @@ func (e *Engine) newContainerGroup(ns uint64, pids []int32) *group {
 		return g
 	}
 	return nil
+}
+
+// sameInit reports whether the process the group was made from still
+// runs, in the group's namespace: a pid and start time that match.
+func (e *Engine) sameInit(g *group) bool {
+	var sb [1024]byte
+	v, err := e.proc.ReadStat(g.rootPID, sb[:])
+	if err != nil || v.StartTime != g.rootStart {
+		return false
+	}
+	ns, err := e.cfs.MountNS(g.rootPID)
+	return err == nil && ns == g.ns
 }
 
 // hostRootPath is where the host's files are, as a path of the daemon's.
