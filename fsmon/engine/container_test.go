@@ -401,3 +401,46 @@ func TestRestartedContainerIsWalkedAfresh(t *testing.T) {
 	waitGroup(t, h, b, true)
 	mustDeny(t, b.exec(t, "cat", "/etc/shadow"))
 }
+
+// TestSharedVolumeOutlivesOneContainer: two containers mount the same
+// directory; when one goes, the other's protection of it stays.
+func TestSharedVolumeOutlivesOneContainer(t *testing.T) {
+	testroot.Require(t)
+	vol := t.TempDir()
+	writeFile(t, filepath.Join(vol, "secret"), "s\n")
+	var cs []*fakeContainer
+	h := start(t, `
+profiles:
+  - name: share
+    containers: {name: 'share-*'}
+    mode: protect
+    filters:
+      - name: data
+        path: /data
+        recursive: true
+        behavior: block
+        allow: [head]
+`, func(o *Options) { o.ContainerScan = 200 * time.Millisecond })
+	for _, name := range []string{"share-a", "share-b"} {
+		root := busyboxRoot(t)
+		mnt := filepath.Join(root, "data")
+		if out, err := exec.Command("mount", "--bind", vol, mnt).CombinedOutput(); err != nil {
+			t.Fatalf("bind mount: %v %s", err, out)
+		}
+		t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
+		c := startContainer(t, root, name, cgroupV2Docker)
+		waitGroup(t, h, c, true)
+		cs = append(cs, c)
+	}
+	mustDeny(t, cs[1].exec(t, "cat", "/data/secret"))
+	cs[0].stop()
+	waitGroup(t, h, cs[0], false)
+	mustDeny(t, cs[1].exec(t, "cat", "/data/secret"))
+	writeFile(t, filepath.Join(vol, "later"), "l\n")
+	eventually(t, "new file in the shared volume", func() error {
+		if r := cs[1].exec(t, "cat", "/data/later"); r.err == nil {
+			return errStillAllowed
+		}
+		return nil
+	})
+}

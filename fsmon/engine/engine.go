@@ -95,7 +95,7 @@ type Engine struct {
 	policy *policy.Policy
 	// mountFDs holds one directory fd per file system, for
 	// open_by_handle_at of fids the tables do not know.
-	mountFDs map[[8]byte]int
+	mountFDs map[[8]byte]mountFD
 	// host is the host's group; groups maps mount namespaces to groups,
 	// the host's included.
 	host   *group
@@ -172,7 +172,7 @@ func New(opts Options) (*Engine, error) {
 		proc:         proc.FS{Root: opts.ProcRoot},
 		selfPID:      int32(os.Getpid()),
 		tables:       newTables(),
-		mountFDs:     map[[8]byte]int{},
+		mountFDs:     map[[8]byte]mountFD{},
 		batch:        &permBatch{},
 		groups:       map[uint64]*group{},
 		unmonitored:  map[uint64]bool{},

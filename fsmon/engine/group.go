@@ -306,22 +306,56 @@ func (e *Engine) dropGroup(g *group) {
 	delete(e.groups, g.ns)
 	e.containers.Store(len(e.groups) > 1)
 	e.allowGen.Add(1)
+	// An inode two groups reach (a volume two containers mount, a host
+	// directory bind-mounted into one) keeps its entry and marks for the
+	// groups that remain: only g's rules go. Entries left without rules
+	// go with their marks.
 	var dirs []*dirEntry
 	var files []*fileEntry
 	for _, d := range e.tables.dirs {
-		if d.g == g {
+		n := 0
+		for _, rr := range d.rels {
+			if rr.rule.g != g {
+				d.rels[n] = rr
+				n++
+			}
+		}
+		d.rels = d.rels[:n]
+		switch {
+		case n == 0:
 			dirs = append(dirs, d)
+		case d.g == g:
+			d.g = d.rels[0].rule.g
 		}
 	}
 	for _, f := range e.tables.files {
-		if f.g == g {
+		n := 0
+		for _, r := range f.rules {
+			if r.g != g {
+				f.rules[n] = r
+				n++
+			}
+		}
+		f.rules = f.rules[:n]
+		switch {
+		case n == 0:
 			files = append(files, f)
+		case f.g == g:
+			f.g = f.rules[0].g
 		}
 	}
 	for _, f := range files {
 		delete(e.tables.files, f.id)
 		if e.tables.filesByHandle[f.handle] == f {
 			delete(e.tables.filesByHandle, f.handle)
+		}
+	}
+	// The directory fds kept for open_by_handle_at of the group's file
+	// systems would pin them (a pod's tmpfs volume) after it is gone.
+	for fsid, m := range e.mountFDs {
+		if m.g == g {
+			unix.Close(m.fd)
+			delete(e.mountFDs, fsid)
 		}
 	}
 	e.mu.Unlock()

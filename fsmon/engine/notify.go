@@ -167,7 +167,7 @@ func (e *Engine) resolveFID(f fanotify.FID) string {
 	if !ok {
 		return ""
 	}
-	fd, err := fanotify.OpenHandle(mfd, f)
+	fd, err := fanotify.OpenHandle(mfd.fd, f)
 	if err != nil {
 		return ""
 	}
@@ -287,7 +287,7 @@ func (e *Engine) unmark(key string, perm, notif fanotify.Mask) {
 	if !ok {
 		return
 	}
-	fd, err := fanotify.OpenHandle(mfd, f)
+	fd, err := fanotify.OpenHandle(mfd.fd, f)
 	if err != nil {
 		return // gone: so are its marks
 	}

@@ -71,6 +71,13 @@ type fileEntry struct {
 	notif  fanotify.Mask
 }
 
+// mountFD is a directory fd on one file system, for open_by_handle_at,
+// and the group whose walk opened it.
+type mountFD struct {
+	fd int
+	g  *group
+}
+
 // tables are what the event loops look events up in.
 type tables struct {
 	dirs          map[devIno]*dirEntry

@@ -143,7 +143,7 @@ func (w *walker) fsid(fd int, dev uint64) [8]byte {
 	if _, ok := w.e.mountFDs[f]; ok {
 		unix.Close(dfd)
 	} else {
-		w.e.mountFDs[f] = dfd
+		w.e.mountFDs[f] = mountFD{fd: dfd, g: w.g}
 	}
 	w.e.mu.Unlock()
 	return f
