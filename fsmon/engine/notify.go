@@ -210,6 +210,10 @@ func (e *Engine) treeEvent(ev *inotify.Event) {
 		return
 	}
 	switch {
+	case ev.Mask.Has(inotify.MoveSelf) && d.rehomed:
+		e.mu.Lock()
+		d.rehomed = false
+		e.mu.Unlock()
 	case ev.Mask.Any(inotify.Ignored | inotify.DeleteSelf | inotify.MoveSelf):
 		// The directory is gone or elsewhere: its name no longer leads
 		// to it. Files in it keep their own marks.
@@ -229,6 +233,7 @@ func (e *Engine) treeEvent(ev *inotify.Event) {
 			return
 		}
 		w := e.newWalker(e.tables, d.g)
+		w.live = true
 		pfd, err := w.openIn(d.path, unix.O_DIRECTORY, 0)
 		if err != nil {
 			return

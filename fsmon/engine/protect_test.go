@@ -451,3 +451,25 @@ func TestAllowListIsByIdentityNotPathText(t *testing.T) {
 	mustAllow(t, cmd(t, "head", secret))
 	mustDeny(t, cmd(t, "unshare", "--mount", "sh", "-c", "mount --bind "+evil+" /usr/bin/head && exec /usr/bin/head "+secret))
 }
+
+// TestRenamedSubdirectoryStaysCovered: a subdirectory renamed within a
+// recursive filter keeps its marks under its new name, for new files and
+// its own subdirectories too.
+func TestRenamedSubdirectoryStaysCovered(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "a", "sub"), 0o755)
+	writeFile(t, filepath.Join(dir, "a", "old.key"), "k")
+	start(t, protectDir("protect", dir, true))
+	if err := os.Rename(filepath.Join(dir, "a"), filepath.Join(dir, "b")); err != nil {
+		t.Fatal(err)
+	}
+	mustDeny(t, cmd(t, "cat", filepath.Join(dir, "b", "old.key")))
+	writeFile(t, filepath.Join(dir, "b", "new.key"), "k")
+	writeFile(t, filepath.Join(dir, "b", "sub", "x.key"), "k")
+	// Inotify reports the move asynchronously; once it has, both stay
+	// denied (before the fix they became readable for good).
+	eventually(t, "new file in the renamed directory", func() error { return denied(filepath.Join(dir, "b", "new.key")) })
+	eventually(t, "file in a subdirectory of it", func() error { return denied(filepath.Join(dir, "b", "sub", "x.key")) })
+	time.Sleep(200 * time.Millisecond)
+	mustDeny(t, cmd(t, "cat", filepath.Join(dir, "b", "new.key")))
+}

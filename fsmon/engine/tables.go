@@ -38,6 +38,9 @@ type dirEntry struct {
 	perm   fanotify.Mask // mask in the permission group
 	notif  fanotify.Mask // mask in the notification group
 	wd     int           // inotify watch, -1 when none
+	// rehomed: renamed within the covered tree and already followed to
+	// its new place; the IN_MOVE_SELF that comes after is not a loss.
+	rehomed bool
 }
 
 // covers returns the rules that cover the file called name in the

@@ -36,7 +36,8 @@ type walker struct {
 	e      *Engine
 	t      *tables
 	g      *group
-	rootFD int // O_PATH fd of the group's root every path is resolved in (not owned)
+	live   bool // placing into the tables in force, as events come (not a new set)
+	rootFD int  // O_PATH fd of the group's root every path is resolved in (not owned)
 	fsids  map[uint64][8]byte
 	errs   int
 	first  error
@@ -199,15 +200,34 @@ func (w *walker) visitDir(fd int, logical string, comps []string, rels []ruleRel
 	w.e.mu.Lock()
 	d := w.t.dirs[id]
 	isNew := d == nil
+	moved := false
 	if isNew {
 		d = &dirEntry{g: w.g, id: id, path: logical, comps: comps, wd: -1}
 		w.t.dirs[id] = d
+	} else if d.g == w.g && d.path != logical && w.live {
+		// Renamed within the covered tree: the same directory under a
+		// new name, with the relations of its new place. Its inotify
+		// watch reports the move next (IN_MOVE_SELF) and must keep it.
+		if w.t.dirsByReal[d.real] == d {
+			delete(w.t.dirsByReal, d.real)
+		}
+		d.path, d.comps, d.rels, d.rehomed = logical, comps, nil, true
+		moved = true
 	}
-	if !mergeRels(d, rels) && !isNew {
+	if !mergeRels(d, rels) && !isNew && !moved {
 		w.e.mu.Unlock()
 		return
 	}
 	w.e.mu.Unlock()
+	if moved {
+		real := readlinkFD(fd)
+		w.e.mu.Lock()
+		d.real = real
+		if real != "" {
+			w.t.dirsByReal[real] = d
+		}
+		w.e.mu.Unlock()
+	}
 	if isNew {
 		real := readlinkFD(fd)
 		key := w.handleKey(fd, st.Dev)
