@@ -473,3 +473,30 @@ func TestRenamedSubdirectoryStaysCovered(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	mustDeny(t, cmd(t, "cat", filepath.Join(dir, "b", "new.key")))
 }
+
+// TestOverlayChangesAreReported: container roots are overlayfs, whose
+// file handles can only be had for comparison; changes there are
+// reported all the same.
+func TestOverlayChangesAreReported(t *testing.T) {
+	base := t.TempDir()
+	for _, d := range []string{"lower/etc", "upper", "work", "merged"} {
+		os.MkdirAll(filepath.Join(base, d), 0o755)
+	}
+	writeFile(t, filepath.Join(base, "lower", "etc", "hosts"), "127.0.0.1 localhost\n")
+	merged := filepath.Join(base, "merged")
+	opts := fmt.Sprintf("lowerdir=%s/lower,upperdir=%s/upper,workdir=%s/work", base, base, base)
+	if out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", opts, merged).CombinedOutput(); err != nil {
+		t.Skipf("no overlayfs here: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", merged).Run() })
+	hosts := filepath.Join(merged, "etc", "hosts")
+	h := start(t, fmt.Sprintf(`
+profiles:
+  - name: t
+    host: true
+    filters:
+      - path: %s
+`, hosts))
+	mustAllow(t, sh(t, "echo '10.0.0.9 x' >> "+hosts+"; sleep 0.3"))
+	h.rec.waitFor(t, "write on overlayfs", change(fsmon.OpWrite, hosts))
+}

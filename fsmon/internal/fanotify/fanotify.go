@@ -350,11 +350,20 @@ func Fsid(fd int) ([8]byte, error) {
 // Handle returns the file handle of the object fd refers to.
 func Handle(fd int) (int32, []byte, error) {
 	h, _, err := unix.NameToHandleAt(fd, "", unix.AT_EMPTY_PATH)
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		// File systems that cannot export handles (overlayfs without
+		// nfs_export: the root of nearly every container) still give the
+		// handle fanotify reports, for comparison only (Linux 6.5).
+		h, _, err = unix.NameToHandleAt(fd, "", unix.AT_EMPTY_PATH|atHandleFID)
+	}
 	if err != nil {
 		return 0, nil, fmt.Errorf("name_to_handle_at: %w", err)
 	}
 	return h.Type(), append([]byte(nil), h.Bytes()...), nil
 }
+
+// atHandleFID is AT_HANDLE_FID of linux/fcntl.h, which x/sys lacks.
+const atHandleFID = 0x200
 
 // OpenHandle opens the object a FID names, relative to any fd on the same
 // file system, as an O_PATH fd.
