@@ -102,7 +102,7 @@ type Engine struct {
 	groups map[uint64]*group
 	// unmonitored are namespaces seen that no profile covers (or with
 	// no container id); applyMu guards it.
-	unmonitored    map[uint64]bool
+	unmonitored    map[uint64]time.Time
 	hostNS, selfNS uint64
 	cfs            container.FS
 
@@ -125,7 +125,9 @@ type Engine struct {
 	inotifyLimit int
 	procs        *procCache
 	recent       recentProcs // the notification loop's own, lock-free
-	allowIDs     allowIDs    // the permission loop's own
+	readErrors   atomic.Uint64
+	allowIDs     allowIDs // the permission loop's own
+	lastExec     execKey  // the permission loop's own
 	allowGen     atomic.Uint64
 	learnedMu    sync.Mutex
 	learned      map[Learned]struct{}
@@ -175,7 +177,7 @@ func New(opts Options) (*Engine, error) {
 		mountFDs:     map[[8]byte]mountFD{},
 		batch:        &permBatch{},
 		groups:       map[uint64]*group{},
-		unmonitored:  map[uint64]bool{},
+		unmonitored:  map[uint64]time.Time{},
 		cfs:          container.FS{Root: opts.ProcRoot},
 		queue:        make(chan fsmon.Event, opts.QueueSize),
 		inotifyLimit: inotify.WatchLimit(),
@@ -287,7 +289,7 @@ func (e *Engine) Run(ctx context.Context) error {
 func (e *Engine) logLosses(ctx context.Context) {
 	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
-	var queue, kernel, ino uint64
+	var queue, kernel, ino, readErr uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -303,6 +305,10 @@ func (e *Engine) logLosses(ctx context.Context) {
 		}
 		if i != ino {
 			e.log.Warn("inotify queue overflowed: the tree was walked again (raise fs.inotify.max_queued_events)", "overflows", i-ino)
+		}
+		if r := e.readErrors.Load(); r != readErr {
+			e.log.Warn("reading kernel events failed for want of fds or memory (raise the fd limit)", "failures", r-readErr)
+			readErr = r
 		}
 		queue, kernel, ino = q, k, i
 	}
@@ -395,6 +401,12 @@ func (e *Engine) Snapshot() fsmon.State {
 	}
 }
 
+// transient reports read errors that pass: the kernel could not open
+// an event's fd (EMFILE, ENFILE) or allocate (ENOMEM).
+func transient(err error) bool {
+	return errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) || errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.EINTR)
+}
+
 // readLoop reads batches from f until the engine stops, handing each to
 // handle. The goroutine parks in the netpoller between batches. Stopping
 // sets a read deadline; what is queued by then is still read, so that
@@ -424,6 +436,11 @@ func (e *Engine) readLoop(what string, f *os.File, read func([]byte) (int, error
 			return fmt.Errorf("waiting for %s events: %w", what, err)
 		}
 		if rerr != nil {
+			if transient(rerr) {
+				e.readErrors.Add(1)
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
 			return fmt.Errorf("reading %s events: %w", what, rerr)
 		}
 		handle(buf[:n])

@@ -212,18 +212,20 @@ func (e *Engine) scanContainers() {
 		e.mu.RLock()
 		_, known := e.groups[ns]
 		e.mu.RUnlock()
-		if known || e.unmonitored[ns] || ns == e.hostNS || ns == e.selfNS {
+		// A namespace passed over is looked at again after a while: its
+		// processes may not have been in their cgroup yet.
+		if at, seen := e.unmonitored[ns]; known || seen && time.Since(at) < unmonitoredFor || ns == e.hostNS || ns == e.selfNS {
 			continue
 		}
 		g := e.newContainerGroup(ns, pids)
 		if g == nil {
-			e.unmonitored[ns] = true
+			e.unmonitored[ns] = time.Now()
 			continue
 		}
 		g.rules = rulesFor(p, g)
 		if len(g.rules) == 0 {
 			unix.Close(g.rootFD)
-			e.unmonitored[ns] = true
+			e.unmonitored[ns] = time.Now()
 			continue
 		}
 		e.mu.Lock()
@@ -236,6 +238,9 @@ func (e *Engine) scanContainers() {
 			"root_pid", g.rootPID, "rules", len(g.rules), "unmarked", w.errs)
 	}
 }
+
+// unmonitoredFor is how long a namespace passed over stays passed over.
+const unmonitoredFor = 10 * time.Second
 
 // newContainerGroup makes the group of a mount namespace whose processes
 // carry a container id, or returns nil.

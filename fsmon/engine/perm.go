@@ -56,6 +56,7 @@ type decision struct {
 	rule    grule
 	group   *group    // the process's
 	viaDir  *dirEntry // set when the file was covered by its directory's entry, not its own
+	id      devIno    // the file's
 	st      unix.Stat_t
 	kind    fsmon.Kind
 	verdict fanotify.Verdict
@@ -114,6 +115,14 @@ func (e *Engine) permLoop() error {
 				return nil // drained
 			}
 			if errors.Is(err, unix.EAGAIN) {
+				continue
+			}
+			if transient(err) {
+				// The kernel could not give the event an fd (out of fds
+				// or memory); it answers that event itself. Reading goes
+				// on: an exit here would fail everything open.
+				e.readErrors.Add(1)
+				time.Sleep(10 * time.Millisecond)
 				continue
 			}
 			return fmt.Errorf("reading permission events: %w", err)
@@ -178,6 +187,21 @@ func (e *Engine) handlePerm(s *permSlot, gen uint64, readAt time.Time, d *decisi
 	if !ours || d.kind == 0 {
 		return
 	}
+	// An exec makes two permission events, FAN_OPEN_EXEC_PERM and then
+	// FAN_OPEN_PERM of the same file by the same process: one report.
+	key := execKey{s.pid, d.id}
+	if s.mask.Any(fanotify.OpenExecPerm) {
+		e.lastExec = key
+	} else if e.lastExec == key {
+		e.lastExec = execKey{}
+		return
+	}
+	// What may wait on the opener's memory (its command line) is read
+	// after the answer, so that no process can hold a decision up with
+	// it; the cache makes it a lookup for a process seen before.
+	if v, ok := e.stat(s.pid, d); ok {
+		d.proc.CommandLine, d.proc.UserID = e.cmdlineAndUser(s.pid, v.StartTime, d.proc.ExecutablePath)
+	}
 	op := fsmon.OpOpen
 	if s.mask.Any(fanotify.OpenExecPerm) {
 		op = fsmon.OpExec
@@ -196,6 +220,13 @@ func (e *Engine) handlePerm(s *permSlot, gen uint64, readAt time.Time, d *decisi
 		Decision:  took,
 	}
 	e.enqueue(&ev)
+}
+
+// execKey names the file a process exec'd, to fold the exec's two
+// permission events into one report.
+type execKey struct {
+	pid int32
+	id  devIno
 }
 
 // severity orders outcomes: the most severe one is reported.
@@ -230,7 +261,8 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 	if f := e.slowDecision.Load(); f != nil {
 		(*f)()
 	}
-	d.rules = e.fileRules(devIno{st.Dev, st.Ino}, d.rules)
+	d.id = devIno{st.Dev, st.Ino}
+	d.rules = e.fileRules(d.id, d.rules)
 	if len(d.rules) == 0 {
 		// Not a marked inode: a new file in a marked directory, known by
 		// its name.

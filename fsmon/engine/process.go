@@ -48,9 +48,9 @@ func (c *procCache) put(pid int32, f procFacts) {
 	c.mu.Unlock()
 }
 
-// process gathers the facts of pid for a report of a permission event;
-// exe is known already. The command line and user are cached per (pid,
-// start time, executable).
+// process gathers the facts of pid for a report of a permission event
+// while it waits for the answer; exe is known already. The command line
+// and user come after the answer (handlePerm).
 func (e *Engine) process(pid int32, exe string, d *decision) fsmon.Process {
 	p := fsmon.Process{PID: pid, UserID: -1, ExecutablePath: exe}
 	v, ok := e.stat(pid, d)
@@ -59,7 +59,6 @@ func (e *Engine) process(pid int32, exe string, d *decision) fsmon.Process {
 	}
 	p.ParentPID = v.PPID
 	p.ExecutableName = string(v.Comm)
-	p.CommandLine, p.UserID = e.cmdlineAndUser(pid, v.StartTime, exe)
 	return p
 }
 

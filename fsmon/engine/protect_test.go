@@ -222,6 +222,11 @@ func TestExecOfProtectedFile(t *testing.T) {
 	h.rec.waitFor(t, "denied exec", func(ev *fsmon.Event) bool {
 		return ev.Kind == fsmon.KindDenied && ev.Path == bin && ev.Op == fsmon.OpExec
 	})
+	// The exec's second permission event (FAN_OPEN_PERM of the same file)
+	// is not a second report.
+	h.rec.none(t, "a second report of the exec", func(ev *fsmon.Event) bool {
+		return ev.Kind == fsmon.KindDenied && ev.Path == bin && ev.Op == fsmon.OpOpen
+	})
 }
 
 func TestRecursiveCoversNewSubdirectories(t *testing.T) {
