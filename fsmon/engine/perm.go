@@ -195,6 +195,8 @@ func (e *Engine) handlePerm(s *permSlot, gen uint64, readAt time.Time, d *decisi
 	} else if e.lastExec == key {
 		e.lastExec = execKey{}
 		return
+	} else {
+		e.lastExec = execKey{}
 	}
 	// What may wait on the opener's memory (its command line) is read
 	// after the answer, so that no process can hold a decision up with
