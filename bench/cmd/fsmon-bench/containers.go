@@ -487,7 +487,7 @@ func containers(dir string, n, runs int) (rs []ctrRun, note string) {
 	if len(disturbed) > 0 {
 		note = fmt.Sprintf("%d run(s) set aside: the daemon saw containers other than the suite's meanwhile", len(disturbed))
 		if missed > 0 {
-			note += fmt.Sprintf(", and %d of the suite's containers were never watched", missed)
+			note += fmt.Sprintf("; containers of the suite never watched (a mount namespace number reused): %d", missed)
 		}
 	}
 	if len(rs) == 0 {
