@@ -265,8 +265,8 @@ func (e *Engine) wantsInodeMark(d *dirEntry, name string) bool {
 func (e *Engine) dropDir(d *dirEntry, watchGone bool) {
 	e.mu.Lock()
 	delete(e.tables.dirs, d.id)
-	if e.tables.dirsByReal[d.real] == d {
-		delete(e.tables.dirsByReal, d.real)
+	if k := (realKey{d.mnt, d.real}); e.tables.dirsByReal[k] == d {
+		delete(e.tables.dirsByReal, k)
 	}
 	delete(e.tables.dirsByHandle, d.handle)
 	delete(e.tables.wds, d.wd)

@@ -277,7 +277,7 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 		if dir == "" {
 			dir = "/"
 		}
-		if de := e.dirRules(dir, real[i+1:], d); de != nil {
+		if de := e.dirRules(realKey{mountID(int(s.fd)), dir}, real[i+1:], d); de != nil {
 			d.viaDir, d.st = de, st
 		}
 		if len(d.rules) == 0 {
@@ -338,7 +338,7 @@ func (e *Engine) fileRules(id devIno, rules []grule) []grule {
 
 // dirRules appends to d.rules the rules that cover name in the marked
 // directory dir, and returns the directory when any does.
-func (e *Engine) dirRules(dir, name string, d *decision) *dirEntry {
+func (e *Engine) dirRules(dir realKey, name string, d *decision) *dirEntry {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	de := e.tables.dirsByReal[dir]

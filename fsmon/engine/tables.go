@@ -1,6 +1,10 @@
 package engine
 
 import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
 	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
 	"github.com/fsmon/fsmon_exporter/fsmon/policy"
@@ -32,6 +36,7 @@ type dirEntry struct {
 	id     devIno
 	path   string   // as walked (the configured spelling), for reports
 	real   string   // as the kernel names it (readlink of the fd)
+	mnt    uint64   // mount id, with real the key of dirsByReal
 	comps  []string // path split at "/"
 	handle string   // fid key, to look up notification events
 	rels   []ruleRel
@@ -74,6 +79,30 @@ type fileEntry struct {
 	notif  fanotify.Mask
 }
 
+// realKey names a directory as the kernel does for an event fd: its
+// path in the daemon's view and the mount it is on. The path alone is
+// not enough: a container's /etc and the host's both read "/etc" when
+// the container's mount is not in the daemon's namespace.
+type realKey struct {
+	mnt  uint64
+	path string
+}
+
+// mountID is the id of the mount fd's object is on (statx STATX_MNT_ID).
+// It is a raw syscall with a static empty path: x/sys would copy the
+// path to the heap, and the permission path calls this for new files.
+func mountID(fd int) uint64 {
+	var sx unix.Statx_t
+	_, _, errno := unix.RawSyscall6(unix.SYS_STATX, uintptr(fd), uintptr(unsafe.Pointer(&emptyPath[0])),
+		unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, uintptr(unsafe.Pointer(&sx)), 0)
+	if errno != 0 {
+		return 0
+	}
+	return sx.Mnt_id
+}
+
+var emptyPath = [1]byte{0}
+
 // mountFD is a directory fd on one file system, for open_by_handle_at,
 // and the group whose walk opened it.
 type mountFD struct {
@@ -84,7 +113,7 @@ type mountFD struct {
 // tables are what the event loops look events up in.
 type tables struct {
 	dirs          map[devIno]*dirEntry
-	dirsByReal    map[string]*dirEntry
+	dirsByReal    map[realKey]*dirEntry
 	dirsByHandle  map[string]*dirEntry
 	files         map[devIno]*fileEntry
 	filesByHandle map[string]*fileEntry
@@ -94,7 +123,7 @@ type tables struct {
 func newTables() *tables {
 	return &tables{
 		dirs:          map[devIno]*dirEntry{},
-		dirsByReal:    map[string]*dirEntry{},
+		dirsByReal:    map[realKey]*dirEntry{},
 		dirsByHandle:  map[string]*dirEntry{},
 		files:         map[devIno]*fileEntry{},
 		filesByHandle: map[string]*fileEntry{},

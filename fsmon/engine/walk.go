@@ -208,8 +208,8 @@ func (w *walker) visitDir(fd int, logical string, comps []string, rels []ruleRel
 		// Renamed within the covered tree: the same directory under a
 		// new name, with the relations of its new place. Its inotify
 		// watch reports the move next (IN_MOVE_SELF) and must keep it.
-		if w.t.dirsByReal[d.real] == d {
-			delete(w.t.dirsByReal, d.real)
+		if k := (realKey{d.mnt, d.real}); w.t.dirsByReal[k] == d {
+			delete(w.t.dirsByReal, k)
 		}
 		d.path, d.comps, d.rels, d.rehomed = logical, comps, nil, true
 		moved = true
@@ -220,21 +220,21 @@ func (w *walker) visitDir(fd int, logical string, comps []string, rels []ruleRel
 	}
 	w.e.mu.Unlock()
 	if moved {
-		real := readlinkFD(fd)
+		real, mnt := readlinkFD(fd), mountID(fd)
 		w.e.mu.Lock()
-		d.real = real
+		d.real, d.mnt = real, mnt
 		if real != "" {
-			w.t.dirsByReal[real] = d
+			w.t.dirsByReal[realKey{d.mnt, real}] = d
 		}
 		w.e.mu.Unlock()
 	}
 	if isNew {
-		real := readlinkFD(fd)
+		real, mnt := readlinkFD(fd), mountID(fd)
 		key := w.handleKey(fd, st.Dev)
 		w.e.mu.Lock()
-		d.real, d.handle = real, key
+		d.real, d.mnt, d.handle = real, mnt, key
 		if real != "" {
-			w.t.dirsByReal[real] = d
+			w.t.dirsByReal[realKey{d.mnt, real}] = d
 		}
 		if key != "" {
 			w.t.dirsByHandle[key] = d
