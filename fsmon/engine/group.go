@@ -217,9 +217,12 @@ func (e *Engine) scanContainers() {
 		if at, seen := e.unmonitored[ns]; known || seen && time.Since(at) < unmonitoredFor || ns == e.hostNS || ns == e.selfNS {
 			continue
 		}
-		g := e.newContainerGroup(ns, pids)
+		notYet := false
+		g := e.newContainerGroup(ns, pids, &notYet)
 		if g == nil {
-			e.unmonitored[ns] = time.Now()
+			if !notYet {
+				e.unmonitored[ns] = time.Now()
+			}
 			continue
 		}
 		g.rules = rulesFor(p, g)
@@ -244,7 +247,7 @@ const unmonitoredFor = 10 * time.Second
 
 // newContainerGroup makes the group of a mount namespace whose processes
 // carry a container id, or returns nil.
-func (e *Engine) newContainerGroup(ns uint64, pids []int32) *group {
+func (e *Engine) newContainerGroup(ns uint64, pids []int32, notYet *bool) *group {
 	// The container's init first: its root is the container's.
 	ordered := make([]int32, 0, len(pids))
 	for _, pid := range pids {
@@ -266,6 +269,15 @@ func (e *Engine) newContainerGroup(ns uint64, pids []int32) *group {
 		if err != nil {
 			continue
 		}
+		if sameDir(fd, e.host.rootFD) {
+			// Caught between entering its namespace and changing its
+			// root (a runtime's setup, unshare before chroot): its root
+			// is still the host's. Walking it would put the container's
+			// rules on host files. Look again at the next scan.
+			unix.Close(fd)
+			*notYet = true
+			continue
+		}
 		g := &group{containerID: id, runtime: rt, ns: ns, rootPID: pid, rootFD: fd, prefix: prefix}
 		var sb [1024]byte
 		if v, err := e.proc.ReadStat(pid, sb[:]); err == nil {
@@ -282,6 +294,12 @@ func (e *Engine) newContainerGroup(ns uint64, pids []int32) *group {
 		return g
 	}
 	return nil
+}
+
+// sameDir reports whether two fds refer to the same directory.
+func sameDir(a, b int) bool {
+	var sa, sb unix.Stat_t
+	return unix.Fstat(a, &sa) == nil && unix.Fstat(b, &sb) == nil && sa.Dev == sb.Dev && sa.Ino == sb.Ino
 }
 
 // sameInit reports whether the process the group was made from still
