@@ -104,7 +104,13 @@ func startContainer(t *testing.T, root, hostname string, shape cgroupShape) *fak
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.stop(); os.Remove(c.cgroup) })
+	t.Cleanup(func() {
+		c.stop()
+		// The cgroup empties once the killed processes are reaped.
+		for i := 0; i < 50 && os.Remove(c.cgroup) != nil; i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
 	line, _ := bufio.NewReader(out).ReadString('\n')
 	if strings.TrimSpace(line) != "started" {
 		t.Fatalf("container did not start: %q", line)
