@@ -5,12 +5,10 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,37 +25,10 @@ import (
 type daemon struct {
 	cmd    *exec.Cmd
 	addr   string
-	stderr *syncBuffer
+	stderr *testroot.Buffer
 	mu     sync.Mutex
 	lines  []map[string]any
 	done   chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // startDaemon starts the binary and waits until /-/ready says 200.
@@ -71,7 +42,7 @@ func startDaemonEnv(t *testing.T, env []string, args ...string) *daemon {
 	t.Helper()
 	testroot.Require(t)
 	bin := testroot.Binary(t)
-	d := &daemon{addr: freeAddr(t), stderr: &syncBuffer{}, done: make(chan error, 1)}
+	d := &daemon{addr: testroot.FreeAddr(t), stderr: &testroot.Buffer{}, done: make(chan error, 1)}
 	d.cmd = exec.Command(bin, append([]string{"--web.listen-address=" + d.addr, "--events.fold-window=0"}, args...)...)
 	d.cmd.Stderr = d.stderr
 	d.cmd.Env = append(os.Environ(), env...)
@@ -267,7 +238,7 @@ func TestBadConfigAtStartExits1(t *testing.T) {
 	bin := testroot.Binary(t)
 	bad := filepath.Join(t.TempDir(), "bad.yml")
 	writeConfig(t, bad, "profiles: [\n")
-	out, err := exec.Command(bin, "--config.file="+bad, "--web.listen-address="+freeAddr(t)).CombinedOutput()
+	out, err := exec.Command(bin, "--config.file="+bad, "--web.listen-address="+testroot.FreeAddr(t)).CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
 		t.Fatalf("want exit 1, got %v\n%s", err, out)
 	}
@@ -279,7 +250,7 @@ func TestBadConfigAtStartExits1(t *testing.T) {
 func TestNotRootIsAClearError(t *testing.T) {
 	testroot.Require(t) // to become somebody else
 	bin := testroot.Binary(t)
-	c := exec.Command(bin, "--web.listen-address="+freeAddr(t))
+	c := exec.Command(bin, "--web.listen-address="+testroot.FreeAddr(t))
 	c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	out, err := c.CombinedOutput()
 	if err == nil {

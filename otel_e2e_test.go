@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fsmon/fsmon_exporter/internal/testroot"
 )
 
 // otlpValue is an OTLP JSON attribute value.
@@ -72,7 +74,7 @@ service:
     traces: {receivers: [otlp], exporters: [file/traces]}
 `, httpAddr, logs, traces))
 	col := exec.Command(bin, "--config", cfg)
-	var colOut syncBuffer
+	var colOut testroot.Buffer
 	col.Stdout, col.Stderr = &colOut, &colOut
 	if err := col.Start(); err != nil {
 		t.Fatal(err)

@@ -22,7 +22,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -173,14 +172,14 @@ basic_auth_users:
 // daemon is a running fsmon_exporter, stopped with SIGTERM at cleanup.
 type daemon struct {
 	addr   string
-	stderr lockedBuffer
+	stderr testroot.Buffer
 	done   chan struct{}
 	err    error // of Wait, once done is closed
 }
 
 func startDaemon(t *testing.T, bin string, args ...string) *daemon {
 	t.Helper()
-	d := &daemon{addr: freeAddr(t), done: make(chan struct{})}
+	d := &daemon{addr: testroot.FreeAddr(t), done: make(chan struct{})}
 	args = append(args, "--web.listen-address="+d.addr, "--log.level=debug")
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout = io.Discard // events as JSON lines; not what these tests check
@@ -318,16 +317,6 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	return p
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // selfSignedCert returns a certificate for 127.0.0.1 and its key, PEM.
 func selfSignedCert(t *testing.T) (certPEM, keyPEM []byte) {
 	t.Helper()
@@ -356,23 +345,4 @@ func selfSignedCert(t *testing.T) (certPEM, keyPEM []byte) {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
-}
-
-// lockedBuffer collects the daemon's stderr, written by exec's copier
-// goroutine and read by the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

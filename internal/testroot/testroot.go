@@ -4,8 +4,11 @@
 package testroot
 
 import (
+	"bytes"
+	"net"
 	"os"
 	"os/exec"
+	"sync"
 	"testing"
 )
 
@@ -51,4 +54,35 @@ func Binary(t testing.TB) string {
 		t.Fatalf("FSMON_BINARY=%s: %v", p, err)
 	}
 	return p
+}
+
+// FreeAddr returns a loopback address with a port that was free a moment
+// ago, for a server a test starts.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// Buffer collects what a child process writes (exec's copier goroutine)
+// for the test to read at the same time.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *Buffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *Buffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
