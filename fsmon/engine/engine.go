@@ -86,6 +86,11 @@ type Engine struct {
 	// wake and stopping end the blocking permission loop.
 	wake     *waker
 	stopping atomic.Bool
+	// rescuing is set while a second reader stands in for a stuck
+	// permission loop (the watchdog starts it); rescued closes when it
+	// ends.
+	rescuing atomic.Bool
+	rescued  chan struct{}
 
 	// applyMu serialises placement (Apply and the inotify loop).
 	applyMu sync.Mutex
@@ -247,7 +252,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	go func() { defer loops.Done(); errc <- e.notifyLoop() }()
 	go func() { defer loops.Done(); errc <- e.inotifyLoop() }()
 	wdDone := make(chan struct{})
-	go e.watchdog(wdDone)
+	wdExited := make(chan struct{})
+	go func() { defer close(wdExited); e.watchdog(wdDone) }()
 	discoverCtx, stopDiscover := context.WithCancel(ctx)
 	discovered := make(chan struct{})
 	go func() { defer close(discovered); e.discover(discoverCtx) }()
@@ -275,6 +281,13 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.ino.File().SetReadDeadline(now)
 	loops.Wait()
 	close(wdDone)
+	<-wdExited
+	if e.rescuing.Load() {
+		// The stand-in may sit in read(2): one more wake event ends it
+		// (the fd is non-blocking now, so its next read returns).
+		go e.wake.wake()
+		<-e.rescued
+	}
 	e.perm.Close()
 	e.notif.Close()
 	e.ino.Close()

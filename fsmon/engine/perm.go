@@ -501,5 +501,48 @@ func (e *Engine) watchdog(done <-chan struct{}) {
 			e.log.Warn("permission decisions missed their deadline; default answer written",
 				"count", late, "deadline", e.opts.DecisionTimeout, "answer", v.String())
 		}
+		// The loop is stuck in a decision: what the kernel queues behind
+		// it must not wait for it. A second reader answers with the
+		// default until the loop moves on.
+		if e.rescuing.CompareAndSwap(false, true) {
+			e.rescued = make(chan struct{})
+			go e.rescue(gen, v, e.rescued)
+		}
+	}
+}
+
+// rescue reads and answers permission events with the default while the
+// loop is stuck in batch gen. It makes no decision (whatever held the
+// loop up could hold it up too): read, answer, close.
+func (e *Engine) rescue(gen uint64, v fanotify.Verdict, done chan struct{}) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer close(done)
+	defer e.rescuing.Store(false)
+	buf := make([]byte, 4096)
+	b := e.batch
+	for b.gen.Load() == gen && b.start.Load() != 0 && !e.stopping.Load() {
+		n, err := e.perm.Read(buf)
+		if err != nil {
+			if errors.Is(err, unix.EAGAIN) || !transient(err) {
+				return
+			}
+			continue
+		}
+		answered := 0
+		fanotify.Parse(buf[:n], func(ev *fanotify.Event) {
+			if ev.FD < 0 {
+				return
+			}
+			a := v
+			if ev.PID == e.selfPID {
+				a = fanotify.Allow
+			}
+			e.perm.Respond(ev.FD, a)
+			fanotify.CloseFD(ev.FD)
+			answered++
+		})
+		e.permEvents.Add(uint64(answered))
+		e.timeouts.Add(uint64(answered))
 	}
 }

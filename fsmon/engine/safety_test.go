@@ -148,3 +148,38 @@ func TestPanicInADecisionIsAnsweredAndSurvived(t *testing.T) {
 	// ...and the loop goes on deciding.
 	mustDeny(t, cmd(t, "cat", secret))
 }
+
+// TestStuckDecisionDoesNotHoldUpTheQueue: while the loop is stuck in one
+// decision, later opens are answered at the deadline too (with the
+// default), not when the stuck decision ends.
+func TestStuckDecisionDoesNotHoldUpTheQueue(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	writeFile(t, secret, "s")
+	h := start(t, protectFile("protect", secret), func(o *Options) { o.DecisionTimeout = 100 * time.Millisecond })
+	release := make(chan struct{})
+	var once sync.Once
+	stuck := func() {
+		first := false
+		once.Do(func() { first = true })
+		if first {
+			<-release
+		}
+	}
+	h.slowDecision.Store(&stuck)
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	// The first open's decision hangs; the watchdog answers it.
+	mustAllow(t, cmd(t, "cat", secret))
+	// The loop is still stuck. Without a stand-in reader this open would
+	// wait for it and then be denied; it is answered with the default.
+	mustAllow(t, cmd(t, "cat", secret))
+	close(release)
+	// Back to deciding: denied again.
+	eventually(t, "the loop decides again", func() error { return denied(secret) })
+}
