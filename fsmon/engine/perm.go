@@ -198,12 +198,6 @@ func (e *Engine) handlePerm(s *permSlot, gen uint64, readAt time.Time, d *decisi
 	} else {
 		e.lastExec = execKey{}
 	}
-	// What may wait on the opener's memory (its command line) is read
-	// after the answer, so that no process can hold a decision up with
-	// it; the cache makes it a lookup for a process seen before.
-	if v, ok := e.stat(s.pid, d); ok {
-		d.proc.CommandLine, d.proc.UserID = e.cmdlineAndUser(s.pid, v.StartTime, d.proc.ExecutablePath)
-	}
 	op := fsmon.OpOpen
 	if s.mask.Any(fanotify.OpenExecPerm) {
 		op = fsmon.OpExec

@@ -49,8 +49,11 @@ func (c *procCache) put(pid int32, f procFacts) {
 }
 
 // process gathers the facts of pid for a report of a permission event
-// while it waits for the answer; exe is known already. The command line
-// and user come after the answer (handlePerm).
+// while it waits for the answer, so that they are complete even for a
+// process that exits at its EPERM; exe is known already. The command
+// line and user are cached per (pid, start time, executable). A process
+// that makes these reads slow (its memory locked) holds up only its own
+// decision: the watchdog and its stand-in reader answer the rest.
 func (e *Engine) process(pid int32, exe string, d *decision) fsmon.Process {
 	p := fsmon.Process{PID: pid, UserID: -1, ExecutablePath: exe}
 	v, ok := e.stat(pid, d)
@@ -59,6 +62,7 @@ func (e *Engine) process(pid int32, exe string, d *decision) fsmon.Process {
 	}
 	p.ParentPID = v.PPID
 	p.ExecutableName = string(v.Comm)
+	p.CommandLine, p.UserID = e.cmdlineAndUser(pid, v.StartTime, exe)
 	return p
 }
 
