@@ -349,8 +349,14 @@ func (e *Engine) dirRules(dir realKey, name string, d *decision) *dirEntry {
 
 // adopt marks a file that was covered by its directory only, through
 // the event's fd. It runs on the permission loop after the answer, and
-// never waits for placement (applyMu): a walk may be running.
+// never waits for placement (applyMu): when a walk or a tree event is
+// running, it leaves the file to them (the tree event for its creation
+// marks it).
 func (e *Engine) adopt(fd int32, d *decision) {
+	if !e.applyMu.TryLock() {
+		return
+	}
+	defer e.applyMu.Unlock()
 	de := d.viaDir
 	name := d.real[strings.LastIndexByte(d.real, '/')+1:]
 	if !e.wantsInodeMark(de, name) {
