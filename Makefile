@@ -19,7 +19,7 @@ export CGO_ENABLED ?= 0
 TEST_TARGETS := test-go
 -include $(wildcard */*.mk)
 
-.PHONY: all build run test test-go vet lint fmt-check bench clean deps-debian
+.PHONY: all build run test test-go test-race vet lint fmt-check bench clean deps-debian
 all: build
 
 build: $(BIN)
@@ -55,6 +55,10 @@ test: fmt-check vet $(BIN) deps-debian $(TEST_TARGETS)
 
 test-go: $(BIN) deps-debian
 	FSMON_BINARY=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 12m ./...
+
+# The engine and the collectors under the race detector (root).
+test-race:
+	$(GO) test -count=1 -race -timeout 10m ./fsmon/... ./collector/... ./exporters/...
 
 bench: $(BIN)
 	$(MAKE) -C bench
