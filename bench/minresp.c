@@ -4,6 +4,12 @@
  *   minresp allow FILE...   permission group, FAN_OPEN_PERM inode marks on
  *                           FILEs, answers FAN_ALLOW to every event
  *   minresp deny FILE...    the same, answering FAN_DENY
+ *   minresp work FILE...    allow, doing what the daemon must for an allowed
+ *                           open: the file's directory marked too (children,
+ *                           as a block filter does), FAN_OPEN_EXEC_PERM in
+ *                           the mask, and per event fstat(2) of the event fd
+ *                           and stat(2) of /proc/PID/exe: the floor of the
+ *                           daemon's design, written in C
  *   minresp notif DIR...    notification group (FAN_REPORT_DFID_NAME,
  *                           bounded queue, as the daemon's), marks the
  *                           directories for changes of their children and
@@ -22,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/fanotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static volatile unsigned long long n_events, n_bits, n_overflows;
@@ -58,14 +65,25 @@ static void on_term(int sig) {
 	_exit(0);
 }
 
-static _Noreturn void perm(int argc, char **argv, unsigned int verdict) {
+static _Noreturn void perm(int argc, char **argv, unsigned int verdict, int work) {
 	int fd = fanotify_init(FAN_CLASS_CONTENT | FAN_UNLIMITED_QUEUE | FAN_CLOEXEC,
 	                       O_RDONLY | O_LARGEFILE | O_CLOEXEC);
 	if (fd < 0)
 		die("fanotify_init");
-	for (int i = 2; i < argc; i++)
-		if (fanotify_mark(fd, FAN_MARK_ADD, FAN_OPEN_PERM, AT_FDCWD, argv[i]) < 0)
+	uint64_t mask = FAN_OPEN_PERM | (work ? FAN_OPEN_EXEC_PERM : 0);
+	for (int i = 2; i < argc; i++) {
+		if (fanotify_mark(fd, FAN_MARK_ADD, mask, AT_FDCWD, argv[i]) < 0)
 			die(argv[i]);
+		if (work) {
+			char dir[4096];
+			snprintf(dir, sizeof dir, "%s", argv[i]);
+			char *slash = strrchr(dir, '/');
+			if (slash && slash != dir)
+				*slash = 0;
+			if (fanotify_mark(fd, FAN_MARK_ADD, mask | FAN_EVENT_ON_CHILD, AT_FDCWD, dir) < 0)
+				die(dir);
+		}
+	}
 	printf("ready\n");
 	fflush(stdout);
 	static char buf[64 << 10] __attribute__((aligned(8)));
@@ -80,7 +98,14 @@ static _Noreturn void perm(int argc, char **argv, unsigned int verdict) {
 		for (; FAN_EVENT_OK(m, n); m = FAN_EVENT_NEXT(m, n)) {
 			if (m->fd < 0)
 				continue;
-			if (m->mask & FAN_OPEN_PERM) {
+			if (work) {
+				struct stat st;
+				char exe[64];
+				fstat(m->fd, &st);
+				snprintf(exe, sizeof exe, "/proc/%d/exe", m->pid);
+				stat(exe, &st);
+			}
+			if (m->mask & (FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM)) {
 				struct fanotify_response r = {.fd = m->fd, .response = verdict};
 				if (write(fd, &r, sizeof r) != sizeof r)
 					perror("write response");
@@ -131,9 +156,11 @@ int main(int argc, char **argv) {
 		return 2;
 	}
 	if (!strcmp(argv[1], "allow"))
-		perm(argc, argv, FAN_ALLOW);
+		perm(argc, argv, FAN_ALLOW, 0);
 	if (!strcmp(argv[1], "deny"))
-		perm(argc, argv, FAN_DENY);
+		perm(argc, argv, FAN_DENY, 0);
+	if (!strcmp(argv[1], "work"))
+		perm(argc, argv, FAN_ALLOW, 1);
 	if (!strcmp(argv[1], "notif"))
 		notif(argc, argv);
 	fprintf(stderr, "minresp: unknown mode %s\n", argv[1]);
