@@ -11,6 +11,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -135,7 +136,7 @@ func startContainer(root, name string) *fakeContainer {
 		fatalf("cannot make a cgroup (%v)", err)
 	}
 	script := fmt.Sprintf(`echo $$ > %s/cgroup.procs && exec unshare --mount --pid --fork --kill-child --mount-proc --root=%s /bin/sh -c 'echo started; exec sleep 600'`, fc.cgroup, root)
-	fc.c = command(nil, -1, "sh", "-c", script)
+	fc.c = command(context.Background(), -1, "sh", "-c", script)
 	fc.c.Env = []string{"PATH=/bin:/usr/bin:/sbin:/usr/sbin", "HOSTNAME=" + name}
 	fc.c.Stderr = os.Stderr
 	out, err := fc.c.StdoutPipe()

@@ -156,11 +156,6 @@ func run(timeout time.Duration, cpu int, name string, args ...string) string {
 
 // ---- responders -------------------------------------------------------
 
-type responder interface {
-	stop()
-	pid() int
-}
-
 // minResp is bench/minresp.
 type minResp struct {
 	c   *exec.Cmd
@@ -168,7 +163,7 @@ type minResp struct {
 }
 
 func startMinResp(cpu int, mode string, paths ...string) *minResp {
-	c := command(nil, cpu, filepath.Join(*toolsDir, "minresp"), append([]string{mode}, paths...)...)
+	c := command(context.Background(), cpu, filepath.Join(*toolsDir, "minresp"), append([]string{mode}, paths...)...)
 	c.Stderr = os.Stderr
 	stdout, err := c.StdoutPipe()
 	if err != nil {
@@ -266,7 +261,7 @@ func startDaemon(cpu int, config string, extra ...string) *daemon {
 		fatalf("%v", err)
 	}
 	defer lf.Close()
-	d.c = command(nil, cpu, *daemonBin, args...)
+	d.c = command(context.Background(), cpu, *daemonBin, args...)
 	d.c.Stdout, d.c.Stderr = lf, lf
 	d.started = time.Now()
 	if err := d.c.Start(); err != nil {
