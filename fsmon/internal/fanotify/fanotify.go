@@ -147,15 +147,6 @@ func (g *Group) Close() error {
 	return unix.Close(g.fd)
 }
 
-// MarkObject says what a mark is on.
-type MarkObject uint
-
-const (
-	OnInode      MarkObject = 0
-	OnMount      MarkObject = unix.FAN_MARK_MOUNT
-	OnFilesystem MarkObject = unix.FAN_MARK_FILESYSTEM
-)
-
 // fdPath names the object an O_PATH fd refers to. fanotify_mark does not
 // take O_PATH fds as its object, but resolving /proc/self/fd/N lands on
 // exactly the inode the fd was opened on, whatever the path held.
@@ -374,22 +365,4 @@ func OpenHandle(mountFD int, f FID) (int, error) {
 		return -1, fmt.Errorf("open_by_handle_at: %w", err)
 	}
 	return fd, nil
-}
-
-// MaxQueuedEvents reads /proc/sys/fs/fanotify/max_queued_events.
-func MaxQueuedEvents() int { return readInt("/proc/sys/fs/fanotify/max_queued_events") }
-
-func readInt(path string) int {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	n := 0
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			break
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n
 }
