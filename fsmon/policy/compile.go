@@ -179,12 +179,6 @@ func compileRule(cp *CompiledProfile, f *Filter) (*Rule, error) {
 	return r, nil
 }
 
-// AllowsExe reports whether the executable path is in the allow list.
-func (r *Rule) AllowsExe(exe string) bool {
-	_, ok := r.allowExe[exe]
-	return ok && exe != ""
-}
-
 // AllowExePaths lists the executable paths of the allow list.
 func (r *Rule) AllowExePaths() []string { return r.exePaths }
 
@@ -196,27 +190,6 @@ func (r *Rule) HasNames() bool { return len(r.allowName) > 0 }
 // or the base name of exe. The engine matches executable entries by
 // identity (AllowExePaths), never by path text.
 func (r *Rule) AllowsName(exe, comm string) bool {
-	if _, ok := r.allowName[comm]; ok && comm != "" {
-		return true
-	}
-	if i := strings.LastIndexByte(exe, '/'); i >= 0 {
-		if _, ok := r.allowName[exe[i+1:]]; ok {
-			return true
-		}
-	}
-	return false
-}
-
-// Allows reports whether a process with executable path exe and name comm
-// is in the rule's allow list. A name entry matches comm (which the kernel
-// cuts at 15 bytes) or the base name of the executable.
-func (r *Rule) Allows(exe, comm string) bool {
-	if _, ok := r.allowExe[exe]; ok && exe != "" {
-		return true
-	}
-	if len(r.allowName) == 0 {
-		return false
-	}
 	if _, ok := r.allowName[comm]; ok && comm != "" {
 		return true
 	}
