@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+	"go.opentelemetry.io/otel"
 
 	"github.com/fsmon/fsmon_exporter/collector"
 	"github.com/fsmon/fsmon_exporter/exporters/fold"
@@ -132,7 +133,11 @@ func run(args []string) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	exp, err := otelexp.New(ctx, otelexp.Options{Logger: logger.With("component", "otel"), ServiceVersion: version.Version})
+	// The SDK's own errors (a collector that refuses) go to the log in its
+	// format, not to the standard library's logger.
+	otelLog := logger.With("component", "otel")
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { otelLog.Warn("OpenTelemetry SDK", "err", err) }))
+	exp, err := otelexp.New(ctx, otelexp.Options{Logger: otelLog, ServiceVersion: version.Version})
 	if err != nil {
 		logger.Error("OpenTelemetry configuration (OTEL_* variables)", "err", err)
 		return 1
@@ -140,8 +145,12 @@ func run(args []string) int {
 	// Metrics count every event; the log sinks get folded bursts.
 	events := collector.NewEventMetrics(f.containerCap)
 	var logSinks fsmon.Sinks
+	var stdout *jsonl.Queue
 	if f.eventsStdout {
-		logSinks = append(logSinks, jsonl.New(os.Stdout, logger.With("sink", "stdout")))
+		// Its own queue: a stdout nobody reads must not stall the report
+		// goroutine, which also counts the events for the metrics.
+		stdout = jsonl.NewQueue(jsonl.New(os.Stdout, logger.With("sink", "stdout")), f.queueSize)
+		logSinks = append(logSinks, stdout)
 	}
 	if exp.Enabled() {
 		logSinks = append(logSinks, exp)
@@ -157,6 +166,11 @@ func run(args []string) int {
 		folder.Close()
 		sctx, done := context.WithTimeout(context.Background(), 5*time.Second)
 		defer done()
+		if stdout != nil {
+			if err := stdout.Close(sctx); err != nil {
+				logger.Error("writing the last events to stdout", "err", err)
+			}
+		}
 		if err := exp.Shutdown(sctx); err != nil {
 			logger.Error("flushing OpenTelemetry exports", "err", err)
 		}
@@ -191,7 +205,7 @@ func run(args []string) int {
 	if !f.disableExporter {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	reloadMetrics, err := collector.RegisterWith(reg, stateSource{eng, exp}, events, logger.With("component", "collector"))
+	reloadMetrics, err := collector.RegisterWith(reg, stateSource{eng, exp, stdout}, events, logger.With("component", "collector"))
 	if err != nil {
 		logger.Error("registering metrics", "err", err)
 		cancel()
@@ -288,13 +302,17 @@ func shutdown(cancel context.CancelFunc, runDone <-chan error, srv *http.Server,
 // stateSource is the engine's snapshot with the exporters' losses added:
 // fsmon_events_dropped_total counts every event lost anywhere.
 type stateSource struct {
-	eng *engine.Engine
-	exp *otelexp.Exporter
+	eng    *engine.Engine
+	exp    *otelexp.Exporter
+	stdout *jsonl.Queue // nil with --no-events.stdout
 }
 
 func (s stateSource) Snapshot() fsmon.State {
 	st := s.eng.Snapshot()
 	st.Drops[fsmon.DropExport] += s.exp.Dropped()
+	if s.stdout != nil {
+		st.Drops[fsmon.DropExport] += s.stdout.Dropped()
+	}
 	return st
 }
 
@@ -320,6 +338,7 @@ func newServer(f *flags, reg *prometheus.Registry, eng *engine.Engine, logger *s
 		landing, err := web.NewLandingPage(web.LandingConfig{
 			Name:        "fsmon_exporter",
 			Description: "File access monitor: fanotify and inotify events, denies and changes of important files",
+			Profiling:   "false", // no pprof handlers are served
 			Version:     version.Info(),
 			Links: []web.LandingLinks{
 				{Address: f.metricsPath, Text: "Metrics"},

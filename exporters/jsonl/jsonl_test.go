@@ -2,6 +2,7 @@ package jsonl
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"testing"
 	"time"
@@ -68,5 +69,37 @@ func TestWriterLines(t *testing.T) {
 	w.Handle(&ev)
 	if n := bytes.Count(buf.Bytes(), []byte("\n")); n != 2 {
 		t.Fatalf("want 2 lines, got %d: %q", n, buf.String())
+	}
+}
+
+// blockedWriter never returns from Write until released: a stdout
+// nobody reads.
+type blockedWriter struct{ release chan struct{} }
+
+func (b blockedWriter) Write(p []byte) (int, error) { <-b.release; return len(p), nil }
+
+func TestQueueNeverBlocksAndCountsDrops(t *testing.T) {
+	bw := blockedWriter{release: make(chan struct{})}
+	q := NewQueue(New(bw, nil), 10)
+	ev := fsmon.Event{Time: time.Unix(1, 0), Kind: fsmon.KindDenied, Op: fsmon.OpOpen}
+	done := make(chan struct{})
+	go func() {
+		for i := 0; i < 1000; i++ {
+			q.Handle(&ev)
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Handle blocked behind a stalled writer")
+	}
+	// One event may be in the blocked Write, ten in the queue.
+	if d := q.Dropped(); d < 1000-11 || d > 1000-10 {
+		t.Fatalf("dropped %d of 1000 with a queue of 10", d)
+	}
+	close(bw.release)
+	if err := q.Close(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -309,6 +309,7 @@ func (e *Engine) logLosses(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		e.sweepGone(time.Now())
 		q, k, i := e.dropQueue.Load(), e.overflowFan.Load(), e.overflowIno.Load()
 		if q != queue {
 			e.log.Warn("events dropped: the report queue was full (raise --events.queue-size, or check the sinks)", "dropped", q-queue)

@@ -268,13 +268,32 @@ func (e *Engine) dropDir(d *dirEntry, watchGone bool) {
 	if k := (realKey{d.mnt, d.real}); e.tables.dirsByReal[k] == d {
 		delete(e.tables.dirsByReal, k)
 	}
-	delete(e.tables.dirsByHandle, d.handle)
+	// The handle stays for a while: the notification loop may still hold
+	// events of the directory's last moments (rm -r deletes the files,
+	// then the directory, and inotify may report the directory gone
+	// before those deletes are read). Its generation keeps it from
+	// naming another directory; sweepGone forgets it later.
+	d.goneAt = time.Now()
 	delete(e.tables.wds, d.wd)
 	e.mu.Unlock()
 	if !watchGone && d.wd >= 0 {
 		e.ino.Remove(d.wd)
 	}
 	e.unmark(d.handle, d.perm, d.notif)
+}
+
+// goneFor is how long the handle of a gone directory is kept.
+const goneFor = 10 * time.Second
+
+// sweepGone forgets the handles of directories gone for goneFor.
+func (e *Engine) sweepGone(now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for k, d := range e.tables.dirsByHandle {
+		if !d.goneAt.IsZero() && now.Sub(d.goneAt) > goneFor {
+			delete(e.tables.dirsByHandle, k)
+		}
+	}
 }
 
 // unmark removes mask bits from the object a fid key names.

@@ -505,3 +505,53 @@ profiles:
 	mustAllow(t, sh(t, "echo '10.0.0.9 x' >> "+hosts+"; sleep 0.3"))
 	h.rec.waitFor(t, "write on overlayfs", change(fsmon.OpWrite, hosts))
 }
+
+// TestRmRReportsEveryDelete: rm -r removes the files, then their
+// directory; the directory's disappearance must not swallow the deletes
+// read after it.
+func TestRmRReportsEveryDelete(t *testing.T) {
+	dir := t.TempDir()
+	const trees = 12
+	for i := 0; i < trees; i++ {
+		deeper := filepath.Join(dir, fmt.Sprintf("e%d", i), "deep", "deeper")
+		os.MkdirAll(deeper, 0o755)
+		writeFile(t, filepath.Join(deeper, "z.txt"), "z")
+		writeFile(t, filepath.Join(deeper, "..", "y.txt"), "y")
+	}
+	h := start(t, fmt.Sprintf(`
+profiles:
+  - name: t
+    host: true
+    filters:
+      - path: %s
+        recursive: true
+`, dir))
+	for i := 0; i < trees; i++ {
+		mustAllow(t, cmd(t, "rm", "-r", filepath.Join(dir, fmt.Sprintf("e%d", i))))
+	}
+	want := map[string]bool{}
+	for i := 0; i < trees; i++ {
+		e := filepath.Join(dir, fmt.Sprintf("e%d", i))
+		for _, p := range []string{e, e + "/deep", e + "/deep/y.txt", e + "/deep/deeper", e + "/deep/deeper/z.txt"} {
+			want[p] = true
+		}
+	}
+	eventually(t, "every delete reported", func() error {
+		for _, ev := range h.rec.all() {
+			if ev.Kind == fsmon.KindChange && ev.Op == fsmon.OpDelete {
+				delete(want, ev.Path)
+			}
+		}
+		if len(want) > 0 {
+			return fmt.Errorf("%d deletes missing, e.g. %v", len(want), firstKey(want))
+		}
+		return nil
+	})
+}
+
+func firstKey(m map[string]bool) string {
+	for k := range m {
+		return k
+	}
+	return ""
+}

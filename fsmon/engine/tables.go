@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -46,6 +47,8 @@ type dirEntry struct {
 	// rehomed: renamed within the covered tree and already followed to
 	// its new place; the IN_MOVE_SELF that comes after is not a loss.
 	rehomed bool
+	// goneAt: when the directory went; only its handle is still known.
+	goneAt time.Time
 }
 
 // covers returns the rules that cover the file called name in the
