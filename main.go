@@ -257,6 +257,10 @@ func logApply(logger *slog.Logger, msg string, res engine.ApplyResult) {
 	if res.Errors > 0 {
 		attrs = append(attrs, "unmarked", res.Errors, "first_error", res.FirstError)
 	}
+	if res.Incomplete {
+		logger.Error(msg+", but not every mark could be placed: /-/ready stays 503 (raise --watch.max-objects or fs.inotify.max_user_watches)", attrs...)
+		return
+	}
 	logger.Info(msg, attrs...)
 }
 

@@ -18,7 +18,10 @@ type ApplyResult struct {
 	Dirs, Files int
 	Errors      int   // objects that could not be marked
 	FirstError  error // the first of them
-	Took        time.Duration
+	// Incomplete: the object or inotify watch limit was reached; the
+	// engine does not report itself ready.
+	Incomplete bool
+	Took       time.Duration
 }
 
 // Apply places the marks of p in every group and makes it the policy in
@@ -45,6 +48,7 @@ func (e *Engine) Apply(p *policy.Policy) (ApplyResult, error) {
 		if res.FirstError == nil {
 			res.FirstError = w.first
 		}
+		res.Incomplete = res.Incomplete || w.outOfRoom
 		e.mu.Lock()
 		g.rules = rules
 		e.mu.Unlock()
@@ -62,7 +66,7 @@ func (e *Engine) Apply(p *policy.Policy) (ApplyResult, error) {
 	clear(e.unmonitored)
 	e.allowGen.Add(1)
 	e.unmarkStale(old, t)
-	e.ready.Store(true)
+	e.ready.Store(!res.Incomplete)
 	res.Took = time.Since(start)
 	return res, nil
 }

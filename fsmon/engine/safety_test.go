@@ -124,8 +124,12 @@ func TestObjectLimitBoundsTheTables(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Dirs+res.Files > 10 || !errors.Is(res.FirstError, ErrTooMany) {
-		t.Fatalf("dirs %d files %d first error %v", res.Dirs, res.Files, res.FirstError)
+	if res.Dirs+res.Files > 10 || !errors.Is(res.FirstError, ErrTooMany) || !res.Incomplete {
+		t.Fatalf("dirs %d files %d first error %v incomplete %v", res.Dirs, res.Files, res.FirstError, res.Incomplete)
+	}
+	// Not all in force: not ready.
+	if e.Ready() {
+		t.Fatal("ready though the object limit cut the configuration short")
 	}
 }
 

@@ -33,20 +33,32 @@ const (
 
 // walker places the marks of a set of rules below one root.
 type walker struct {
-	e      *Engine
-	t      *tables
-	g      *group
-	live   bool // placing into the tables in force, as events come (not a new set)
-	rootFD int  // O_PATH fd of the group's root every path is resolved in (not owned)
-	fsids  map[uint64][8]byte
-	errs   int
-	first  error
+	e         *Engine
+	t         *tables
+	g         *group
+	live      bool // placing into the tables in force, as events come (not a new set)
+	outOfRoom bool // ran out of room (objects or inotify watches)
+	rootFD    int  // O_PATH fd of the group's root every path is resolved in (not owned)
+	fsids     map[uint64][8]byte
+	errs      int
+	first     error
 }
 
 func (w *walker) fail(what string, err error) {
 	w.errs++
 	if w.first == nil {
 		w.first = fmt.Errorf("%s: %w", what, err)
+	}
+	if errors.Is(err, ErrTooMany) || errors.Is(err, inotify.ErrWatchLimit) {
+		// Out of room: the configuration is not all in force, and
+		// /-/ready must not say it is.
+		if !w.outOfRoom {
+			w.outOfRoom = true
+			w.e.log.Error("marks could not all be placed: the configuration is only partly in force", "at", what, "err", err)
+		}
+		if w.live {
+			w.e.ready.Store(false)
+		}
 	}
 	w.e.log.Debug("placing marks", "what", what, "err", err)
 }
