@@ -311,6 +311,21 @@ func TestDaemonDeniesReportsReloadsAndStops(t *testing.T) {
 		t.Fatalf("after reload to monitor mode cat failed: %v %s", err, out)
 	}
 	d.event(t, "violation", func(m map[string]any) bool { return m["event"] == "violation" && m["file.path"] == secret })
+	// Learn mode's set is served as JSON.
+	writeConfig(t, cfg, strings.Replace(readFile(t, protectConfig(t, secret)), "mode: protect", "mode: learn", 1))
+	d.signal(t, syscall.SIGHUP)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		runCmd(t, "cat", secret)
+		_, body := d.get(t, "/learned")
+		if strings.Contains(body, `"executable":"/usr/bin/cat"`) && strings.Contains(body, `"filter":"secret"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/learned after a learned open: %s", body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 
 	d.signal(t, syscall.SIGTERM)
 	if err := d.wait(t); err != nil {

@@ -6,12 +6,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
+	"sort"
 	"syscall"
 	"time"
 
@@ -331,6 +333,26 @@ func newServer(f *flags, reg *prometheus.Registry, eng *engine.Engine, logger *s
 		w.WriteHeader(http.StatusOK)
 		fmt.Fprintln(w, "Healthy")
 	})
+	mux.HandleFunc("/learned", func(w http.ResponseWriter, _ *http.Request) {
+		// What learn mode saw: the (profile, filter, executable) triples to
+		// turn into allow lists.
+		l := eng.LearnedSet()
+		sort.Slice(l, func(i, j int) bool {
+			if l[i].Profile != l[j].Profile {
+				return l[i].Profile < l[j].Profile
+			}
+			if l[i].Filter != l[j].Filter {
+				return l[i].Filter < l[j].Filter
+			}
+			return l[i].Executable < l[j].Executable
+		})
+		out := make([]map[string]string, 0, len(l))
+		for _, x := range l {
+			out = append(out, map[string]string{"profile": x.Profile, "filter": x.Filter, "executable": x.Executable})
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(out)
+	})
 	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) {
 		if !eng.Ready() {
 			http.Error(w, "Not ready: marks are being placed", http.StatusServiceUnavailable)
@@ -348,6 +370,7 @@ func newServer(f *flags, reg *prometheus.Registry, eng *engine.Engine, logger *s
 				{Address: f.metricsPath, Text: "Metrics"},
 				{Address: "/-/healthy", Text: "Health"},
 				{Address: "/-/ready", Text: "Readiness"},
+				{Address: "/learned", Text: "Learned (profile, filter, executable)"},
 			},
 		})
 		if err != nil {
