@@ -52,6 +52,7 @@ func (e *Engine) Apply(p *policy.Policy) (ApplyResult, error) {
 		e.mu.Lock()
 		g.rules = rules
 		e.mu.Unlock()
+		e.checkAllowPaths(g, rules)
 		if len(rules) > 0 || g.isHost() {
 			res.Groups++
 		}
@@ -69,6 +70,22 @@ func (e *Engine) Apply(p *policy.Policy) (ApplyResult, error) {
 	e.ready.Store(!res.Incomplete)
 	res.Took = time.Since(start)
 	return res, nil
+}
+
+// checkAllowPaths warns of allow entries that name no file in the
+// group's root: a typo (/usr/sbin/ngnix) would deny the real program
+// without a hint.
+func (e *Engine) checkAllowPaths(g *group, rules []*policy.Rule) {
+	for _, r := range rules {
+		if !r.Blocks() {
+			continue
+		}
+		for _, p := range r.AllowExePaths() {
+			if e.resolveID(g, p) == (devIno{}) {
+				e.log.Warn("allow entry names no file: it allows nobody", "entry", p, "filter", r.Name, "profile", r.Profile.Name, "group", g.name)
+			}
+		}
+	}
 }
 
 // rewalk places the current policy again (after an inotify overflow):

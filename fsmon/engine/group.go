@@ -226,6 +226,7 @@ func (e *Engine) scanContainers() {
 			continue
 		}
 		g.rules = rulesFor(p, g)
+		e.checkAllowPaths(g, g.rules)
 		if len(g.rules) == 0 {
 			unix.Close(g.rootFD)
 			e.unmonitored[ns] = time.Now()
