@@ -27,7 +27,7 @@ type DropStage string
 
 const (
 	DropReportQueue DropStage = "report_queue" // the engine's bounded queue to the sinks was full
-	DropExport      DropStage = "export"       // an exporter's own queue was full
+	DropExport      DropStage = "export"       // a log sink lost it: its queue was full, or delivery failed
 	DropKernel      DropStage = "kernel"       // the kernel queue overflowed (count unknown: one per overflow)
 )
 
