@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"log/slog"
 	"errors"
 	"fmt"
 	"os"
@@ -103,6 +104,9 @@ func start(t *testing.T, yaml string, opts ...func(*Options)) *harness {
 	testroot.Require(t)
 	rec := newRecorder()
 	o := Options{Sink: rec, DecisionTimeout: 2 * time.Second}
+	if os.Getenv("FSMON_TEST_LOG") != "" {
+		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	for _, f := range opts {
 		f(&o)
 	}

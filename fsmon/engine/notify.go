@@ -102,9 +102,14 @@ func (e *Engine) notifyEvent(ev *fanotify.Event, now time.Time, rules []grule) [
 		return rules
 	}
 	if file != nil {
+		// Reached through a link elsewhere, or an event of the inode
+		// alone (a link count change): where is it now? The path noted
+		// when it was marked may be stale (a parent renamed since).
 		p = file.path
 		if dp := e.resolveFID(ev.Dir); dp != "" && name != "" {
 			p = file.g.inside(join(dp, name))
+		} else if fp := e.resolveFID(ev.File); fp != "" {
+			p = file.g.inside(fp)
 		}
 	}
 	rule := pickRule(rules)

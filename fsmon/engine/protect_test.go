@@ -555,3 +555,38 @@ func firstKey(m map[string]bool) string {
 	}
 	return ""
 }
+
+// TestInodeEventsNameTheFileWhereItIs: a link count change is an event
+// of the inode alone; after a parent directory's rename it names the
+// file where it is now, not where it was marked.
+func TestInodeEventsNameTheFileWhereItIs(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "a"), 0o755)
+	writeFile(t, filepath.Join(dir, "a", "f"), "x")
+	h := start(t, fmt.Sprintf(`
+profiles:
+  - name: t
+    host: true
+    filters:
+      - path: %s
+        recursive: true
+`, dir))
+	if err := os.Rename(filepath.Join(dir, "a"), filepath.Join(dir, "b")); err != nil {
+		t.Fatal(err)
+	}
+	other := t.TempDir()
+	mustAllow(t, sh(t, "sleep 0.2; ln "+filepath.Join(dir, "b", "f")+" "+filepath.Join(other, "l")+"; sleep 0.3"))
+	// ln has often exited when the event is read: its pid is what is
+	// sure. The path is one of the file's current names.
+	ev := h.rec.waitFor(t, "attrib of the link count", func(ev *fsmon.Event) bool {
+		return ev.Kind == fsmon.KindChange && ev.Op == fsmon.OpAttrib && ev.Process.PID > 0
+	})
+	if ev.Path != filepath.Join(dir, "b", "f") && ev.Path != filepath.Join(other, "l") {
+		t.Errorf("attrib names %s, not a current name of the file", ev.Path)
+	}
+	for _, ev := range h.rec.all() {
+		if ev.Op == fsmon.OpAttrib && strings.Contains(ev.Path, "/a/") {
+			t.Errorf("attrib names the old place: %+v", ev)
+		}
+	}
+}
