@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fsmon/fsmon_exporter/internal/testroot"
+	"github.com/fsmon/fsmon_exporter/testutil/testroot"
 )
 
 type daemon struct {

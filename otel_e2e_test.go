@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fsmon/fsmon_exporter/internal/testroot"
+	"github.com/fsmon/fsmon_exporter/testutil/testroot"
 )
 
 // otlpValue is an OTLP JSON attribute value.
@@ -43,13 +43,7 @@ func attrs(kvs []otlpKV) map[string]string {
 // (tools/otelcol) over OTLP/HTTP: a deny arrives as a log record and a
 // span, with the attributes and resource of the contract.
 func TestOTelEndToEnd(t *testing.T) {
-	bin := os.Getenv("OTELCOL_BINARY")
-	if bin == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("OTELCOL_BINARY is not set; run through `make test`")
-		}
-		t.Skip("OTELCOL_BINARY is not set: run through `make test`, which builds tools/otelcol")
-	}
+	bin := testroot.EnvPath(t, "OTELCOL_BINARY", "make builds tools/otelcol and sets it")
 	dir := t.TempDir()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

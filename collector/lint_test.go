@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
-	"github.com/fsmon/fsmon_exporter/internal/testroot"
+	"github.com/fsmon/fsmon_exporter/testutil/testroot"
 )
 
 // fullRegistry has everything Register exposes, with every labelled

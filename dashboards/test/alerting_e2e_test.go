@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -21,6 +20,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/fsmon/fsmon_exporter/testutil/testroot"
 )
 
 // TestAlertingEndToEnd proves the path from a denied open to a page: the
@@ -30,11 +31,11 @@ import (
 // in the real Alertmanager, routed to the pager receiver, with the deny's
 // profile, filter and container. Everything listens on 127.0.0.1.
 func TestAlertingEndToEnd(t *testing.T) {
-	requireRoot(t)
-	bin := daemonBinary(t)
-	promBin := requireCommand(t, "prometheus")
-	amBin := requireCommand(t, "prometheus-alertmanager")
-	catBin := requireCommand(t, "cat")
+	testroot.Require(t)
+	bin := testroot.Binary(t)
+	promBin := testroot.RequireCommand(t, "prometheus")
+	amBin := testroot.RequireCommand(t, "prometheus-alertmanager")
+	catBin := testroot.RequireCommand(t, "cat")
 
 	dir := t.TempDir()
 	secret := filepath.Join(dir, "secret")
@@ -49,7 +50,7 @@ func TestAlertingEndToEnd(t *testing.T) {
 	t.Cleanup(hookSrv.Close)
 
 	// The daemon.
-	fsmonAddr := freeAddr(t)
+	fsmonAddr := testroot.FreeAddr(t)
 	fsmonConfig := filepath.Join(dir, "fsmon.yml")
 	writeYAML(t, fsmonConfig, map[string]any{
 		"important_files": false,
@@ -70,7 +71,7 @@ func TestAlertingEndToEnd(t *testing.T) {
 
 	// Alertmanager, from examples/alertmanager.yml with the webhooks
 	// pointed at the sink and no grouping delay.
-	amAddr := freeAddr(t)
+	amAddr := testroot.FreeAddr(t)
 	amConfig := filepath.Join(dir, "alertmanager.yml")
 	writeYAML(t, amConfig, alertmanagerConfig(t, hookSrv.URL))
 	am := startServer(t, dir, "alertmanager", amBin,
@@ -83,7 +84,7 @@ func TestAlertingEndToEnd(t *testing.T) {
 
 	// Prometheus, from examples/prometheus.yml: scrape and evaluate every
 	// second, the real rule file, our Alertmanager.
-	promAddr := freeAddr(t)
+	promAddr := testroot.FreeAddr(t)
 	promConfig := filepath.Join(dir, "prometheus.yml")
 	writeYAML(t, promConfig, prometheusConfig(t, fsmonAddr, amAddr))
 	prom := startServer(t, dir, "prometheus", promBin,
@@ -317,17 +318,6 @@ func listAt(t *testing.T, m map[string]any, key string) []map[string]any {
 		out = append(out, em)
 	}
 	return out
-}
-
-// freeAddr is a free TCP address on 127.0.0.1.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // server is a child process the test started, with its output in files.

@@ -14,24 +14,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fsmon/fsmon_exporter/testutil/testroot"
 )
 
-// collectorBinary is the test collector built by `make test-otel`
-// (tools/otelcol). The rule is testroot's: skip when it is not there,
-// except under CI=true, where a skip would hide a missing test.
+// collectorBinary is the test collector the Makefile builds
+// (tools/otelcol), by testroot's rule.
 func collectorBinary(t testing.TB) string {
 	t.Helper()
-	p := os.Getenv("OTELCOL_BINARY")
-	if p == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("OTELCOL_BINARY is not set; run the tests through `make test` (or `make test-otel`), which builds tools/otelcol")
-		}
-		t.Skip("OTELCOL_BINARY is not set: run `make test-otel`, which builds the test collector")
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("OTELCOL_BINARY=%s: %v", p, err)
-	}
-	return p
+	return testroot.EnvPath(t, "OTELCOL_BINARY", "make builds tools/otelcol and sets it")
 }
 
 // collector is one run of the test collector on loopback, writing what it

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
-	"github.com/fsmon/fsmon_exporter/internal/testroot"
+	"github.com/fsmon/fsmon_exporter/testutil/testroot"
 )
 
 // fakeContainer is the nearest real thing to a container this machine

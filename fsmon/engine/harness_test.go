@@ -15,7 +15,7 @@ import (
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/fsmon/policy"
-	"github.com/fsmon/fsmon_exporter/internal/testroot"
+	"github.com/fsmon/fsmon_exporter/testutil/testroot"
 )
 
 // recorder is a sink that keeps every event for assertions.

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
-	"github.com/fsmon/fsmon_exporter/internal/testroot"
+	"github.com/fsmon/fsmon_exporter/testutil/testroot"
 )
 
 // startSlow is start with every decision taking longer than the deadline.

@@ -145,17 +145,9 @@ func startContainer(root, name string) *fakeContainer {
 		fatalf("container %s: %v", name, err)
 	}
 	track(fc.c)
-	line := make(chan string, 1)
-	go func() { l, _ := bufio.NewReader(out).ReadString('\n'); line <- l }()
-	select {
-	case l := <-line:
-		if strings.TrimSpace(l) != "started" {
-			fc.stop()
-			fatalf("container %s did not start (%q)", name, l)
-		}
-	case <-time.After(10 * time.Second):
+	if l, err := firstLine(bufio.NewReader(out), "started", 10*time.Second); err != nil {
 		fc.stop()
-		fatalf("container %s: not started after 10s", name)
+		fatalf("container %s: %v (%q)", name, err, l)
 	}
 	fc.started = time.Now()
 	return fc

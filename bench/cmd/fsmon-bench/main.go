@@ -174,19 +174,27 @@ func startMinResp(cpu int, mode string, paths ...string) *minResp {
 	}
 	track(c)
 	r := &minResp{c: c, out: bufio.NewReader(stdout)}
-	line := make(chan string, 1)
-	go func() { l, _ := r.out.ReadString('\n'); line <- l }()
-	select {
-	case l := <-line:
-		if strings.TrimSpace(l) != "ready" {
-			r.stop()
-			fatalf("minresp %s: did not start (%q)", mode, l)
-		}
-	case <-time.After(10 * time.Second):
+	if l, err := firstLine(r.out, "ready", 10*time.Second); err != nil {
 		r.stop()
-		fatalf("minresp %s: not ready after 10s", mode)
+		fatalf("minresp %s: %v (%q)", mode, err, l)
 	}
 	return r
+}
+
+// firstLine waits, at most d, for a child's first line of output and
+// says whether it is want.
+func firstLine(r *bufio.Reader, want string, d time.Duration) (string, error) {
+	line := make(chan string, 1)
+	go func() { l, _ := r.ReadString('\n'); line <- l }()
+	select {
+	case l := <-line:
+		if strings.TrimSpace(l) != want {
+			return l, fmt.Errorf("did not start")
+		}
+		return l, nil
+	case <-time.After(d):
+		return "", fmt.Errorf("no %q after %v", want, d)
+	}
 }
 
 func (r *minResp) pid() int { return r.c.Process.Pid }

@@ -1,6 +1,7 @@
 // Package testroot holds the rule every root-only test follows: skip with
 // a clear message when not root, except under CI (CI=true), where a skip
-// would hide a missing test and is a failure instead.
+// would hide a missing test and is a failure instead. It is not internal
+// so that the test modules of the repository (dashboards/test) use it too.
 package testroot
 
 import (
@@ -43,15 +44,23 @@ func RequireCommand(t testing.TB, name string) string {
 // end-to-end tests start: $FSMON_BINARY, set by `make test`.
 func Binary(t testing.TB) string {
 	t.Helper()
-	p := os.Getenv("FSMON_BINARY")
+	return EnvPath(t, "FSMON_BINARY", "make test builds the binary and sets it")
+}
+
+// EnvPath returns the file an environment variable names, a program the
+// Makefile builds for the tests (the daemon, the test collector). Unset,
+// the test skips, except under CI, where it fails: make test sets it.
+func EnvPath(t testing.TB, name, hint string) string {
+	t.Helper()
+	p := os.Getenv(name)
 	if p == "" {
 		if os.Getenv("CI") == "true" {
-			t.Fatal("FSMON_BINARY is not set; run the tests through `make test`")
+			t.Fatalf("%s is not set; run the tests through `make test` (%s)", name, hint)
 		}
-		t.Skip("FSMON_BINARY is not set: run through `make test`, which builds the binary")
+		t.Skipf("%s is not set: run through `make test` (%s)", name, hint)
 	}
 	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("FSMON_BINARY=%s: %v", p, err)
+		t.Fatalf("%s=%s: %v", name, p, err)
 	}
 	return p
 }
