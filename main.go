@@ -47,6 +47,7 @@ type flags struct {
 	queueSize       int
 	permTimeout     time.Duration
 	failClosed      bool
+	exeCache        string
 	foldWindow      time.Duration
 	containerScan   time.Duration
 	maxObjects      int
@@ -72,6 +73,8 @@ func parseFlags(args []string) *flags {
 	app.Flag("permission.timeout", "Deadline of one permission decision; past it the default answer is written and counted.").
 		Default("250ms").DurationVar(&f.permTimeout)
 	app.Flag("fail-closed", "Deny, rather than allow, an open whose decision misses the deadline.").BoolVar(&f.failClosed)
+	app.Flag("permission.exe-cache", "How allow lists learn what a process runs: connector caches it per process, kept in step with exec by the kernel's process events connector; off reads /proc/PID/exe at every decision.").
+		Default("connector").EnumVar(&f.exeCache, "connector", "off")
 	app.Flag("events.fold-window", "Identical events (same event, op, file, process, container) within this window are reported once with a count; 0 turns folding off. Metrics count every event.").
 		Default("500ms").DurationVar(&f.foldWindow)
 	app.Flag("containers.scan-interval", "How often /proc is scanned for containers that started or stopped; 0 watches the host only.").
@@ -182,6 +185,10 @@ func run(args []string) int {
 	if f.failClosed {
 		def = engine.FailClosed
 	}
+	exeCache := engine.ExeCacheConnector
+	if f.exeCache == "off" {
+		exeCache = engine.ExeCacheOff
+	}
 	eng, err := engine.New(engine.Options{
 		Logger:          logger.With("component", "engine"),
 		DecisionTimeout: f.permTimeout,
@@ -190,6 +197,7 @@ func run(args []string) int {
 		Sink:            sinks,
 		ContainerScan:   f.containerScan,
 		MaxObjects:      f.maxObjects,
+		ExeCache:        exeCache,
 	})
 	if err != nil {
 		if errors.Is(err, engine.ErrNotRoot) || os.Geteuid() != 0 {

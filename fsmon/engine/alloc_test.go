@@ -53,6 +53,16 @@ profiles:
 		if n := testing.AllocsPerRun(200, func() { h.decide(s, &d) }); n != 0 {
 			t.Errorf("%s: %v allocations per decision", tc.name, n)
 		}
+		// The same through the executable cache, as the loop decides:
+		// the first decision fills it, the rest read it.
+		if d.cached = h.exes.begin(); d.cached {
+			h.decide(s, &d)
+			if n := testing.AllocsPerRun(200, func() { h.decide(s, &d) }); n != 0 {
+				t.Errorf("%s, cached: %v allocations per decision", tc.name, n)
+			}
+		}
+		h.exes.end()
+		d.cached = false
 		f.Close()
 	}
 	// And a process outside the list is denied by the same code.

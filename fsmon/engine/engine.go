@@ -49,6 +49,18 @@ const (
 	FailClosed
 )
 
+// ExeCache says how allow lists learn what a process runs.
+type ExeCache uint8
+
+const (
+	// ExeCacheConnector caches it per process, kept in step with exec
+	// by the kernel's process events connector (off by itself where the
+	// connector does not work).
+	ExeCacheConnector ExeCache = iota
+	// ExeCacheOff reads /proc/PID/exe at every decision.
+	ExeCacheOff
+)
+
 // Options configure an Engine.
 type Options struct {
 	Logger *slog.Logger
@@ -70,6 +82,8 @@ type Options struct {
 	// that a tree a container fills with millions of entries costs
 	// bounded memory; past it, what is left is not marked and counted.
 	MaxObjects int
+	// ExeCache chooses how allow lists learn what a process runs.
+	ExeCache ExeCache
 }
 
 // Engine is the monitor engine. New makes the kernel objects; Run reads
@@ -132,7 +146,8 @@ type Engine struct {
 	recent       recentProcs // the notification loop's own, lock-free
 	readErrors   atomic.Uint64
 	allowIDs     allowIDs // the permission loop's own
-	lastExec     execKey  // the permission loop's own
+	exes         *exeCache
+	lastExec     execKey // the permission loop's own
 	allowGen     atomic.Uint64
 	learnedMu    sync.Mutex
 	learned      map[Learned]struct{}
@@ -227,6 +242,7 @@ func New(opts Options) (*Engine, error) {
 		e.ino.Close()
 		return nil, err
 	}
+	e.exes = newExeCache(e.log, opts.ExeCache, opts.ProcRoot, 8192)
 	return e, nil
 }
 
@@ -258,6 +274,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	discovered := make(chan struct{})
 	go func() { defer close(discovered); e.discover(discoverCtx) }()
 	go e.logLosses(discoverCtx)
+	go e.exes.run(discoverCtx)
 
 	var err error
 	select {

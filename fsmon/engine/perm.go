@@ -67,11 +67,13 @@ type decision struct {
 	haveReal  bool
 	exeID     devIno
 	haveExeID bool
+	cached    bool          // the batch holds the executable cache (exeCache.begin)
 	stat      proc.StatView // view of statBuf
 	haveStat  bool
 	pathBuf   [unix.PathMax]byte
 	exeBuf    [unix.PathMax]byte
 	statBuf   [1024]byte
+	commBuf   [16]byte
 }
 
 func (e *Engine) permLoop() error {
@@ -100,9 +102,14 @@ func (e *Engine) permLoop() error {
 		})
 		batch.n.Store(int32(cnt))
 		batch.start.Store(readAt.UnixNano())
+		// After the read: every exec that happened before these opens
+		// has its event on the connector's socket by now.
+		d.cached = e.exes.begin()
 		for i := 0; i < cnt; i++ {
 			e.handlePerm(&batch.slots[i], gen, readAt, &d)
 		}
+		e.exes.end()
+		d.cached = false
 		batch.start.Store(0)
 		if perr != nil {
 			e.log.Warn("malformed permission event batch", "err", perr)
@@ -280,11 +287,8 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 	}
 	// The rules are the file's, whoever opens it: the protection belongs
 	// to the file, also when a container reaches a host file through a
-	// bind mount. The opener's group only says how to name it.
-	d.group = e.host
-	if e.containers.Load() {
-		d.group = e.groupOf(s.pid)
-	}
+	// bind mount. The opener's group only says how to name it, so it is
+	// looked up for reported events only.
 	for _, r := range d.rules {
 		var k fsmon.Kind
 		switch {
@@ -309,6 +313,10 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 	}
 	if d.kind == fsmon.KindDenied {
 		d.verdict = fanotify.Deny
+	}
+	d.group = e.host
+	if e.containers.Load() {
+		d.group = e.groupOf(s.pid)
 	}
 	// Reported: the opener waits for the answer, so its facts can still
 	// be read; only reported events pay for this.
@@ -395,17 +403,10 @@ func (e *Engine) stat(pid int32, d *decision) (proc.StatView, bool) {
 // allowed matches the allow list: the executable first, the process
 // name (which costs a read of /proc/PID/stat) only if the list has names.
 func (e *Engine) allowed(r grule, pid int32, d *decision) bool {
+	// By identity: the inode that runs against the inodes the entries
+	// name in the rule's group's root.
 	if paths := r.AllowExePaths(); len(paths) > 0 {
-		// By identity: the inode that runs against the inodes the
-		// entries name in the rule's group's root.
-		if !d.haveExeID {
-			var st unix.Stat_t
-			if e.proc.StatExe(pid, &st) == nil {
-				d.exeID = devIno{st.Dev, st.Ino}
-			}
-			d.haveExeID = true
-		}
-		if d.exeID != (devIno{}) && e.allowIDs.has(e, r.g, paths, d.exeID) {
+		if id := e.exeID(pid, d); id != (devIno{}) && e.allowIDs.has(e, r.g, paths, id) {
 			return true
 		}
 	}
@@ -415,12 +416,7 @@ func (e *Engine) allowed(r grule, pid int32, d *decision) bool {
 	// Names are matched as the seed did: against comm or the base name
 	// of the executable. Any process can take any name, so a name entry
 	// never proves who runs; the docs say so.
-	exe := e.exe(pid, d)
-	v, ok := e.stat(pid, d)
-	if !ok {
-		return r.AllowsName(exe, "")
-	}
-	return r.AllowsName(exe, unsafeString(v.Comm))
+	return r.AllowsName(e.exeNames(pid, d))
 }
 
 // fdPath is the path of an event fd as the daemon's mount namespace sees

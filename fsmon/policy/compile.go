@@ -187,16 +187,14 @@ func (r *Rule) AllowExePaths() []string { return r.exePaths }
 func (r *Rule) HasNames() bool { return len(r.allowName) > 0 }
 
 // AllowsName reports whether a name entry of the allow list matches comm
-// or the base name of exe. The engine matches executable entries by
-// identity (AllowExePaths), never by path text.
-func (r *Rule) AllowsName(exe, comm string) bool {
+// or exeBase, the base name of the executable. The engine matches
+// executable entries by identity (AllowExePaths), never by path text.
+func (r *Rule) AllowsName(exeBase, comm string) bool {
 	if _, ok := r.allowName[comm]; ok && comm != "" {
 		return true
 	}
-	if i := strings.LastIndexByte(exe, '/'); i >= 0 {
-		if _, ok := r.allowName[exe[i+1:]]; ok {
-			return true
-		}
+	if _, ok := r.allowName[exeBase]; ok && exeBase != "" {
+		return true
 	}
 	return false
 }
