@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"sort"
 	"syscall"
 	"time"
@@ -92,7 +93,21 @@ func parseFlags(args []string) *flags {
 }
 
 func main() {
+	spareP()
 	os.Exit(run(os.Args[1:]))
+}
+
+// spareP gives the runtime at least two Ps unless GOMAXPROCS is set. The
+// permission loop sits in a blocking read(2) on a thread of its own,
+// holding its P; with one P only (one CPU, or a container's CPU limit of
+// one), the runtime's sysmon takes that P back from the blocked thread
+// every 20 µs it finds nothing else idle, and its wakeups land on the
+// path of every open the daemon answers. A second P keeps sysmon asleep
+// and leaves the HTTP server and the other loops a P to run on.
+func spareP() {
+	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < 2 {
+		runtime.GOMAXPROCS(2)
+	}
 }
 
 // loadPolicy reads and compiles the configuration, or the embedded
