@@ -74,8 +74,8 @@ func parseFlags(args []string) *flags {
 	app.Flag("permission.timeout", "Deadline of one permission decision; past it the default answer is written and counted.").
 		Default("250ms").DurationVar(&f.permTimeout)
 	app.Flag("fail-closed", "Deny, rather than allow, an open whose decision misses the deadline.").BoolVar(&f.failClosed)
-	app.Flag("permission.exe-cache", "How allow lists learn what a process runs: connector caches it per process, kept in step with exec by the kernel's process events connector; off reads /proc/PID/exe at every decision.").
-		Default("connector").EnumVar(&f.exeCache, "connector", "off")
+	app.Flag("permission.exe-cache", "How allow lists learn what a process runs: on caches it per process image (an exec or exit makes it stale at once); off reads /proc/PID/exe at every decision.").
+		Default("on").EnumVar(&f.exeCache, "on", "off")
 	app.Flag("events.fold-window", "Identical events (same event, op, file, process, container) within this window are reported once with a count; 0 turns folding off. Metrics count every event.").
 		Default("500ms").DurationVar(&f.foldWindow)
 	app.Flag("containers.scan-interval", "How often /proc is scanned for containers that started or stopped; 0 watches the host only.").
@@ -200,7 +200,7 @@ func run(args []string) int {
 	if f.failClosed {
 		def = engine.FailClosed
 	}
-	exeCache := engine.ExeCacheConnector
+	exeCache := engine.ExeCacheOn
 	if f.exeCache == "off" {
 		exeCache = engine.ExeCacheOff
 	}

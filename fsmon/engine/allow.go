@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"time"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -9,10 +11,12 @@ import (
 // profile is that container's nginx. It belongs to the permission loop
 // alone. A miss looks the entries up again, so an executable replaced by
 // an upgrade (a new inode) is allowed again at its first open, and a
-// reload or a container that goes clears it.
+// reload or a container that goes clears it. Again at most every
+// allowRecheck: a process outside the list, opening in a loop, would
+// otherwise pay for a walk of every entry at each open.
 type allowIDs struct {
 	gen uint64
-	m   map[allowKey]devIno
+	m   map[allowKey]allowID
 }
 
 type allowKey struct {
@@ -20,20 +24,36 @@ type allowKey struct {
 	path string
 }
 
+type allowID struct {
+	id devIno
+	at int64 // unix nanoseconds of the look-up
+}
+
+const allowRecheck = 100 * time.Millisecond
+
 func (a *allowIDs) has(e *Engine, g *group, paths []string, id devIno) bool {
 	if gen := e.allowGen.Load(); a.m == nil || a.gen != gen {
-		a.m, a.gen = map[allowKey]devIno{}, gen
+		a.m, a.gen = map[allowKey]allowID{}, gen
 	}
+	now := time.Now().UnixNano()
+	stale := false
 	for _, p := range paths {
-		if x, ok := a.m[allowKey{g, p}]; ok && x == id {
+		x, ok := a.m[allowKey{g, p}]
+		if ok && x.id == id {
 			return true
 		}
+		if !ok || now-x.at >= int64(allowRecheck) {
+			stale = true
+		}
+	}
+	if !stale {
+		return false
 	}
 	// Not a known one: the entries may have been replaced since.
 	found := false
 	for _, p := range paths {
 		x := e.resolveID(g, p)
-		a.m[allowKey{g, p}] = x
+		a.m[allowKey{g, p}] = allowID{x, now}
 		if x == id && x != (devIno{}) {
 			found = true
 		}

@@ -53,10 +53,9 @@ const (
 type ExeCache uint8
 
 const (
-	// ExeCacheConnector caches it per process, kept in step with exec
-	// by the kernel's process events connector (off by itself where the
-	// connector does not work).
-	ExeCacheConnector ExeCache = iota
+	// ExeCacheOn caches it per process image: an exec or an exit makes
+	// the entry stale (off by itself where images cannot be taken).
+	ExeCacheOn ExeCache = iota
 	// ExeCacheOff reads /proc/PID/exe at every decision.
 	ExeCacheOff
 )
@@ -242,7 +241,7 @@ func New(opts Options) (*Engine, error) {
 		e.ino.Close()
 		return nil, err
 	}
-	e.exes = newExeCache(e.log, opts.ExeCache, opts.ProcRoot, 8192)
+	e.exes = newExeCache(e.log, opts.ExeCache, e.proc, 1024)
 	return e, nil
 }
 
@@ -258,9 +257,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	dispatched := make(chan struct{})
 	go func() {
 		defer close(dispatched)
-		for ev := range e.queue {
-			e.opts.Sink.Handle(&ev)
-		}
+		e.dispatch()
 	}()
 	errc := make(chan error, 3)
 	loops.Add(3)
@@ -274,7 +271,6 @@ func (e *Engine) Run(ctx context.Context) error {
 	discovered := make(chan struct{})
 	go func() { defer close(discovered); e.discover(discoverCtx) }()
 	go e.logLosses(discoverCtx)
-	go e.exes.run(discoverCtx)
 
 	var err error
 	select {
@@ -309,9 +305,37 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.notif.Close()
 	e.ino.Close()
 	e.wake.close()
+	e.exes.close()
 	close(e.queue)
 	<-dispatched
 	return err
+}
+
+// dispatchHold is how long the dispatcher lets reports gather after
+// handing some to the sink.
+const dispatchHold = 250 * time.Microsecond
+
+// dispatch hands queued events to the sink. The first event after a
+// quiet spell wakes it at once; after each round it holds off for
+// dispatchHold, so that a stream of reports costs one wakeup a round
+// rather than one an event. A wakeup is a context switch, and on a busy
+// CPU it lands on the path of the next open the permission loop answers.
+func (e *Engine) dispatch() {
+	for ev := range e.queue {
+		e.opts.Sink.Handle(&ev)
+		for more := true; more; {
+			select {
+			case ev, ok := <-e.queue:
+				if !ok {
+					return
+				}
+				e.opts.Sink.Handle(&ev)
+			default:
+				more = false
+			}
+		}
+		time.Sleep(dispatchHold)
+	}
 }
 
 // logLosses says in the log, at most every 10 seconds, how many events

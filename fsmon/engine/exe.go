@@ -1,274 +1,258 @@
 package engine
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/fsmon/fsmon_exporter/fsmon/internal/cnproc"
+	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
 )
 
 // exeCache remembers what each process runs, for allow lists: the
 // identity (device, inode) of its executable, and for name entries its
-// name and the base name of its executable. Reading them costs a stat of
-// /proc/PID/exe (about 2 µs, half of an allowed decision) and more, and
-// neither the pid nor its start time says when they change: an exec keeps
-// both. So the cache is kept in step by the kernel's process events
-// connector, whose exec, exit, fork and name-change events a process
-// queues on our socket itself, inside the system call, before it returns.
-// An open made after an exec therefore reaches the permission queue after
-// the exec's event reached the socket, and the permission loop, which
-// drains the socket after reading a batch and before deciding it, never
-// decides with an entry an exec made stale.
+// name and the base name of its executable; and for reports the facts
+// that stay with a program (executable path, name, command line).
+// Reading them costs a stat of /proc/PID/exe (about 2 µs, half of an
+// allowed decision) and more, and neither the pid nor its start time
+// says when they change: an exec keeps both.
 //
-// Losing an event would break that, so the cache is flushed whenever one
-// may be lost: the kernel says so (ENOBUFS), or a CPU's event numbers
-// have a gap (the one silent loss, an allocation failing in the kernel,
-// happens after the number is taken). Without the connector (not in the
-// initial network and PID namespaces, or a kernel without it) every
-// decision reads /proc, as it did before.
+// What does change is the process's memory image (its mm): an exec
+// makes a new one and an exit drops it. So each entry holds the image it
+// was read under (proc.Image: /proc/PID/pagemap opened first, then the
+// facts read), and is used only while that image is current, which one
+// system call tells (about 0.15 µs, no lock taken). An exec, an exit and
+// a reused pid all make the entry stale, synchronously: the process
+// cannot open anything in its new program before its old image is gone.
 //
-// The permission loop holds mu from the drain to the batch's last
-// decision; a goroutine drains the socket between batches, so that a
-// quiet permission queue does not let the socket overflow.
+// The one case the image cannot tell is a process sharing its parent's
+// mm (a vfork child, until it execs or exits); such processes are never
+// cached. The parent pid and the user change without an exec; reports
+// read them fresh through a pidfd (PIDFD_GET_INFO) when the kernel has
+// it. A process that renames itself (prctl PR_SET_NAME) keeps the name
+// it had at its first decision until it execs: name entries prove
+// nothing anyway (the docs say so).
+//
+// Only the permission loop fills and reads it; mu is for tests that
+// decide beside the loop.
 type exeCache struct {
-	log  *slog.Logger
-	conn *cnproc.Conn // nil: off
+	log *slog.Logger
+	fs  proc.FS
+	on  bool
 
-	mu      sync.Mutex
-	broken  bool // the socket failed: off until the daemon restarts
-	m       map[int32]exeEntry
-	max     int
-	seqs    []cpuSeq // per CPU: the number of its next event
-	buf     []byte
-	onEvent func(*cnproc.Event)
+	mu  sync.Mutex
+	m   map[int32]*exeEntry
+	max int
 
-	hits, misses, flushes, gaps atomic.Uint64
-}
-
-type cpuSeq struct {
-	next uint32
-	seen bool
+	hits, misses, stale atomic.Uint64
 }
 
 type exeEntry struct {
-	id devIno // the executable's; zero if it could not be read
+	image proc.Image
+	pidfd proc.Pidfd // for reports' parent and user; may be closed
+	id    devIno     // the executable's
 	// names: comm and base were read (only name entries need them).
 	names   bool
 	commLen uint8
 	comm    [16]byte
 	base    string
+	// report: the facts a report gives, read at the first reported
+	// event; nil until then.
+	report *reportFacts
 }
 
-// newExeCache opens the connector and checks it; on any failure the
-// cache is off, which is correct, only slower.
-func newExeCache(log *slog.Logger, mode ExeCache, procRoot string, max int) *exeCache {
-	c := &exeCache{log: log, m: make(map[int32]exeEntry, 256), max: max, buf: make([]byte, 16<<10)}
-	c.onEvent = c.apply
-	if mode == ExeCacheOff || procRoot != "/proc" {
-		return c // the connector speaks of the real /proc's processes
+type reportFacts struct {
+	exe     string // as the daemon sees it
+	comm    string
+	cmdline string
+}
+
+func (en *exeEntry) close() {
+	en.image.Close()
+	en.pidfd.Close()
+}
+
+// newExeCache checks that images can be taken here (ptrace access to
+// /proc/PID/pagemap, kcmp); where not, every decision reads /proc, which
+// is correct, only slower.
+func newExeCache(log *slog.Logger, mode ExeCache, fs proc.FS, max int) *exeCache {
+	c := &exeCache{log: log, fs: fs, m: make(map[int32]*exeEntry, 256), max: max}
+	if mode == ExeCacheOff || fs.Root != "/proc" {
+		return c // the images are of real processes
 	}
-	conn, err := cnproc.Open(4 << 20)
+	self := int32(unix.Getpid())
+	im, err := fs.OpenImage(self)
 	if err == nil {
-		if err = conn.SelfTest(time.Second); err != nil {
-			conn.Close()
+		if !im.Current() {
+			err = errors.New("the image of the daemon itself does not read as current")
 		}
+		im.Close()
+	}
+	if err == nil {
+		_, err = proc.SharesMM(self, int32(unix.Getppid()))
 	}
 	if err != nil {
-		log.Info("process events connector unavailable: allow lists read /proc/PID/exe at every decision", "err", err)
+		log.Info("process images unavailable: allow lists read /proc/PID/exe at every decision", "err", err)
 		return c
 	}
-	c.conn = conn
+	c.on = true
 	return c
 }
 
-// on reports whether the cache is in use.
-func (c *exeCache) on() bool {
-	if c.conn == nil {
-		return false
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return !c.broken
-}
-
-// begin locks the cache and brings it up to date with every event queued
-// so far; it reports whether the cache may be used until end.
+// begin and end bracket the decisions of a batch; begin reports whether
+// they may use the cache.
 func (c *exeCache) begin() bool {
-	if c.conn == nil {
+	if !c.on {
 		return false
 	}
 	c.mu.Lock()
-	c.drainLocked()
-	return !c.broken
+	return true
 }
 
 func (c *exeCache) end() {
-	if c.conn != nil {
+	if c.on {
 		c.mu.Unlock()
 	}
 }
 
-// drainLocked applies every queued event.
-func (c *exeCache) drainLocked() {
-	for !c.broken {
-		err := c.conn.Recv(c.buf, c.onEvent)
-		switch {
-		case err == nil:
-		case errors.Is(err, unix.EAGAIN):
-			return
-		case errors.Is(err, cnproc.ErrLost):
-			c.flushLocked()
-		default:
-			if errors.Is(err, unix.EBADF) {
-				c.broken = true // closed at shutdown
-				clear(c.m)
-				return
-			}
-			// A malformed datagram, or a socket error: which events it
-			// held is unknown, so nothing cached can be trusted.
-			c.flushLocked()
-			var errno unix.Errno
-			if errors.As(err, &errno) {
-				c.log.Error("process events connector failed: allow lists read /proc/PID/exe from now on", "err", err)
-				c.broken = true
-				return
-			}
-			c.log.Warn("malformed process event; cache flushed", "err", err)
-		}
-	}
-}
-
-// flushLocked forgets every entry. The CPUs' numbering is kept: a
-// gap is a gap whenever it shows.
-func (c *exeCache) flushLocked() {
-	if len(c.m) > 0 {
-		clear(c.m)
-	}
-	c.flushes.Add(1)
-}
-
-// apply is called with mu held, for each event read.
-func (c *exeCache) apply(ev *cnproc.Event) {
-	if ev.What == cnproc.None {
-		return // an acknowledgement, numbered by its requester
-	}
-	switch {
-	case ev.CPU >= 1<<12:
-		c.flushLocked() // not a CPU number: trust nothing
-	case int(ev.CPU) >= len(c.seqs) || !c.seqs[ev.CPU].seen:
-		// A CPU's first event: whatever it lost before is unknown, and
-		// entries stored until now may predate it.
-		if int(ev.CPU) >= len(c.seqs) {
-			c.seqs = append(c.seqs, make([]cpuSeq, int(ev.CPU)+1-len(c.seqs))...)
-		}
-		c.flushLocked()
-	case ev.Seq != c.seqs[ev.CPU].next:
-		c.gaps.Add(1)
-		c.flushLocked()
-	}
-	if ev.CPU < 1<<12 {
-		c.seqs[ev.CPU] = cpuSeq{next: ev.Seq + 1, seen: true}
-	}
-	switch ev.What {
-	case cnproc.Exec, cnproc.Exit, cnproc.Comm, cnproc.Fork:
-		// Keyed by tgid, as fanotify reports the opener: an exec by any
-		// thread is the process's, and a fork's child must start afresh.
-		delete(c.m, ev.TGID)
-	}
-}
-
-// run drains the socket whenever it has events, until ctx ends.
-func (c *exeCache) run(ctx context.Context) {
-	if c.conn == nil {
-		return
-	}
-	rc, err := c.conn.File().SyscallConn()
-	if err != nil {
-		c.log.Error("process events connector", "err", err)
-		return
-	}
-	go func() {
-		<-ctx.Done()
-		c.mu.Lock()
-		c.broken = true
-		clear(c.m)
-		c.mu.Unlock()
-		c.conn.Close()
-	}()
-	rc.Read(func(uintptr) bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if !c.broken {
-			c.drainLocked()
-		}
-		return c.broken
-	})
-}
-
-// lookup returns pid's entry; only between begin and end.
-func (c *exeCache) lookup(pid int32) (exeEntry, bool) {
-	en, ok := c.m[pid]
-	if ok {
-		c.hits.Add(1)
-	} else {
+// lookup returns pid's entry if its image is current; between begin and
+// end only.
+func (c *exeCache) lookup(pid int32) *exeEntry {
+	en := c.m[pid]
+	if en == nil {
 		c.misses.Add(1)
+		return nil
 	}
-	return en, ok
+	if !en.image.Current() {
+		c.stale.Add(1)
+		en.close()
+		delete(c.m, pid)
+		return nil
+	}
+	c.hits.Add(1)
+	return en
 }
 
-// store keeps pid's entry; only between begin and end.
-func (c *exeCache) store(pid int32, en exeEntry) {
-	if _, ok := c.m[pid]; !ok && len(c.m) >= c.max {
-		// Exits keep the map to the live processes that open protected
-		// files; past the bound, starting again is simpler than an LRU.
-		clear(c.m)
+// fill takes pid's image, then reads the executable's identity under it:
+// an exec after the image was taken makes the entry stale at its first
+// use. It returns nil (and the decision reads /proc) when pid cannot be
+// cached.
+func (c *exeCache) fill(pid int32) *exeEntry {
+	im, err := c.fs.OpenImage(pid)
+	if err != nil {
+		return nil
+	}
+	en := &exeEntry{image: im, pidfd: proc.Pidfd{}}
+	en.pidfd, _ = proc.OpenPidfd(pid)
+	var st unix.Stat_t
+	if c.fs.StatExe(pid, &st) != nil {
+		en.close()
+		return nil
+	}
+	en.id = devIno{st.Dev, st.Ino}
+	// A vfork child shares its parent's image, which outlives the
+	// child's exec: never cached.
+	if ppid, ok := c.ppid(pid, en); !ok {
+		en.close()
+		return nil
+	} else if shared, err := proc.SharesMM(pid, ppid); err != nil || shared {
+		en.close()
+		return nil
+	}
+	if len(c.m) >= c.max {
+		c.evict()
 	}
 	c.m[pid] = en
+	return en
 }
 
-// exeID is the identity of pid's executable, cached when the batch may
-// use the cache.
+// ppid is pid's parent, through the pidfd when the kernel says, else
+// /proc/PID/stat.
+func (c *exeCache) ppid(pid int32, en *exeEntry) (int32, bool) {
+	if in, err := en.pidfd.Info(); err == nil {
+		return in.PPID, true
+	}
+	var b [1024]byte
+	v, err := c.fs.ReadStat(pid, b[:])
+	if err != nil {
+		return 0, false
+	}
+	return v.PPID, true
+}
+
+// evict makes room: entries of processes gone first, then all. Each
+// entry holds two fds and the kernel's mm structure of its process.
+func (c *exeCache) evict() {
+	for pid, en := range c.m {
+		if !en.image.Current() {
+			en.close()
+			delete(c.m, pid)
+		}
+	}
+	if len(c.m) >= c.max*3/4 {
+		c.closeAll()
+	}
+}
+
+func (c *exeCache) closeAll() {
+	for _, en := range c.m {
+		en.close()
+	}
+	clear(c.m)
+}
+
+// close releases every entry, at shutdown.
+func (c *exeCache) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeAll()
+}
+
+// entry returns pid's cached entry, filling it on a miss; nil when the
+// decision may not use the cache or pid cannot be cached.
+func (e *Engine) entry(pid int32, d *decision) *exeEntry {
+	if !d.cached {
+		return nil
+	}
+	if d.entry != nil && d.entryPID == pid {
+		return d.entry
+	}
+	en := e.exes.lookup(pid)
+	if en == nil {
+		en = e.exes.fill(pid)
+	}
+	d.entry, d.entryPID = en, pid
+	return en
+}
+
+// exeID is the identity of pid's executable.
 func (e *Engine) exeID(pid int32, d *decision) devIno {
 	if d.haveExeID {
 		return d.exeID
 	}
 	d.haveExeID = true
-	var en exeEntry
-	ok := false
-	if d.cached {
-		en, ok = e.exes.lookup(pid)
+	if en := e.entry(pid, d); en != nil {
+		d.exeID = en.id
+		return d.exeID
 	}
-	if !ok {
-		var st unix.Stat_t
-		if e.proc.StatExe(pid, &st) == nil {
-			en.id = devIno{st.Dev, st.Ino}
-		}
-		if d.cached && en.id != (devIno{}) {
-			e.exes.store(pid, en)
-		}
+	var st unix.Stat_t
+	d.exeID = devIno{}
+	if e.proc.StatExe(pid, &st) == nil {
+		d.exeID = devIno{st.Dev, st.Ino}
 	}
-	d.exeID = en.id
 	return d.exeID
 }
 
 // exeNames returns pid's name (comm) and the base name of its
-// executable, for name entries; cached like exeID. The views are valid
-// until the next decision.
+// executable, for name entries. The views are valid until the next
+// decision.
 func (e *Engine) exeNames(pid int32, d *decision) (comm, base string) {
-	var en exeEntry
-	ok := false
-	if d.cached {
-		en, ok = e.exes.lookup(pid)
-		ok = ok && en.names
-	}
-	if ok {
+	en := e.entry(pid, d)
+	if en != nil && en.names {
 		d.commBuf = en.comm
 		return unsafeString(d.commBuf[:en.commLen]), en.base
 	}
@@ -283,12 +267,36 @@ func (e *Engine) exeNames(pid int32, d *decision) (comm, base string) {
 	if v, ok := e.stat(pid, d); ok {
 		comm = unsafeString(v.Comm)
 	}
-	if d.cached && len(raw) > 0 {
-		if id := e.exeID(pid, d); id != (devIno{}) {
-			en := exeEntry{id: id, names: true, base: strings.Clone(base)}
-			en.commLen = uint8(copy(en.comm[:], comm))
-			e.exes.store(pid, en)
-		}
+	if en != nil && len(raw) > 0 {
+		en.names = true
+		en.commLen = uint8(copy(en.comm[:], comm))
+		en.base = strings.Clone(base)
 	}
 	return comm, base
+}
+
+// reportProcess gathers the facts of pid for a report, while it waits
+// for its answer, so that they are complete even for a process that
+// exits at its EPERM. With a cache entry, what stays with the program
+// is read once per image, and the parent and user come from the pidfd;
+// without one, the command line and user are cached per (pid, start
+// time, executable) and the rest is read every time.
+func (e *Engine) reportProcess(pid int32, d *decision) fsmon.Process {
+	en := e.entry(pid, d)
+	if en != nil && en.report != nil {
+		if in, err := en.pidfd.Info(); err == nil {
+			f := en.report
+			return fsmon.Process{PID: pid, ParentPID: in.PPID, ExecutablePath: d.group.inside(f.exe),
+				ExecutableName: f.comm, CommandLine: f.cmdline, UserID: in.EUID}
+		}
+	}
+	raw := ""
+	if b, err := e.proc.ReadExe(pid, d.exeBuf[:]); err == nil {
+		raw = string(b)
+	}
+	p := e.process(pid, d.group.inside(raw), d)
+	if en != nil && raw != "" && d.haveStat {
+		en.report = &reportFacts{exe: raw, comm: p.ExecutableName, cmdline: p.CommandLine}
+	}
+	return p
 }

@@ -1,32 +1,78 @@
 package engine
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
-	"github.com/fsmon/fsmon_exporter/fsmon/internal/cnproc"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
+	"github.com/fsmon/fsmon_exporter/testutil/testroot"
 )
 
 func requireExeCache(t *testing.T, h *harness) {
 	t.Helper()
-	if h.exes.on() {
+	if h.exes.on {
 		return
 	}
 	if os.Getenv("CI") == "true" {
-		t.Fatal("the process events connector does not work here (see the engine's log); CI runs in the initial namespaces, where it must")
+		t.Fatal("process images cannot be taken here (see the engine's log); CI runs as root, where they must")
 	}
-	t.Skip("the process events connector does not work here: the executable cache is off")
+	t.Skip("process images cannot be taken here: the executable cache is off")
+}
+
+// stepShell starts sh running script with a pipe on its stdin, so that
+// the test decides when it goes on (the script reads a line).
+func stepShell(t *testing.T, script string) (c *exec.Cmd, step io.WriteCloser, out *strings.Builder) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	c = exec.CommandContext(ctx, "sh", "-c", script)
+	out = &strings.Builder{}
+	c.Stdin, c.Stdout, c.Stderr = r, out, out
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	return c, w, out
+}
+
+// cachedEntry waits until the cache holds an entry for pid.
+func cachedEntry(t *testing.T, h *harness, pid int32) *exeEntry {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		h.exes.mu.Lock()
+		en := h.exes.m[pid]
+		h.exes.mu.Unlock()
+		if en != nil {
+			return en
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no cache entry for pid %d", pid)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // TestExecInPlaceIsJudgedAfresh: a process the allow list lets in (a
 // shell, by path or by name) opens the file twice, so that the second
 // decision comes from the cache, then execs, in the same process, a
 // program the list does not name. That program's open must be denied.
-// The same run with the exec events withheld from the cache lets it in,
-// which shows the denial comes from the connector's event.
+// The same run with the entry's image swapped for one that stays current
+// (another process's) lets cat in, which shows the denial comes from the
+// image going stale at the exec.
 func TestExecInPlaceIsJudgedAfresh(t *testing.T) {
 	for _, allow := range []string{"/bin/sh", "sh"} {
 		t.Run(allow, func(t *testing.T) {
@@ -45,133 +91,122 @@ profiles:
         allow: [%s]
 `, secret, allow))
 			requireExeCache(t, h)
-			script := fmt.Sprintf(": < %[1]s && : < %[1]s && echo shell-read && exec cat %[1]s", secret)
+			script := fmt.Sprintf(": < %[1]s && : < %[1]s && echo shell-read && read x && exec cat %[1]s", secret)
 
-			hits := h.exes.hits.Load()
-			r := sh(t, script)
-			if !containsLine(r.out, "shell-read") {
-				t.Fatalf("the allowed shell was not let in: %v: %s", r.err, r.out)
-			}
-			mustDeny(t, r)
-			if h.exes.hits.Load() == hits {
-				t.Fatal("no decision came from the cache: the test shows nothing")
-			}
-			ev := h.rec.waitFor(t, "denied cat", kind(fsmon.KindDenied, secret))
-			if ev.Process.ExecutablePath != "/usr/bin/cat" {
-				t.Errorf("denied %s, want /usr/bin/cat", ev.Process.ExecutablePath)
-			}
-
-			// Withhold exec events: the cache keeps the shell, and cat
-			// gets in. Nothing in the daemon does this; it shows what
-			// the events are for.
-			h.exes.mu.Lock()
-			h.exes.onEvent = func(ev *cnproc.Event) {
-				if ev.What != cnproc.Exec {
-					h.exes.apply(ev)
+			for _, swap := range []bool{false, true} {
+				hits := h.exes.hits.Load()
+				c, step, out := stepShell(t, script)
+				en := cachedEntry(t, h, int32(c.Process.Pid))
+				if swap {
+					// An image that stays current whatever sh does.
+					other := exec.Command("sleep", "30")
+					if err := other.Start(); err != nil {
+						t.Fatal(err)
+					}
+					defer func() { other.Process.Kill(); other.Wait() }()
+					im, err := h.proc.OpenImage(int32(other.Process.Pid))
+					if err != nil {
+						t.Fatal(err)
+					}
+					h.exes.mu.Lock()
+					en.image.Close()
+					en.image = im
+					h.exes.mu.Unlock()
 				}
-			}
-			h.exes.mu.Unlock()
-			defer func() {
-				h.exes.mu.Lock()
-				h.exes.onEvent = h.exes.apply
-				h.exes.mu.Unlock()
-			}()
-			r = sh(t, script)
-			if r.err != nil {
-				t.Fatalf("with exec events withheld cat was still denied (%v: %s): the first run did not show the events at work", r.err, r.out)
+				step.Write([]byte("go\n"))
+				step.Close()
+				err := c.Wait()
+				if !strings.Contains(out.String(), "shell-read") {
+					t.Fatalf("the allowed shell was not let in: %v: %s", err, out)
+				}
+				if h.exes.hits.Load() == hits {
+					t.Fatal("no decision came from the cache: the test shows nothing")
+				}
+				if !swap {
+					mustDeny(t, res{out.String(), err})
+					ev := h.rec.waitFor(t, "denied cat", kind(fsmon.KindDenied, secret))
+					if ev.Process.ExecutablePath != "/usr/bin/cat" {
+						t.Errorf("denied %s, want /usr/bin/cat", ev.Process.ExecutablePath)
+					}
+				} else if err != nil {
+					t.Fatalf("with an image that stays current cat was still denied (%v: %s): the first run did not show the image at work", err, out)
+				}
 			}
 		})
 	}
 }
 
-func containsLine(out, line string) bool {
-	for _, l := range splitLines(out) {
-		if l == line {
-			return true
+// TestReportsAfterExecAreFresh: in monitor mode a shell's violation is
+// reported (its facts cached), then it execs cat in the same process;
+// cat's violation must name cat, its command line, and the parent.
+func TestReportsAfterExecAreFresh(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	writeFile(t, secret, "s\n")
+	h := start(t, protectFile("monitor", secret))
+	requireExeCache(t, h)
+	c, step, out := stepShell(t, fmt.Sprintf(": < %[1]s && : < %[1]s && read x && exec cat %[1]s", secret))
+	pid := int32(c.Process.Pid)
+	isPID := func(exe string) func(*fsmon.Event) bool {
+		return func(ev *fsmon.Event) bool {
+			return ev.Kind == fsmon.KindViolation && ev.Process.PID == pid && ev.Process.ExecutablePath == exe
 		}
 	}
-	return false
+	h.rec.waitFor(t, "the shell's violation", isPID("/usr/bin/dash"))
+	step.Write([]byte("go\n"))
+	step.Close()
+	if err := c.Wait(); err != nil {
+		t.Fatalf("monitor mode denied: %v: %s", err, out)
+	}
+	ev := h.rec.waitFor(t, "cat's violation", isPID("/usr/bin/cat"))
+	p := ev.Process
+	if p.ExecutableName != "cat" || p.CommandLine != "cat "+secret || p.ParentPID != int32(os.Getpid()) || p.UserID != int64(os.Geteuid()) {
+		t.Errorf("cat's facts after the exec: %+v", p)
+	}
 }
 
-func splitLines(s string) []string {
-	var ls []string
-	for len(s) > 0 {
-		i := 0
-		for i < len(s) && s[i] != '\n' {
-			i++
+// TestExeCacheIsBounded: past its bound the cache drops the entries of
+// processes gone, then everything; each entry holds fds.
+func TestExeCacheIsBounded(t *testing.T) {
+	testroot.Require(t)
+	c := newExeCache(slog.New(slog.DiscardHandler), ExeCacheOn, proc.FS{Root: "/proc"}, 4)
+	if !c.on {
+		t.Skip("process images cannot be taken here")
+	}
+	defer c.close()
+	var kids []*exec.Cmd
+	for i := 0; i < 6; i++ {
+		k := exec.Command("sleep", "30")
+		if err := k.Start(); err != nil {
+			t.Fatal(err)
 		}
-		ls = append(ls, s[:i])
-		if i < len(s) {
-			i++
+		kids = append(kids, k)
+	}
+	defer func() {
+		for _, k := range kids {
+			k.Process.Kill()
+			k.Wait()
 		}
-		s = s[i:]
-	}
-	return ls
-}
-
-// TestExeCacheFlushes: the cache forgets everything when an event may
-// have been lost: a CPU's first event, a gap in a CPU's numbering;
-// exits, execs, forks and renames forget their process.
-func TestExeCacheFlushes(t *testing.T) {
-	c := &exeCache{m: map[int32]exeEntry{}, max: 4}
-	c.onEvent = c.apply
-	fill := func() {
-		for pid := int32(1); pid <= 3; pid++ {
-			c.store(pid, exeEntry{id: devIno{1, uint64(pid)}})
-		}
-	}
-	ev := func(w cnproc.What, cpu, seq uint32, tgid int32) {
-		c.apply(&cnproc.Event{What: w, CPU: cpu, Seq: seq, PID: tgid, TGID: tgid})
-	}
-	fill()
-	ev(cnproc.UID, 0, 10, 1)
-	if len(c.m) != 0 {
-		t.Fatalf("a CPU's first event kept %d entries", len(c.m))
-	}
-	fill()
-	ev(cnproc.UID, 0, 11, 1) // in sequence, a kind that changes nothing
-	if len(c.m) != 3 {
-		t.Fatalf("an in-sequence UID event left %d entries", len(c.m))
-	}
-	for _, w := range []cnproc.What{cnproc.Exec, cnproc.Exit, cnproc.Fork, cnproc.Comm} {
-		fill()
-		seq := c.seqs[0].next
-		ev(w, 0, seq, 2)
-		if _, ok := c.m[2]; ok || len(c.m) != 2 {
-			t.Fatalf("%#x: entries %v", uint32(w), c.m)
+	}()
+	c.begin()
+	defer c.end()
+	for _, k := range kids[:3] {
+		if c.fill(int32(k.Process.Pid)) == nil {
+			t.Fatalf("pid %d not cached", k.Process.Pid)
 		}
 	}
-	fill()
-	ev(cnproc.None, 0, 999, 0) // an acknowledgement: not numbered by the CPU
-	if len(c.m) != 3 {
-		t.Fatalf("an acknowledgement flushed the cache")
+	kids[0].Process.Kill()
+	kids[0].Wait()
+	for _, k := range kids[3:] {
+		c.fill(int32(k.Process.Pid))
+		if len(c.m) > 4 {
+			t.Fatalf("%d entries past the bound of 4", len(c.m))
+		}
 	}
-	seq := c.seqs[0].next
-	ev(cnproc.UID, 0, seq+1, 1) // one number skipped: an event was lost
-	if len(c.m) != 0 || c.gaps.Load() != 1 {
-		t.Fatalf("a gap left %d entries (gaps %d)", len(c.m), c.gaps.Load())
+	if _, ok := c.m[int32(kids[0].Process.Pid)]; ok {
+		t.Fatal("the entry of an exited process outlived an eviction")
 	}
-	fill()
-	ev(cnproc.UID, 0, seq+2, 1)
-	if len(c.m) != 3 {
-		t.Fatal("the numbering was not followed after the gap")
-	}
-	ev(cnproc.UID, 5, 0, 1) // another CPU's first event
-	if len(c.m) != 0 {
-		t.Fatal("another CPU's first event kept the entries")
-	}
-	// The numbering wraps.
-	c.seqs[0].next = ^uint32(0)
-	ev(cnproc.UID, 0, ^uint32(0), 1)
-	fill()
-	ev(cnproc.UID, 0, 0, 1)
-	if len(c.m) != 3 {
-		t.Fatal("wrapping numbers taken for a gap")
-	}
-	// Bounded.
-	c.store(4, exeEntry{})
-	c.store(5, exeEntry{})
-	if len(c.m) > 4 {
-		t.Fatalf("%d entries past the bound of 4", len(c.m))
+	if c.lookup(int32(kids[5].Process.Pid)) == nil {
+		t.Fatal("the newest entry was evicted")
 	}
 }

@@ -67,7 +67,9 @@ type decision struct {
 	haveReal  bool
 	exeID     devIno
 	haveExeID bool
-	cached    bool          // the batch holds the executable cache (exeCache.begin)
+	cached    bool      // the batch holds the executable cache (exeCache.begin)
+	entry     *exeEntry // the opener's, once looked up
+	entryPID  int32
 	stat      proc.StatView // view of statBuf
 	haveStat  bool
 	pathBuf   [unix.PathMax]byte
@@ -102,8 +104,6 @@ func (e *Engine) permLoop() error {
 		})
 		batch.n.Store(int32(cnt))
 		batch.start.Store(readAt.UnixNano())
-		// After the read: every exec that happened before these opens
-		// has its event on the connector's socket by now.
 		d.cached = e.exes.begin()
 		for i := 0; i < cnt; i++ {
 			e.handlePerm(&batch.slots[i], gen, readAt, &d)
@@ -255,6 +255,7 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 	d.rules = d.rules[:0]
 	d.rule, d.kind, d.verdict, d.path, d.proc, d.group = grule{}, 0, fanotify.Allow, "", fsmon.Process{}, nil
 	d.real, d.haveReal, d.haveStat, d.viaDir, d.haveExeID = "", false, false, nil, false
+	d.entry = nil
 	var st unix.Stat_t
 	// Raw: fstat of an event fd does not block, and the runtime's syscall
 	// bookkeeping is a measurable share of a decision.
@@ -320,12 +321,11 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 	}
 	// Reported: the opener waits for the answer, so its facts can still
 	// be read; only reported events pay for this.
-	exe := strings.Clone(e.exe(s.pid, d))
+	d.proc = e.reportProcess(s.pid, d)
 	if d.kind == fsmon.KindLearned {
-		e.learn(Learned{Profile: d.rule.Profile.Name, Filter: d.rule.Name, Executable: exe})
+		e.learn(Learned{Profile: d.rule.Profile.Name, Filter: d.rule.Name, Executable: d.proc.ExecutablePath})
 	}
 	d.path = strings.Clone(d.group.inside(e.fdPath(s.fd, d)))
-	d.proc = e.process(s.pid, exe, d)
 }
 
 // fileRules appends the rules of the marked file id.
@@ -376,16 +376,6 @@ func (e *Engine) adopt(fd int32, d *decision) {
 	e.mu.RUnlock()
 	w := e.newWalker(t, de.g)
 	w.markFile(int(fd), &d.st, join(de.path, name), rules)
-}
-
-// exe is the process's executable as its group sees it, a view of d's
-// buffer.
-func (e *Engine) exe(pid int32, d *decision) string {
-	b, err := e.proc.ReadExe(pid, d.exeBuf[:])
-	if err != nil {
-		return ""
-	}
-	return d.group.inside(unsafeString(b))
 }
 
 // stat reads /proc/PID/stat once per decision.

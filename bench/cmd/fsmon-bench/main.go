@@ -53,6 +53,7 @@ var (
 	ctrRuns   = flag.Int("container-runs", 3, "runs of the per-container figure")
 	only      = flag.String("only", "abcdefg", "scenarios to run (letters of the issue: a b c latency, d throughput, e start-up, f export, g collateral)")
 	verbose   = flag.Bool("v", false, "log every measurement to stderr")
+	daemonArg = flag.String("daemon-args", "", "extra flags for every daemon the suite starts, space-separated (e.g. --permission.exe-cache=connector)")
 )
 
 // ---- process handling -------------------------------------------------
@@ -264,6 +265,7 @@ func startDaemon(cpu int, config string, extra ...string) *daemon {
 		args = append(args, "--config.file="+p)
 	}
 	args = append(args, extra...)
+	args = append(args, strings.Fields(*daemonArg)...)
 	lf, err := os.Create(d.log)
 	if err != nil {
 		fatalf("%v", err)
