@@ -53,7 +53,7 @@ var (
 	ctrRuns   = flag.Int("container-runs", 3, "runs of the per-container figure")
 	only      = flag.String("only", "abcdefg", "scenarios to run (letters of the issue: a b c latency, d throughput, e start-up, f export, g collateral)")
 	verbose   = flag.Bool("v", false, "log every measurement to stderr")
-	daemonArg = flag.String("daemon-args", "", "extra flags for every daemon the suite starts, space-separated (e.g. --permission.exe-cache=connector)")
+	daemonArg = flag.String("daemon-args", "", "extra flags for every daemon the suite starts, space-separated (e.g. --permission.exe-cache=off)")
 )
 
 // ---- process handling -------------------------------------------------
