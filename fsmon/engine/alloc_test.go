@@ -74,3 +74,53 @@ profiles:
 		t.Fatalf("parent process not denied: %v", d.kind)
 	}
 }
+
+// BenchmarkDecideAllowed is the decision for an allowed open of a
+// protected file, without and with the executable cache: the part of
+// scenario a of `make bench` that is the daemon's own code.
+func BenchmarkDecideAllowed(b *testing.B) {
+	dir := b.TempDir()
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte("s"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	h := start(b, fmt.Sprintf(`
+profiles:
+  - name: t
+    host: true
+    mode: protect
+    filters:
+      - name: secret
+        path: %s
+        behavior: block
+        allow: [/usr/bin/sleep]
+`, secret))
+	opener := exec.Command("sleep", "60")
+	if err := opener.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { opener.Process.Kill(); opener.Wait() }()
+	f, err := os.Open(secret)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	s := &permSlot{fd: int32(f.Fd()), pid: int32(opener.Process.Pid), mask: fanotify.OpenPerm}
+	for _, cached := range []bool{false, true} {
+		b.Run(fmt.Sprintf("cached=%v", cached), func(b *testing.B) {
+			var d decision
+			if cached {
+				if d.cached = h.exes.begin(); !d.cached {
+					b.Skip("the executable cache is off here")
+				}
+				defer h.exes.end()
+			}
+			for b.Loop() {
+				h.decide(s, &d)
+				if d.verdict != fanotify.Allow || d.kind != 0 {
+					b.Fatalf("verdict %v kind %v", d.verdict, d.kind)
+				}
+			}
+		})
+	}
+}

@@ -80,7 +80,7 @@ func dump(evs []fsmon.Event) string {
 	return b.String()
 }
 
-func compile(t *testing.T, yaml string) *policy.Policy {
+func compile(t testing.TB, yaml string) *policy.Policy {
 	t.Helper()
 	cfg, err := policy.Parse("test.yaml", []byte(yaml))
 	if err != nil {
@@ -99,7 +99,7 @@ type harness struct {
 }
 
 // start runs an engine with the configuration until the test ends.
-func start(t *testing.T, yaml string, opts ...func(*Options)) *harness {
+func start(t testing.TB, yaml string, opts ...func(*Options)) *harness {
 	t.Helper()
 	testroot.Require(t)
 	rec := newRecorder()

@@ -98,3 +98,30 @@ func TestImageFollowsExecAndExit(t *testing.T) {
 		t.Fatal("an image of a reaped process opened")
 	}
 }
+
+// BenchmarkImageCurrent and BenchmarkStatExe compare what an allowed
+// decision pays to know who opens, with and without the cache.
+func BenchmarkImageCurrent(b *testing.B) {
+	testroot.Require(b)
+	im, err := FS{Root: "/proc"}.OpenImage(int32(os.Getpid()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer im.Close()
+	for b.Loop() {
+		if !im.Current() {
+			b.Fatal("our own image is not current")
+		}
+	}
+}
+
+func BenchmarkStatExe(b *testing.B) {
+	fs := FS{Root: "/proc"}
+	pid := int32(os.Getpid())
+	var st unix.Stat_t
+	for b.Loop() {
+		if err := fs.StatExe(pid, &st); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
