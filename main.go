@@ -74,7 +74,7 @@ func parseFlags(args []string) *flags {
 	app.Flag("permission.timeout", "Deadline of one permission decision; past it the default answer is written and counted.").
 		Default("250ms").DurationVar(&f.permTimeout)
 	app.Flag("fail-closed", "Deny, rather than allow, an open whose decision misses the deadline.").BoolVar(&f.failClosed)
-	app.Flag("permission.exe-cache", "How allow lists learn what a process runs: on caches it per process image (an exec or exit makes it stale at once); off reads /proc/PID/exe at every decision.").
+	app.Flag("permission.exe-cache", "How allow lists learn what a process runs: on caches it per process, read again after each exec, exit or rename (counted in the kernel by a BPF program); off reads /proc/PID/exe at every decision.").
 		Default("on").EnumVar(&f.exeCache, "on", "off")
 	app.Flag("events.fold-window", "Identical events (same event, op, file, process, container) within this window are reported once with a count; 0 turns folding off. Metrics count every event.").
 		Default("500ms").DurationVar(&f.foldWindow)

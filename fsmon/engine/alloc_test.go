@@ -61,7 +61,7 @@ profiles:
 				t.Errorf("%s, cached: %v allocations per decision", tc.name, n)
 			}
 		}
-		h.exes.end()
+		h.exes.end(d.cached)
 		d.cached = false
 		f.Close()
 	}
@@ -113,7 +113,7 @@ profiles:
 				if d.cached = h.exes.begin(); !d.cached {
 					b.Skip("the executable cache is off here")
 				}
-				defer h.exes.end()
+				defer h.exes.end(true)
 			}
 			for b.Loop() {
 				h.decide(s, &d)

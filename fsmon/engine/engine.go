@@ -53,8 +53,9 @@ const (
 type ExeCache uint8
 
 const (
-	// ExeCacheOn caches it per process image: an exec or an exit makes
-	// the entry stale (off by itself where images cannot be taken).
+	// ExeCacheOn caches it per process; an exec, exit or rename, counted
+	// in the kernel, makes the entry stale (off by itself where the BPF
+	// counter cannot be loaded).
 	ExeCacheOn ExeCache = iota
 	// ExeCacheOff reads /proc/PID/exe at every decision.
 	ExeCacheOff

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -10,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/execgen"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
 )
 
@@ -21,27 +21,27 @@ import (
 // allowed decision) and more, and neither the pid nor its start time
 // says when they change: an exec keeps both.
 //
-// What does change is the process's memory image (its mm): an exec
-// makes a new one and an exit drops it. So each entry holds the image it
-// was read under (proc.Image: /proc/PID/pagemap opened first, then the
-// facts read), and is used only while that image is current, which one
-// system call tells (about 0.15 µs, no lock taken). An exec, an exit and
-// a reused pid all make the entry stale, synchronously: the process
-// cannot open anything in its new program before its old image is gone.
+// So the kernel counts, per process slot, every exec, exit and rename
+// (fsmon/internal/execgen: a BPF program on those tracepoints, its array
+// mapped into the daemon). An entry keeps the count of its process's
+// slot from before its facts were read, and is used only while the count
+// has not moved: one memory load. The tracepoints run in the process,
+// inside the system call: a new program cannot open anything before its
+// exec has moved the count, and a pid cannot be reused before its exit
+// has. Two earlier designs were dropped in review: the process events
+// connector (any local user can mute it on Linux 6.6+) and holding the
+// process's mm through /proc/PID/pagemap (any user can keep an old mm in
+// use by reading /proc/PID/cmdline into a buffer that faults slowly).
 //
-// The one case the image cannot tell is a process sharing its parent's
-// mm (a vfork child, until it execs or exits); such processes are never
-// cached. The parent pid and the user change without an exec; reports
-// read them fresh through a pidfd (PIDFD_GET_INFO) when the kernel has
-// it. A process that renames itself (prctl PR_SET_NAME) keeps the name
-// it had at its first decision until it execs: name entries prove
-// nothing anyway (the docs say so).
+// The parent pid and the user change without an exec; reports read them
+// fresh through a pidfd (PIDFD_GET_INFO) when the kernel has it.
 //
 // Only the permission loop fills and reads it; mu is for tests that
 // decide beside the loop.
 type exeCache struct {
 	log *slog.Logger
 	fs  proc.FS
+	gen *execgen.Counter // nil: off
 	on  bool
 
 	mu  sync.Mutex
@@ -52,7 +52,7 @@ type exeCache struct {
 }
 
 type exeEntry struct {
-	image proc.Image
+	gen   uint64     // the slot's count before the facts were read
 	pidfd proc.Pidfd // for reports' parent and user; may be closed
 	id    devIno     // the executable's
 	// names: comm and base were read (only name entries need them).
@@ -71,50 +71,41 @@ type reportFacts struct {
 	cmdline string
 }
 
-func (en *exeEntry) close() {
-	en.image.Close()
-	en.pidfd.Close()
-}
+func (en *exeEntry) close() { en.pidfd.Close() }
 
-// newExeCache checks that images can be taken here (ptrace access to
-// /proc/PID/pagemap, kcmp); where not, every decision reads /proc, which
-// is correct, only slower.
+// newExeCache loads the exec counter; where it cannot be loaded (no
+// BPF here, or not allowed), every decision reads /proc, which is
+// correct, only slower.
 func newExeCache(log *slog.Logger, mode ExeCache, fs proc.FS, max int) *exeCache {
 	c := &exeCache{log: log, fs: fs, m: make(map[int32]*exeEntry, 256), max: max}
 	if mode == ExeCacheOff || fs.Root != "/proc" {
-		return c // the images are of real processes
+		return c // the counts are of real processes
 	}
-	self := int32(unix.Getpid())
-	im, err := fs.OpenImage(self)
-	if err == nil {
-		if !im.Current() {
-			err = errors.New("the image of the daemon itself does not read as current")
-		}
-		im.Close()
-	}
-	if err == nil {
-		_, err = proc.SharesMM(self, int32(unix.Getppid()))
-	}
+	g, err := execgen.Open()
 	if err != nil {
-		log.Info("process images unavailable: allow lists read /proc/PID/exe at every decision", "err", err)
+		log.Info("exec counter unavailable: allow lists read /proc/PID/exe at every decision", "err", err)
 		return c
 	}
-	c.on = true
+	c.gen, c.on = g, true
 	return c
 }
 
 // begin and end bracket the decisions of a batch; begin reports whether
-// they may use the cache.
+// they may use the cache, and end is given that answer.
 func (c *exeCache) begin() bool {
 	if !c.on {
 		return false
 	}
 	c.mu.Lock()
+	if c.gen == nil {
+		c.mu.Unlock() // closed
+		return false
+	}
 	return true
 }
 
-func (c *exeCache) end() {
-	if c.on {
+func (c *exeCache) end(began bool) {
+	if began {
 		c.mu.Unlock()
 	}
 }
@@ -127,7 +118,7 @@ func (c *exeCache) lookup(pid int32) *exeEntry {
 		c.misses.Add(1)
 		return nil
 	}
-	if !en.image.Current() {
+	if en.gen != c.gen.Gen(pid) {
 		c.stale.Add(1)
 		en.close()
 		delete(c.m, pid)
@@ -137,16 +128,10 @@ func (c *exeCache) lookup(pid int32) *exeEntry {
 	return en
 }
 
-// fill takes pid's image, then reads the executable's identity under it:
-// an exec after the image was taken makes the entry stale at its first
-// use. It returns nil (and the decision reads /proc) when pid cannot be
-// cached.
+// fill reads pid's executable identity after taking its slot's count:
+// an exec after that makes the entry stale at its first use.
 func (c *exeCache) fill(pid int32) *exeEntry {
-	im, err := c.fs.OpenImage(pid)
-	if err != nil {
-		return nil
-	}
-	en := &exeEntry{image: im, pidfd: proc.Pidfd{}}
+	en := &exeEntry{gen: c.gen.Gen(pid)}
 	en.pidfd, _ = proc.OpenPidfd(pid)
 	var st unix.Stat_t
 	if c.fs.StatExe(pid, &st) != nil {
@@ -154,15 +139,6 @@ func (c *exeCache) fill(pid int32) *exeEntry {
 		return nil
 	}
 	en.id = devIno{st.Dev, st.Ino}
-	// A vfork child shares its parent's image, which outlives the
-	// child's exec: never cached.
-	if ppid, ok := c.ppid(pid, en); !ok {
-		en.close()
-		return nil
-	} else if shared, err := proc.SharesMM(pid, ppid); err != nil || shared {
-		en.close()
-		return nil
-	}
 	if len(c.m) >= c.max {
 		c.evict()
 	}
@@ -170,25 +146,11 @@ func (c *exeCache) fill(pid int32) *exeEntry {
 	return en
 }
 
-// ppid is pid's parent, through the pidfd when the kernel says, else
-// /proc/PID/stat.
-func (c *exeCache) ppid(pid int32, en *exeEntry) (int32, bool) {
-	if in, err := en.pidfd.Info(); err == nil {
-		return in.PPID, true
-	}
-	var b [1024]byte
-	v, err := c.fs.ReadStat(pid, b[:])
-	if err != nil {
-		return 0, false
-	}
-	return v.PPID, true
-}
-
-// evict makes room: entries of processes gone first, then all. Each
-// entry holds two fds and the kernel's mm structure of its process.
+// evict makes room: stale entries (processes gone or changed) first,
+// then all. Each entry holds a pidfd.
 func (c *exeCache) evict() {
 	for pid, en := range c.m {
-		if !en.image.Current() {
+		if en.gen != c.gen.Gen(pid) {
 			en.close()
 			delete(c.m, pid)
 		}
@@ -205,11 +167,15 @@ func (c *exeCache) closeAll() {
 	clear(c.m)
 }
 
-// close releases every entry, at shutdown.
+// close releases every entry and the counter, at shutdown.
 func (c *exeCache) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closeAll()
+	if c.gen != nil {
+		c.gen.Close()
+		c.gen = nil
+	}
 }
 
 // entry returns pid's cached entry, filling it on a miss; nil when the

@@ -23,9 +23,9 @@ func requireExeCache(t *testing.T, h *harness) {
 		return
 	}
 	if os.Getenv("CI") == "true" {
-		t.Fatal("process images cannot be taken here (see the engine's log); CI runs as root, where they must")
+		t.Fatal("the exec counter cannot be loaded here (see the engine's log); CI runs as root on a kernel with BPF, where it must")
 	}
-	t.Skip("process images cannot be taken here: the executable cache is off")
+	t.Skip("the exec counter cannot be loaded here: the executable cache is off")
 }
 
 // stepShell starts sh running script with a pipe on its stdin, so that
@@ -67,13 +67,14 @@ func cachedEntry(t *testing.T, h *harness, pid int32) *exeEntry {
 }
 
 // TestExecInPlaceIsJudgedAfresh: a process the allow list lets in (a
-// shell, by path or by name) opens the file twice, so that the second
-// decision comes from the cache, then execs, in the same process, a
-// program the list does not name. That program's open must be denied.
-// The same run with the entry's image swapped for one that stays current
-// (another process's) lets cat in, which shows the denial comes from the
-// image going stale at the exec.
+// shell, dash, by path or by name) opens the file twice, so that the
+// second decision comes from the cache, then execs, in the same process,
+// bash, which the list does not name, and bash opens the file itself.
+// That open must be denied. The same run with the entry's count set to
+// the slot's count after the exec (as if the exec had not been counted)
+// lets bash in, which shows the denial comes from the count.
 func TestExecInPlaceIsJudgedAfresh(t *testing.T) {
+	bash := testroot.RequireCommand(t, "bash")
 	for _, allow := range []string{"/bin/sh", "sh"} {
 		t.Run(allow, func(t *testing.T) {
 			dir := t.TempDir()
@@ -91,26 +92,24 @@ profiles:
         allow: [%s]
 `, secret, allow))
 			requireExeCache(t, h)
-			script := fmt.Sprintf(": < %[1]s && : < %[1]s && echo shell-read && read x && exec cat %[1]s", secret)
+			script := fmt.Sprintf(": < %[1]s && : < %[1]s && echo shell-read && read x && exec %[2]s -c 'read y; read z < %[1]s && echo bash-read'", secret, bash)
 
-			for _, swap := range []bool{false, true} {
+			for _, forget := range []bool{false, true} {
 				hits := h.exes.hits.Load()
 				c, step, out := stepShell(t, script)
-				en := cachedEntry(t, h, int32(c.Process.Pid))
-				if swap {
-					// An image that stays current whatever sh does.
-					other := exec.Command("sleep", "30")
-					if err := other.Start(); err != nil {
-						t.Fatal(err)
+				pid := int32(c.Process.Pid)
+				en := cachedEntry(t, h, pid)
+				step.Write([]byte("go\n"))
+				eventually(t, "the exec of bash", func() error {
+					var b [4096]byte
+					if exe, _ := h.proc.ReadExe(pid, b[:]); string(exe) != bash {
+						return fmt.Errorf("exe %q", exe)
 					}
-					defer func() { other.Process.Kill(); other.Wait() }()
-					im, err := h.proc.OpenImage(int32(other.Process.Pid))
-					if err != nil {
-						t.Fatal(err)
-					}
+					return nil
+				})
+				if forget {
 					h.exes.mu.Lock()
-					en.image.Close()
-					en.image = im
+					en.gen = h.exes.gen.Gen(pid)
 					h.exes.mu.Unlock()
 				}
 				step.Write([]byte("go\n"))
@@ -122,17 +121,46 @@ profiles:
 				if h.exes.hits.Load() == hits {
 					t.Fatal("no decision came from the cache: the test shows nothing")
 				}
-				if !swap {
-					mustDeny(t, res{out.String(), err})
-					ev := h.rec.waitFor(t, "denied cat", kind(fsmon.KindDenied, secret))
-					if ev.Process.ExecutablePath != "/usr/bin/cat" {
-						t.Errorf("denied %s, want /usr/bin/cat", ev.Process.ExecutablePath)
+				if !forget {
+					if strings.Contains(out.String(), "bash-read") {
+						t.Fatalf("bash, exec'd by an allowed shell, read the file: %s", out)
 					}
-				} else if err != nil {
-					t.Fatalf("with an image that stays current cat was still denied (%v: %s): the first run did not show the image at work", err, out)
+					mustDeny(t, res{out.String(), err})
+					ev := h.rec.waitFor(t, "denied bash", kind(fsmon.KindDenied, secret))
+					if ev.Process.ExecutablePath != bash {
+						t.Errorf("denied %s, want %s", ev.Process.ExecutablePath, bash)
+					}
+				} else if !strings.Contains(out.String(), "bash-read") {
+					t.Fatalf("with the exec not counted bash was still denied (%v: %s): the first run did not show the count at work", err, out)
 				}
 			}
 		})
+	}
+}
+
+// TestExitMakesEntryStale: an entry for a process that has exited is
+// never used again, so its pid, reused, starts afresh.
+func TestExitMakesEntryStale(t *testing.T) {
+	testroot.Require(t)
+	c := newExeCache(slog.New(slog.DiscardHandler), ExeCacheOn, proc.FS{Root: "/proc"}, 16)
+	if !c.on {
+		t.Skip("the exec counter cannot be loaded here")
+	}
+	defer c.close()
+	k := exec.Command("sleep", "30")
+	if err := k.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := int32(k.Process.Pid)
+	c.begin()
+	defer c.end(true)
+	if c.fill(pid) == nil || c.lookup(pid) == nil {
+		t.Fatal("a live process was not cached")
+	}
+	k.Process.Kill()
+	k.Wait()
+	if c.lookup(pid) != nil {
+		t.Fatal("the entry of an exited process was used")
 	}
 }
 
@@ -171,7 +199,7 @@ func TestExeCacheIsBounded(t *testing.T) {
 	testroot.Require(t)
 	c := newExeCache(slog.New(slog.DiscardHandler), ExeCacheOn, proc.FS{Root: "/proc"}, 4)
 	if !c.on {
-		t.Skip("process images cannot be taken here")
+		t.Skip("the exec counter cannot be loaded here")
 	}
 	defer c.close()
 	var kids []*exec.Cmd
@@ -189,7 +217,7 @@ func TestExeCacheIsBounded(t *testing.T) {
 		}
 	}()
 	c.begin()
-	defer c.end()
+	defer c.end(true)
 	for _, k := range kids[:3] {
 		if c.fill(int32(k.Process.Pid)) == nil {
 			t.Fatalf("pid %d not cached", k.Process.Pid)
@@ -208,5 +236,47 @@ func TestExeCacheIsBounded(t *testing.T) {
 	}
 	if c.lookup(int32(kids[5].Process.Pid)) == nil {
 		t.Fatal("the newest entry was evicted")
+	}
+}
+
+// TestReportsFollowReparenting: a subshell reports a violation (its
+// facts cached), its parent exits, and its next violation names the
+// parent it has now, not the one it had.
+func TestReportsFollowReparenting(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	writeFile(t, secret, "s\n")
+	h := start(t, protectFile("monitor", secret))
+	requireExeCache(t, h)
+	outer := exec.Command("sh", "-c", fmt.Sprintf("( : < %[1]s; sleep 0.6; : < %[1]s ) >/dev/null & echo $!; sleep 0.3", secret))
+	b, err := outer.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inner int32
+	fmt.Sscan(string(b), &inner)
+	outerPID := int32(outer.Process.Pid)
+	var evs []fsmon.Event
+	deadline := time.Now().Add(5 * time.Second)
+	for len(evs) < 2 && time.Now().Before(deadline) {
+		evs = evs[:0]
+		for _, ev := range h.rec.all() {
+			if ev.Kind == fsmon.KindViolation && ev.Process.PID == inner {
+				evs = append(evs, ev)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(evs) < 2 {
+		t.Fatalf("the subshell %d made %d violations, want 2: %s", inner, len(evs), dump(h.rec.all()))
+	}
+	if evs[0].Process.ParentPID != outerPID {
+		t.Errorf("first violation: parent %d, want the outer shell %d", evs[0].Process.ParentPID, outerPID)
+	}
+	if evs[1].Process.ParentPID == outerPID || evs[1].Process.ParentPID <= 0 {
+		t.Errorf("second violation, after the outer shell exited: parent %d", evs[1].Process.ParentPID)
+	}
+	if h.exes.hits.Load() == 0 {
+		t.Error("no decision came from the cache: the test shows nothing")
 	}
 }

@@ -108,7 +108,7 @@ func (e *Engine) permLoop() error {
 		for i := 0; i < cnt; i++ {
 			e.handlePerm(&batch.slots[i], gen, readAt, &d)
 		}
-		e.exes.end()
+		e.exes.end(d.cached)
 		d.cached = false
 		batch.start.Store(0)
 		if perr != nil {
