@@ -272,6 +272,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	discovered := make(chan struct{})
 	go func() { defer close(discovered); e.discover(discoverCtx) }()
 	go e.logLosses(discoverCtx)
+	go e.exes.watch(discoverCtx)
 
 	var err error
 	select {

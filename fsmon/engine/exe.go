@@ -1,10 +1,12 @@
 package engine
 
 import (
+	"context"
 	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -42,13 +44,17 @@ type exeCache struct {
 	log *slog.Logger
 	fs  proc.FS
 	gen *execgen.Counter // nil: off
-	on  bool
+	on  atomic.Bool
 
 	mu  sync.Mutex
 	m   map[int32]*exeEntry
 	max int
 
 	hits, misses, stale atomic.Uint64
+
+	// afterStat, set by tests, runs in fill between the stat of the
+	// executable and the check that the process is not exiting.
+	afterStat func(pid int32)
 }
 
 type exeEntry struct {
@@ -86,19 +92,20 @@ func newExeCache(log *slog.Logger, mode ExeCache, fs proc.FS, max int) *exeCache
 		log.Info("exec counter unavailable: allow lists read /proc/PID/exe at every decision", "err", err)
 		return c
 	}
-	c.gen, c.on = g, true
+	c.gen = g
+	c.on.Store(true)
 	return c
 }
 
 // begin and end bracket the decisions of a batch; begin reports whether
 // they may use the cache, and end is given that answer.
 func (c *exeCache) begin() bool {
-	if !c.on {
+	if !c.on.Load() {
 		return false
 	}
 	c.mu.Lock()
-	if c.gen == nil {
-		c.mu.Unlock() // closed
+	if c.gen == nil || !c.on.Load() {
+		c.mu.Unlock() // closed, or turned off meanwhile
 		return false
 	}
 	return true
@@ -129,12 +136,24 @@ func (c *exeCache) lookup(pid int32) *exeEntry {
 }
 
 // fill reads pid's executable identity after taking its slot's count:
-// an exec after that makes the entry stale at its first use.
+// an exec after that makes the entry stale at its first use. A process
+// that has begun to exit is not cached: its exit is counted before its
+// executable is gone (Linux 6.16 moved the exit tracepoint before
+// exit_mm), so an entry filled in between would keep the final count
+// and pass for whatever process gets the pid next.
 func (c *exeCache) fill(pid int32) *exeEntry {
 	en := &exeEntry{gen: c.gen.Gen(pid)}
 	en.pidfd, _ = proc.OpenPidfd(pid)
 	var st unix.Stat_t
 	if c.fs.StatExe(pid, &st) != nil {
+		en.close()
+		return nil
+	}
+	if c.afterStat != nil {
+		c.afterStat(pid)
+	}
+	var b [1024]byte
+	if v, err := c.fs.ReadStat(pid, b[:]); err != nil || v.Flags&proc.PFExiting != 0 {
 		en.close()
 		return nil
 	}
@@ -144,6 +163,39 @@ func (c *exeCache) fill(pid int32) *exeEntry {
 	}
 	c.m[pid] = en
 	return en
+}
+
+// watch turns the cache off for good if the kernel ever skips the
+// counting program (a tracepoint hit on a CPU where it was running):
+// that exec or exit may be uncounted. It checks every second.
+func (c *exeCache) watch(ctx context.Context) {
+	if !c.on.Load() {
+		return
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		if c.gen == nil {
+			c.mu.Unlock()
+			return
+		}
+		n, err := c.gen.Skipped()
+		if err == nil && n > 0 {
+			c.closeAll()
+			c.on.Store(false)
+			c.log.Error("the kernel skipped the exec counting program; the executable cache is off from now on", "skipped", n)
+		}
+		c.mu.Unlock()
+		if !c.on.Load() {
+			return
+		}
+	}
 }
 
 // evict makes room: stale entries (processes gone or changed) first,

@@ -19,7 +19,7 @@ import (
 
 func requireExeCache(t *testing.T, h *harness) {
 	t.Helper()
-	if h.exes.on {
+	if h.exes.on.Load() {
 		return
 	}
 	if os.Getenv("CI") == "true" {
@@ -143,7 +143,7 @@ profiles:
 func TestExitMakesEntryStale(t *testing.T) {
 	testroot.Require(t)
 	c := newExeCache(slog.New(slog.DiscardHandler), ExeCacheOn, proc.FS{Root: "/proc"}, 16)
-	if !c.on {
+	if !c.on.Load() {
 		t.Skip("the exec counter cannot be loaded here")
 	}
 	defer c.close()
@@ -194,16 +194,17 @@ func TestReportsAfterExecAreFresh(t *testing.T) {
 }
 
 // TestExeCacheIsBounded: past its bound the cache drops the entries of
-// processes gone, then everything; each entry holds fds.
+// processes gone (keeping the live ones), then, if that is not enough,
+// everything; each entry holds an fd.
 func TestExeCacheIsBounded(t *testing.T) {
 	testroot.Require(t)
-	c := newExeCache(slog.New(slog.DiscardHandler), ExeCacheOn, proc.FS{Root: "/proc"}, 4)
-	if !c.on {
+	c := newExeCache(slog.New(slog.DiscardHandler), ExeCacheOn, proc.FS{Root: "/proc"}, 8)
+	if !c.on.Load() {
 		t.Skip("the exec counter cannot be loaded here")
 	}
 	defer c.close()
 	var kids []*exec.Cmd
-	for i := 0; i < 6; i++ {
+	for i := 0; i < 12; i++ {
 		k := exec.Command("sleep", "30")
 		if err := k.Start(); err != nil {
 			t.Fatal(err)
@@ -216,67 +217,67 @@ func TestExeCacheIsBounded(t *testing.T) {
 			k.Wait()
 		}
 	}()
+	pid := func(i int) int32 { return int32(kids[i].Process.Pid) }
 	c.begin()
 	defer c.end(true)
-	for _, k := range kids[:3] {
-		if c.fill(int32(k.Process.Pid)) == nil {
-			t.Fatalf("pid %d not cached", k.Process.Pid)
+	for i := 0; i < 8; i++ {
+		if c.fill(pid(i)) == nil {
+			t.Fatalf("pid %d not cached", pid(i))
 		}
 	}
-	kids[0].Process.Kill()
-	kids[0].Wait()
-	for _, k := range kids[3:] {
-		c.fill(int32(k.Process.Pid))
-		if len(c.m) > 4 {
-			t.Fatalf("%d entries past the bound of 4", len(c.m))
+	// Four gone: the next fill drops them and keeps the four alive.
+	for i := 0; i < 4; i++ {
+		kids[i].Process.Kill()
+		kids[i].Wait()
+	}
+	c.fill(pid(8))
+	if len(c.m) != 5 {
+		t.Fatalf("%d entries after an eviction of 4 gone, want 5", len(c.m))
+	}
+	for i := 4; i <= 8; i++ {
+		if c.lookup(pid(i)) == nil {
+			t.Fatalf("the live pid %d lost its entry", pid(i))
 		}
 	}
-	if _, ok := c.m[int32(kids[0].Process.Pid)]; ok {
-		t.Fatal("the entry of an exited process outlived an eviction")
+	// Full of live ones: everything goes, the bound holds.
+	for i := 9; i < 12; i++ {
+		c.fill(pid(i))
 	}
-	if c.lookup(int32(kids[5].Process.Pid)) == nil {
-		t.Fatal("the newest entry was evicted")
+	if len(c.m) > 8 {
+		t.Fatalf("%d entries past the bound of 8", len(c.m))
 	}
 }
 
-// TestReportsFollowReparenting: a subshell reports a violation (its
-// facts cached), its parent exits, and its next violation names the
-// parent it has now, not the one it had.
-func TestReportsFollowReparenting(t *testing.T) {
-	dir := t.TempDir()
-	secret := filepath.Join(dir, "secret")
-	writeFile(t, secret, "s\n")
-	h := start(t, protectFile("monitor", secret))
-	requireExeCache(t, h)
-	outer := exec.Command("sh", "-c", fmt.Sprintf("( : < %[1]s; sleep 0.6; : < %[1]s ) >/dev/null & echo $!; sleep 0.3", secret))
-	b, err := outer.Output()
-	if err != nil {
-		t.Fatal(err)
+// TestExecAfterStatMakesEntryStale: an exec between the stat of the
+// executable and the entry's first use makes the entry stale, because
+// the count was taken before the stat.
+func TestExecAfterStatMakesEntryStale(t *testing.T) {
+	testroot.Require(t)
+	c := newExeCache(slog.New(slog.DiscardHandler), ExeCacheOn, proc.FS{Root: "/proc"}, 16)
+	if !c.on.Load() {
+		t.Skip("the exec counter cannot be loaded here")
 	}
-	var inner int32
-	fmt.Sscan(string(b), &inner)
-	outerPID := int32(outer.Process.Pid)
-	var evs []fsmon.Event
-	deadline := time.Now().Add(5 * time.Second)
-	for len(evs) < 2 && time.Now().Before(deadline) {
-		evs = evs[:0]
-		for _, ev := range h.rec.all() {
-			if ev.Kind == fsmon.KindViolation && ev.Process.PID == inner {
-				evs = append(evs, ev)
+	defer c.close()
+	sh, step, _ := stepShell(t, "read x; exec sleep 30")
+	defer sh.Process.Kill()
+	pid := int32(sh.Process.Pid)
+	c.afterStat = func(int32) {
+		step.Write([]byte("go\n"))
+		step.Close()
+		eventually(t, "the exec of sleep", func() error {
+			var b [4096]byte
+			if exe, _ := c.fs.ReadExe(pid, b[:]); string(exe) != "/usr/bin/sleep" {
+				return fmt.Errorf("exe %q", exe)
 			}
-		}
-		time.Sleep(20 * time.Millisecond)
+			return nil
+		})
 	}
-	if len(evs) < 2 {
-		t.Fatalf("the subshell %d made %d violations, want 2: %s", inner, len(evs), dump(h.rec.all()))
+	c.begin()
+	defer c.end(true)
+	if c.fill(pid) == nil {
+		t.Fatal("the shell was not cached")
 	}
-	if evs[0].Process.ParentPID != outerPID {
-		t.Errorf("first violation: parent %d, want the outer shell %d", evs[0].Process.ParentPID, outerPID)
-	}
-	if evs[1].Process.ParentPID == outerPID || evs[1].Process.ParentPID <= 0 {
-		t.Errorf("second violation, after the outer shell exited: parent %d", evs[1].Process.ParentPID)
-	}
-	if h.exes.hits.Load() == 0 {
-		t.Error("no decision came from the cache: the test shows nothing")
+	if c.lookup(pid) != nil {
+		t.Fatal("an entry read before an exec was used after it")
 	}
 }

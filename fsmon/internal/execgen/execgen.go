@@ -17,12 +17,14 @@ package execgen
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
 
@@ -51,6 +53,10 @@ func Open() (_ *Counter, err error) {
 			c.Close()
 		}
 	}()
+	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raising RLIMIT_MEMLOCK for BPF: %w", err)
+	}
 	c.m, err = ebpf.NewMap(&ebpf.MapSpec{
 		Name:       "fsmon_execgen",
 		Type:       ebpf.Array,
@@ -82,7 +88,46 @@ func Open() (_ *Counter, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("mapping the exec counter array: %w", err)
 	}
+	if err := c.selfTest(); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// selfTest renames the calling thread (to the name it has) and checks
+// that the slot of this process, numbered as this process sees pids,
+// moved. It fails where the kernel's numbering is not ours: the program
+// keys by the initial PID namespace's tgid, and fanotify reports pids as
+// the daemon's namespace sees them.
+func (c *Counter) selfTest() error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var name [16]byte
+	if err := unix.Prctl(unix.PR_GET_NAME, uintptr(unsafe.Pointer(&name[0])), 0, 0, 0); err != nil {
+		return fmt.Errorf("PR_GET_NAME: %w", err)
+	}
+	self := int32(unix.Getpid())
+	for try := 0; try < 3; try++ {
+		g := c.Gen(self)
+		if err := unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&name[0])), 0, 0, 0); err != nil {
+			return fmt.Errorf("PR_SET_NAME: %w", err)
+		}
+		if c.Gen(self) == g {
+			return fmt.Errorf("a rename of the daemon's own thread was not counted under pid %d: not in the initial PID namespace?", self)
+		}
+	}
+	return nil
+}
+
+// Skipped is how many times the kernel skipped the program (a tracepoint
+// hit while the program was running on the same CPU), each an exec,
+// exit or rename possibly not counted. It needs Linux 5.12.
+func (c *Counter) Skipped() (uint64, error) {
+	st, err := c.prog.Stats()
+	if err != nil {
+		return 0, fmt.Errorf("reading the exec counter program's statistics: %w", err)
+	}
+	return st.RecursionMisses, nil
 }
 
 // program is, in BPF assembly:
@@ -102,10 +147,23 @@ func program(mapFD int) asm.Instructions {
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, "out"),
 		asm.Mov.Imm(asm.R1, 1),
-		asm.AddAtomic.Mem(asm.R0, asm.R1, asm.DWord, 0),
+		increment(),
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
 		asm.Return(),
 	}
+}
+
+// increment adds R1 to the count R0 points to, fully ordered, so that
+// whoever sees the new count also sees what the task wrote before it
+// (PF_EXITING, at an exit). On amd64 the plain atomic add is a locked
+// instruction, a full barrier, and loads on any kernel with mmap-able
+// arrays; elsewhere it takes the fetch form (Linux 5.12), whose JITs
+// emit fully ordered instructions.
+func increment() asm.Instruction {
+	if runtime.GOARCH == "amd64" {
+		return asm.AddAtomic.Mem(asm.R0, asm.R1, asm.DWord, 0)
+	}
+	return asm.FetchAdd.Mem(asm.R0, asm.R1, asm.DWord, 0)
 }
 
 // Gen is the count of tgid's slot: it moves whenever a process of that

@@ -22,6 +22,9 @@ func TestCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	if len(c.links) != len(Tracepoints) {
+		t.Fatalf("%d links, want one per tracepoint %v", len(c.links), Tracepoints)
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

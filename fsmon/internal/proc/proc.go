@@ -61,7 +61,11 @@ type StatView struct {
 	Comm      []byte // the process name, cut by the kernel at 15 bytes
 	PPID      int32
 	StartTime uint64 // clock ticks after boot: with the pid, the process's identity
+	Flags     uint64 // the kernel's PF_* flags of the task
 }
+
+// PFExiting is PF_EXITING of linux/sched.h: the task has begun to exit.
+const PFExiting = 0x4
 
 // ReadStat reads /proc/PID/stat into buf and parses it without
 // allocating: the permission path calls it for every decision that
@@ -86,7 +90,7 @@ func ParseStatView(b []byte) (StatView, error) {
 	// Fields after comm, numbered as in proc(5): 3 state, 4 ppid, ...
 	// 22 starttime.
 	field := 2
-	var ppid, start uint64
+	var ppid, start, flags uint64
 	okPPID, okStart := false, false
 	for i := r + 1; i < len(b); {
 		for i < len(b) && b[i] == ' ' {
@@ -109,6 +113,10 @@ func ParseStatView(b []byte) (StatView, error) {
 		switch field {
 		case 4:
 			ppid, okPPID = n, num
+		case 9:
+			if num {
+				flags = n
+			}
 		case 22:
 			start, okStart = n, num
 		}
@@ -120,7 +128,7 @@ func ParseStatView(b []byte) (StatView, error) {
 	if !okPPID || !okStart {
 		return StatView{}, fmt.Errorf("%w: stat lacks ppid or starttime", ErrParse)
 	}
-	v.PPID, v.StartTime = int32(ppid), start
+	v.PPID, v.StartTime, v.Flags = int32(ppid), start, flags
 	return v, nil
 }
 

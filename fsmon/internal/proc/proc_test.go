@@ -12,7 +12,7 @@ func TestParseStat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(v.Comm) != "my (odd) name" || v.PPID != 17 || v.StartTime != 987654 {
+	if string(v.Comm) != "my (odd) name" || v.PPID != 17 || v.StartTime != 987654 || v.Flags != 4194560 {
 		t.Fatalf("%+v", v)
 	}
 	for _, bad := range []string{"", "42 no parens", "42 (x) S", "42 (x) S abc"} {
