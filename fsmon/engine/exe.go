@@ -84,14 +84,19 @@ func (en *exeEntry) close() { en.pidfd.Close() }
 // correct, only slower.
 func newExeCache(log *slog.Logger, mode ExeCache, fs proc.FS, max int) *exeCache {
 	c := &exeCache{log: log, fs: fs, m: make(map[int32]*exeEntry, 256), max: max}
-	if mode == ExeCacheOff || fs.Root != "/proc" {
+	if mode == ExeCacheOff {
+		log.Info("executable cache off (--permission.exe-cache=off)")
+		return c
+	}
+	if fs.Root != "/proc" {
 		return c // the counts are of real processes
 	}
 	g, err := execgen.Open()
 	if err != nil {
-		log.Info("exec counter unavailable: allow lists read /proc/PID/exe at every decision", "err", err)
+		log.Warn("exec counter unavailable: allow lists read /proc/PID/exe at every decision", "err", err)
 		return c
 	}
+	log.Info("executable cache on: execs, exits and renames counted by a BPF program")
 	c.gen = g
 	c.on.Store(true)
 	return c

@@ -853,7 +853,11 @@ func main() {
 	// ---- the table
 	w := os.Stdout
 	fmt.Fprintf(w, "\nfsmon_exporter benchmark — %s — %s\n", machine(), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	fmt.Fprintf(w, "daemon %s; medians of %d repetitions; same CPU: opener and responder on CPU 0; cross: opener on CPU 1\n\n", *daemonBin, *reps)
+	args := ""
+	if *daemonArg != "" {
+		args = " with " + *daemonArg
+	}
+	fmt.Fprintf(w, "daemon %s%s; medians of %d repetitions; same CPU: opener and responder on CPU 0; cross: opener on CPU 1\n\n", *daemonBin, args, *reps)
 	if lat != nil && len(cases) > 0 {
 		fmt.Fprintln(w, "Latency of open()+close() of the marked file, µs (added = minus no monitor)")
 		fmt.Fprintln(w)
