@@ -122,7 +122,7 @@ func (c *exeCache) end(began bool) {
 	}
 }
 
-// lookup returns pid's entry if its image is current; between begin and
+// lookup returns pid's entry if its slot's count has not moved; between begin and
 // end only.
 func (c *exeCache) lookup(pid int32) *exeEntry {
 	en := c.m[pid]
