@@ -301,7 +301,7 @@ func (e *Engine) exeNames(pid int32, d *decision) (comm, base string) {
 // reportProcess gathers the facts of pid for a report, while it waits
 // for its answer, so that they are complete even for a process that
 // exits at its EPERM. With a cache entry, what stays with the program
-// is read once per image, and the parent and user come from the pidfd;
+// is read once per exec, and the parent and user come from the pidfd;
 // without one, the command line and user are cached per (pid, start
 // time, executable) and the rest is read every time.
 func (e *Engine) reportProcess(pid int32, d *decision) fsmon.Process {
