@@ -11,16 +11,15 @@ import (
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
 )
 
-// TestDecisionAllocatesNothing holds the permission path to its
-// promise: deciding for an allowed process, and for a file no rule
-// covers, allocates nothing.
-func TestDecisionAllocatesNothing(t *testing.T) {
-	dir := t.TempDir()
-	secret := filepath.Join(dir, "secret")
-	other := filepath.Join(dir, "other")
-	writeFile(t, secret, "s")
-	writeFile(t, other, "o")
-	h := start(t, fmt.Sprintf(`
+// allowedOpener starts an engine protecting dir/secret with
+// /usr/bin/sleep allowed, and a sleep that stands in for the opener.
+func allowedOpener(tb testing.TB, dir string) (h *harness, secret string, pid int32) {
+	tb.Helper()
+	secret = filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte("s"), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	h = start(tb, fmt.Sprintf(`
 profiles:
   - name: t
     host: true
@@ -33,10 +32,20 @@ profiles:
 `, secret))
 	opener := exec.Command("sleep", "60")
 	if err := opener.Start(); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	defer func() { opener.Process.Kill(); opener.Wait() }()
-	pid := int32(opener.Process.Pid)
+	tb.Cleanup(func() { opener.Process.Kill(); opener.Wait() })
+	return h, secret, int32(opener.Process.Pid)
+}
+
+// TestDecisionAllocatesNothing holds the permission path to its
+// promise: deciding for an allowed process, and for a file no rule
+// covers, allocates nothing.
+func TestDecisionAllocatesNothing(t *testing.T) {
+	dir := t.TempDir()
+	h, secret, pid := allowedOpener(t, dir)
+	other := filepath.Join(dir, "other")
+	writeFile(t, other, "o")
 	for _, tc := range []struct {
 		name, path string
 	}{{"allowed process", secret}, {"uncovered sibling", other}} {
@@ -79,33 +88,13 @@ profiles:
 // protected file, without and with the executable cache: the part of
 // scenario a of `make bench` that is the daemon's own code.
 func BenchmarkDecideAllowed(b *testing.B) {
-	dir := b.TempDir()
-	secret := filepath.Join(dir, "secret")
-	if err := os.WriteFile(secret, []byte("s"), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	h := start(b, fmt.Sprintf(`
-profiles:
-  - name: t
-    host: true
-    mode: protect
-    filters:
-      - name: secret
-        path: %s
-        behavior: block
-        allow: [/usr/bin/sleep]
-`, secret))
-	opener := exec.Command("sleep", "60")
-	if err := opener.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { opener.Process.Kill(); opener.Wait() }()
+	h, secret, pid := allowedOpener(b, b.TempDir())
 	f, err := os.Open(secret)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer f.Close()
-	s := &permSlot{fd: int32(f.Fd()), pid: int32(opener.Process.Pid), mask: fanotify.OpenPerm}
+	s := &permSlot{fd: int32(f.Fd()), pid: pid, mask: fanotify.OpenPerm}
 	for _, cached := range []bool{false, true} {
 		b.Run(fmt.Sprintf("cached=%v", cached), func(b *testing.B) {
 			var d decision

@@ -19,13 +19,30 @@ import (
 
 func requireExeCache(t *testing.T, h *harness) {
 	t.Helper()
-	if h.exes.on.Load() {
-		return
+	if !h.exes.on.Load() {
+		skipNoCounter(t)
 	}
+}
+
+func skipNoCounter(t *testing.T) {
+	t.Helper()
 	if os.Getenv("CI") == "true" {
 		t.Fatal("the exec counter cannot be loaded here (see the engine's log); CI runs as root on a kernel with BPF, where it must")
 	}
 	t.Skip("the exec counter cannot be loaded here: the executable cache is off")
+}
+
+// testExeCache is a cache of its own with room for max entries, closed
+// when the test ends.
+func testExeCache(t *testing.T, max int) *exeCache {
+	t.Helper()
+	testroot.Require(t)
+	c := newExeCache(slog.New(slog.DiscardHandler), ExeCacheOn, proc.FS{Root: "/proc"}, max)
+	if !c.on.Load() {
+		skipNoCounter(t)
+	}
+	t.Cleanup(c.close)
+	return c
 }
 
 // stepShell starts sh running script with a pipe on its stdin, so that
@@ -141,12 +158,7 @@ profiles:
 // TestExitMakesEntryStale: an entry for a process that has exited is
 // never used again, so its pid, reused, starts afresh.
 func TestExitMakesEntryStale(t *testing.T) {
-	testroot.Require(t)
-	c := newExeCache(slog.New(slog.DiscardHandler), ExeCacheOn, proc.FS{Root: "/proc"}, 16)
-	if !c.on.Load() {
-		t.Skip("the exec counter cannot be loaded here")
-	}
-	defer c.close()
+	c := testExeCache(t, 16)
 	k := exec.Command("sleep", "30")
 	if err := k.Start(); err != nil {
 		t.Fatal(err)
@@ -197,12 +209,7 @@ func TestReportsAfterExecAreFresh(t *testing.T) {
 // processes gone (keeping the live ones), then, if that is not enough,
 // everything; each entry holds an fd.
 func TestExeCacheIsBounded(t *testing.T) {
-	testroot.Require(t)
-	c := newExeCache(slog.New(slog.DiscardHandler), ExeCacheOn, proc.FS{Root: "/proc"}, 8)
-	if !c.on.Load() {
-		t.Skip("the exec counter cannot be loaded here")
-	}
-	defer c.close()
+	c := testExeCache(t, 8)
 	var kids []*exec.Cmd
 	for i := 0; i < 12; i++ {
 		k := exec.Command("sleep", "30")
@@ -252,12 +259,7 @@ func TestExeCacheIsBounded(t *testing.T) {
 // executable and the entry's first use makes the entry stale, because
 // the count was taken before the stat.
 func TestExecAfterStatMakesEntryStale(t *testing.T) {
-	testroot.Require(t)
-	c := newExeCache(slog.New(slog.DiscardHandler), ExeCacheOn, proc.FS{Root: "/proc"}, 16)
-	if !c.on.Load() {
-		t.Skip("the exec counter cannot be loaded here")
-	}
-	defer c.close()
+	c := testExeCache(t, 16)
 	sh, step, _ := stepShell(t, "read x; exec sleep 30")
 	defer sh.Process.Kill()
 	pid := int32(sh.Process.Pid)
