@@ -50,7 +50,7 @@ type exeCache struct {
 	m   map[int32]*exeEntry
 	max int
 
-	hits, misses, stale atomic.Uint64
+	hits atomic.Uint64 // decisions answered from an entry, for tests
 
 	// afterStat, set by tests, runs in fill between the stat of the
 	// executable and the check that the process is not exiting.
@@ -127,11 +127,9 @@ func (c *exeCache) end(began bool) {
 func (c *exeCache) lookup(pid int32) *exeEntry {
 	en := c.m[pid]
 	if en == nil {
-		c.misses.Add(1)
 		return nil
 	}
 	if en.gen != c.gen.Gen(pid) {
-		c.stale.Add(1)
 		en.close()
 		delete(c.m, pid)
 		return nil
@@ -241,14 +239,16 @@ func (e *Engine) entry(pid int32, d *decision) *exeEntry {
 	if !d.cached {
 		return nil
 	}
-	if d.entry != nil && d.entryPID == pid {
+	// Once per decision, also when pid cannot be cached: a failed fill
+	// is not tried again by the next question of the same decision.
+	if d.haveEntry {
 		return d.entry
 	}
 	en := e.exes.lookup(pid)
 	if en == nil {
 		en = e.exes.fill(pid)
 	}
-	d.entry, d.entryPID = en, pid
+	d.entry, d.haveEntry = en, true
 	return en
 }
 

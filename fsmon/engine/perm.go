@@ -68,8 +68,8 @@ type decision struct {
 	exeID     devIno
 	haveExeID bool
 	cached    bool      // the batch holds the executable cache (exeCache.begin)
-	entry     *exeEntry // the opener's, once looked up
-	entryPID  int32
+	entry     *exeEntry // the opener's, once looked up (haveEntry)
+	haveEntry bool
 	stat      proc.StatView // view of statBuf
 	haveStat  bool
 	pathBuf   [unix.PathMax]byte
@@ -255,7 +255,7 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 	d.rules = d.rules[:0]
 	d.rule, d.kind, d.verdict, d.path, d.proc, d.group = grule{}, 0, fanotify.Allow, "", fsmon.Process{}, nil
 	d.real, d.haveReal, d.haveStat, d.viaDir, d.haveExeID = "", false, false, nil, false
-	d.entry = nil
+	d.entry, d.haveEntry = nil, false
 	var st unix.Stat_t
 	// Raw: fstat of an event fd does not block, and the runtime's syscall
 	// bookkeeping is a measurable share of a decision.
