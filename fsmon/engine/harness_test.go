@@ -61,7 +61,26 @@ func (r *recorder) waitFor(t *testing.T, what string, match func(*fsmon.Event) b
 	}
 }
 
-// none asserts that no event matches within a short settle time.
+// noneBefore asserts that no event (but the marker) matches once an event
+// that matches marker has arrived. Every report goes through one FIFO queue to
+// the sink, so a marker that the engine can only report after the point
+// where the unwanted event would have been queued (a later open of the
+// same loop, a change caused afterwards) proves the engine got that far:
+// the check cannot pass just because the test did not wait long enough.
+func (r *recorder) noneBefore(t *testing.T, what string, match func(*fsmon.Event) bool, markerWhat string, marker func(*fsmon.Event) bool) {
+	t.Helper()
+	r.waitFor(t, markerWhat, marker)
+	for _, ev := range r.all() {
+		if match(&ev) && !marker(&ev) {
+			t.Fatalf("unexpected event %s (by the time of %s): %+v", what, markerWhat, ev)
+		}
+	}
+}
+
+// none is the old settle-time check; it cannot prove the engine got far
+// enough and is being replaced by noneBefore everywhere.
+//
+// Deprecated: use noneBefore with a marker event.
 func (r *recorder) none(t *testing.T, what string, match func(*fsmon.Event) bool) {
 	t.Helper()
 	time.Sleep(300 * time.Millisecond)
