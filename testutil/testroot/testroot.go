@@ -25,6 +25,18 @@ func Require(t testing.TB) {
 	t.Skip("needs root (fanotify needs CAP_SYS_ADMIN): run `make test` as root")
 }
 
+// Unavailable skips t because something the test needs is missing on
+// this machine (a kernel feature, a cgroup, overlayfs), except under CI,
+// where the machine is known to have it, so a skip would hide a missing
+// test: there it fails with the same message.
+func Unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true, where this must be available: "+format, args...)
+	}
+	t.Skipf(format, args...)
+}
+
 // RequireCommand skips or fails t when a program the test drives is
 // missing; under CI it must be there, since the Makefile installs it.
 func RequireCommand(t testing.TB, name string) string {
