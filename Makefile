@@ -19,7 +19,7 @@ export CGO_ENABLED ?= 0
 TEST_TARGETS := test-go
 -include $(wildcard */*.mk)
 
-.PHONY: all build run test test-go test-race vet lint fmt-check bench clean deps-debian
+.PHONY: all build run test test-go test-race vet lint fmt-check bench mutate clean deps-debian
 all: build
 
 build: $(BIN)
@@ -62,6 +62,14 @@ test-race:
 
 bench: $(BIN)
 	$(MAKE) -C bench
+
+# Mutation check (root): applies each wrong change of
+# tools/mutate/mutations/*.txt to a copy of the tree, one at a time, runs
+# the tests it names, and fails if any survives. MUTATE_ARGS='-only REGEX'
+# runs some of them. Not part of `make test`: it runs the suites once per
+# mutation.
+mutate: deps-debian
+	$(GO) run ./tools/mutate $(MUTATE_ARGS)
 
 clean:
 	rm -f $(BIN)
