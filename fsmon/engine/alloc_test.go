@@ -56,8 +56,8 @@ func TestDecisionAllocatesNothing(t *testing.T) {
 		s := &permSlot{fd: int32(f.Fd()), pid: pid, mask: fanotify.OpenPerm}
 		var d decision
 		h.decide(s, &d)
-		if d.verdict != fanotify.Allow || d.kind != 0 {
-			t.Fatalf("%s: verdict %v kind %v", tc.name, d.verdict, d.kind)
+		if d.verdict() != fanotify.Allow || d.kind != 0 {
+			t.Fatalf("%s: verdict %v kind %v", tc.name, d.verdict(), d.kind)
 		}
 		if n := testing.AllocsPerRun(200, func() { h.decide(s, &d) }); n != 0 {
 			t.Errorf("%s: %v allocations per decision", tc.name, n)
@@ -106,8 +106,8 @@ func BenchmarkDecideAllowed(b *testing.B) {
 			}
 			for b.Loop() {
 				h.decide(s, &d)
-				if d.verdict != fanotify.Allow || d.kind != 0 {
-					b.Fatalf("verdict %v kind %v", d.verdict, d.kind)
+				if d.verdict() != fanotify.Allow || d.kind != 0 {
+					b.Fatalf("verdict %v kind %v", d.verdict(), d.kind)
 				}
 			}
 		})

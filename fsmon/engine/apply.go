@@ -41,7 +41,7 @@ func (e *Engine) Apply(p *policy.Policy) (ApplyResult, error) {
 	e.mu.RUnlock()
 	res := ApplyResult{}
 	for _, g := range groups {
-		rules := rulesFor(p, g)
+		rules := p.RulesFor(g.target())
 		w := e.newWalker(t, g)
 		w.walkRules(rules)
 		res.Errors += w.errs

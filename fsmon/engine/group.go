@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"fmt"
-	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -74,41 +73,12 @@ func openRoot(procRoot string, pid int32) (int, string, error) {
 	return fd, prefix, nil
 }
 
-// rulesFor picks the rules of the profiles that cover g.
-func rulesFor(p *policy.Policy, g *group) []*policy.Rule {
-	var rs []*policy.Rule
-	for _, pr := range p.Profiles {
-		if g.isHost() && pr.AppliesToHost() || !g.isHost() && selects(pr, g) {
-			rs = append(rs, pr.Rules...)
-		}
+// target is the group as profile selection sees it.
+func (g *group) target() policy.Target {
+	if g.isHost() {
+		return policy.Target{Host: true}
 	}
-	return rs
-}
-
-// selects reports whether a profile covers the container g: a profile
-// with neither host nor containers covers every container; one with a
-// selector covers those whose name, id and image match its globs.
-func selects(pr *policy.CompiledProfile, g *group) bool {
-	if pr.Containers.IsZero() {
-		return !pr.Host
-	}
-	s := pr.Containers
-	return glob(s.Name, g.name) && (glob(s.ID, g.containerID) || glob(s.ID, shortID(g.containerID))) && glob(s.Image, g.image)
-}
-
-func glob(pattern, v string) bool {
-	if pattern == "" {
-		return true
-	}
-	ok, err := path.Match(pattern, v)
-	return err == nil && ok
-}
-
-func shortID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
+	return policy.Target{Name: g.name, ID: g.containerID, Image: g.image}
 }
 
 // groupOf returns the group of a process: the container whose mount
@@ -225,7 +195,7 @@ func (e *Engine) scanContainers() {
 			}
 			continue
 		}
-		g.rules = rulesFor(p, g)
+		g.rules = p.RulesFor(g.target())
 		e.checkAllowPaths(g, g.rules)
 		if len(g.rules) == 0 {
 			unix.Close(g.rootFD)
@@ -290,7 +260,7 @@ func (e *Engine) newContainerGroup(ns uint64, pids []int32, notYet *bool) *group
 			g.name = e.cfs.Hostname(pid)
 		}
 		if g.name == "" {
-			g.name = shortID(id)
+			g.name = policy.ShortID(id)
 		}
 		return g
 	}

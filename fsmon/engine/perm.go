@@ -15,6 +15,7 @@ import (
 	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
+	"github.com/fsmon/fsmon_exporter/fsmon/policy"
 )
 
 const (
@@ -51,31 +52,55 @@ type permBatch struct {
 
 // decision is the loop's scratch space, reused for every event so the
 // permission path does not allocate for events it does not report.
+// What one decision learns sits in facts, which the next decision resets
+// with one assignment: nothing of one process's decision can carry into
+// the next. The rest is scratch whose contents are only read through
+// facts (the views point into the buffers).
 type decision struct {
-	rules   []grule
+	facts
+	rules  []grule // the rules that cover the file; reused
+	cached bool    // the batch holds the executable cache (exeCache.begin)
+
+	pathBuf [unix.PathMax]byte
+	exeBuf  [unix.PathMax]byte
+	statBuf [1024]byte
+	commBuf [16]byte
+}
+
+// facts are what one decision has learnt so far.
+type facts struct {
 	rule    grule
+	kind    fsmon.Kind
 	group   *group    // the process's
 	viaDir  *dirEntry // set when the file was covered by its directory's entry, not its own
 	id      devIno    // the file's
 	st      unix.Stat_t
-	kind    fsmon.Kind
-	verdict fanotify.Verdict
 	path    string
 	proc    fsmon.Process
+	subject policy.Subject // what the rules asked of the opener
 
 	real      string // view of pathBuf
 	haveReal  bool
 	exeID     devIno
 	haveExeID bool
-	cached    bool      // the batch holds the executable cache (exeCache.begin)
 	entry     *exeEntry // the opener's, once looked up (haveEntry)
 	haveEntry bool
 	stat      proc.StatView // view of statBuf
 	haveStat  bool
-	pathBuf   [unix.PathMax]byte
-	exeBuf    [unix.PathMax]byte
-	statBuf   [1024]byte
-	commBuf   [16]byte
+}
+
+// reset starts a decision from zero.
+func (d *decision) reset() {
+	d.facts = facts{}
+	d.rules = d.rules[:0]
+}
+
+// verdict is the answer the decision gives.
+func (d *decision) verdict() fanotify.Verdict {
+	if d.kind == fsmon.KindDenied {
+		return fanotify.Deny
+	}
+	return fanotify.Allow
 }
 
 func (e *Engine) permLoop() error {
@@ -181,7 +206,7 @@ func (e *Engine) handlePerm(s *permSlot, gen uint64, readAt time.Time, d *decisi
 		return
 	}
 	e.decide(s, d)
-	ours := e.answer(s, gen, d.verdict)
+	ours := e.answer(s, gen, d.verdict())
 	took := time.Since(readAt)
 	e.decisions.Observe(took)
 	if d.viaDir != nil {
@@ -232,30 +257,12 @@ type execKey struct {
 	id  devIno
 }
 
-// severity orders outcomes: the most severe one is reported.
-func severity(k fsmon.Kind) int {
-	switch k {
-	case fsmon.KindDenied:
-		return 4
-	case fsmon.KindViolation:
-		return 3
-	case fsmon.KindLearned:
-		return 2
-	case fsmon.KindAccess:
-		return 1
-	}
-	return 0
-}
-
 // decide works out the verdict of one permission event. The common
 // cases (a file no rule covers, a process its allow list names) make a
 // handful of syscalls and no allocation: fstat of the event fd, a table
 // lookup, and for block rules the readlink of /proc/PID/exe.
 func (e *Engine) decide(s *permSlot, d *decision) {
-	d.rules = d.rules[:0]
-	d.rule, d.kind, d.verdict, d.path, d.proc, d.group = grule{}, 0, fanotify.Allow, "", fsmon.Process{}, nil
-	d.real, d.haveReal, d.haveStat, d.viaDir, d.haveExeID = "", false, false, nil, false
-	d.entry, d.haveEntry = nil, false
+	d.reset()
 	var st unix.Stat_t
 	// Raw: fstat of an event fd does not block, and the runtime's syscall
 	// bookkeeping is a measurable share of a decision.
@@ -290,31 +297,22 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 	// to the file, also when a container reaches a host file through a
 	// bind mount. The opener's group only says how to name it, so it is
 	// looked up for reported events only.
-	for _, r := range d.rules {
-		var k fsmon.Kind
-		switch {
-		case r.Blocks() && !e.allowed(r, s.pid, d):
-			switch r.Mode {
-			case fsmon.ModeProtect:
-				k = fsmon.KindDenied
-			case fsmon.ModeLearn:
-				k = fsmon.KindLearned
-			default:
-				k = fsmon.KindViolation
+	var out policy.Outcome
+	for i, r := range d.rules {
+		d.subject.ExeAllowed = policy.Unknown // per rule: the lists differ
+		for {
+			k, need := policy.Judge(r.Rule, &d.subject)
+			if need == 0 {
+				out.Add(k, i)
+				break
 			}
-		case r.ReportAccess:
-			k = fsmon.KindAccess
-		}
-		if severity(k) > severity(d.kind) {
-			d.kind, d.rule = k, r
+			e.learnFacts(need, r, s.pid, d)
 		}
 	}
-	if d.kind == 0 {
+	if out.Kind == 0 {
 		return
 	}
-	if d.kind == fsmon.KindDenied {
-		d.verdict = fanotify.Deny
-	}
+	d.kind, d.rule = out.Kind, d.rules[out.Rule]
 	d.group = e.host
 	if e.containers.Load() {
 		d.group = e.groupOf(s.pid)
@@ -390,23 +388,20 @@ func (e *Engine) stat(pid int32, d *decision) (proc.StatView, bool) {
 	return d.stat, true
 }
 
-// allowed matches the allow list: the executable first, the process
-// name (which costs a read of /proc/PID/stat) only if the list has names.
-func (e *Engine) allowed(r grule, pid int32, d *decision) bool {
-	// By identity: the inode that runs against the inodes the entries
-	// name in the rule's group's root.
-	if paths := r.AllowExePaths(); len(paths) > 0 {
-		if id := e.exeID(pid, d); id != (devIno{}) && e.allowIDs.has(e, r.g, paths, id) {
-			return true
-		}
+// learnFacts gathers what policy.Judge asked for about the opener pid
+// under rule r: whether its executable is one the rule's executable
+// entries name (by identity: the inode that runs against the inodes the
+// entries name in the rule's group's root), or its names (comm and the
+// base name of its executable, which cost a read of /proc/PID/stat).
+func (e *Engine) learnFacts(need policy.Need, r grule, pid int32, d *decision) {
+	if need&policy.NeedExe != 0 {
+		id := e.exeID(pid, d)
+		d.subject.ExeAllowed = policy.FactOf(id != (devIno{}) && e.allowIDs.has(e, r.g, r.AllowExePaths(), id))
 	}
-	if !r.HasNames() {
-		return false
+	if need&policy.NeedNames != 0 {
+		d.subject.Comm, d.subject.ExeBase = e.exeNames(pid, d)
+		d.subject.NamesKnown = true
 	}
-	// Names are matched as the seed did: against comm or the base name
-	// of the executable. Any process can take any name, so a name entry
-	// never proves who runs; the docs say so.
-	return r.AllowsName(e.exeNames(pid, d))
 }
 
 // fdPath is the path of an event fd as the daemon's mount namespace sees
