@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"runtime"
 	"sort"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -83,7 +84,7 @@ func parseFlags(args []string) *flags {
 	app.Flag("watch.max-objects", "Most directories and files tracked (marked or watched) at once; past it the rest is not marked and the start-up log says so.").
 		Default("1048576").IntVar(&f.maxObjects)
 	app.Flag("metrics.container-cap", "Distinct values of the container label before new containers are counted as other.").
-		Default("100").IntVar(&f.containerCap)
+		Default(strconv.Itoa(collector.DefaultContainerCap)).IntVar(&f.containerCap)
 	f.web = kingpinflag.AddFlags(app, ":9717")
 	promslogflag.AddFlags(app, f.log)
 	app.Version(version.Print("fsmon_exporter"))

@@ -96,32 +96,13 @@ func (e *Engine) groupOf(pid int32) *group {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	if err == nil {
-		if ns, ok := parseNSLink(buf[:n]); ok {
+		if ns, ok := container.ParseNSLink(buf[:n]); ok {
 			if g := e.groups[ns]; g != nil {
 				return g
 			}
 		}
 	}
 	return e.host
-}
-
-// parseNSLink parses "mnt:[4026531841]" without allocating.
-func parseNSLink(b []byte) (uint64, bool) {
-	var v uint64
-	in := false
-	for _, c := range b {
-		switch {
-		case c == '[':
-			in = true
-		case c == ']':
-			return v, in
-		case in && c >= '0' && c <= '9':
-			v = v*10 + uint64(c-'0')
-		case in:
-			return 0, false
-		}
-	}
-	return 0, false
 }
 
 // discover keeps the container groups in step with the processes of the

@@ -50,18 +50,6 @@ type Policy struct {
 	Rules    []*Rule
 }
 
-// AllowRules counts the entries of the allow lists of block filters: the
-// rules that are in force.
-func (p *Policy) AllowRules() int {
-	n := 0
-	for _, r := range p.Rules {
-		if r.Behavior == BehaviorBlock {
-			n += r.nAllow
-		}
-	}
-	return n
-}
-
 type component struct {
 	lit string
 	re  *regexp.Regexp // nil when the component is literal

@@ -105,11 +105,34 @@ func (fs FS) MountNS(pid int32) (uint64, error) {
 
 // parseNS parses "mnt:[4026531841]".
 func parseNS(l string) (uint64, error) {
-	i, j := strings.IndexByte(l, '['), strings.IndexByte(l, ']')
-	if i < 0 || j < i {
-		return 0, fmt.Errorf("%w: namespace link %q", ErrParse, l)
+	if v, ok := ParseNSLink([]byte(l)); ok {
+		return v, nil
 	}
-	return strconv.ParseUint(l[i+1:j], 10, 64)
+	return 0, fmt.Errorf("%w: namespace link %q", ErrParse, l)
+}
+
+// ParseNSLink parses a namespace link ("mnt:[4026531841]") without
+// allocating, for the permission path.
+func ParseNSLink(b []byte) (uint64, bool) {
+	var v uint64
+	in, digits := false, 0
+	for _, c := range b {
+		switch {
+		case c == '[':
+			if in {
+				return 0, false
+			}
+			in = true
+		case c == ']':
+			return v, in && digits > 0
+		case in && c >= '0' && c <= '9':
+			v = v*10 + uint64(c-'0')
+			digits++
+		case in:
+			return 0, false
+		}
+	}
+	return 0, false
 }
 
 // Namespaces maps every mount namespace seen in /proc to its pids,

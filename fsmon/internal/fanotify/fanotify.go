@@ -129,10 +129,6 @@ func (g *Group) SetNonblock() error { return unix.SetNonblock(g.fd, true) }
 
 // File is a ReadsPolled group's descriptor as an *os.File, for reading
 // through the Go netpoller; nil for ReadsBlocking.
-
-// FD is the group's descriptor, for polling.
-func (g *Group) FD() int { return g.fd }
-
 func (g *Group) File() *os.File { return g.file }
 
 // Close closes the group. The kernel allows every permission event still
