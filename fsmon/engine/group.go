@@ -11,6 +11,7 @@ import (
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/container"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/fsys"
 	"github.com/fsmon/fsmon_exporter/fsmon/policy"
 )
 
@@ -66,7 +67,7 @@ func openRoot(procRoot string, pid int32) (int, string, error) {
 	if err != nil {
 		return -1, "", fmt.Errorf("opening %s: %w", p, err)
 	}
-	prefix := readlinkFD(fd)
+	prefix := fsys.Path(fd)
 	if prefix == "/" {
 		prefix = ""
 	}
@@ -89,7 +90,7 @@ func (e *Engine) groupOf(pid int32) *group {
 	var pb [64]byte
 	p := append(pb[:0], e.opts.ProcRoot...)
 	p = append(p, '/')
-	p = appendInt(p, int(pid))
+	p = strconv.AppendInt(p, int64(pid), 10)
 	p = append(p, "/ns/mnt"...)
 	var buf [64]byte
 	n, err := unix.Readlink(unsafeString(p), buf[:])
@@ -221,7 +222,7 @@ func (e *Engine) newContainerGroup(ns uint64, pids []int32, notYet *bool) *group
 		if err != nil {
 			continue
 		}
-		if sameDir(fd, e.host.rootFD) {
+		if fsys.SameFile(fd, e.host.rootFD) {
 			// Caught between entering its namespace and changing its
 			// root (a runtime's setup, unshare before chroot): its root
 			// is still the host's. Walking it would put the container's
@@ -246,12 +247,6 @@ func (e *Engine) newContainerGroup(ns uint64, pids []int32, notYet *bool) *group
 		return g
 	}
 	return nil
-}
-
-// sameDir reports whether two fds refer to the same directory.
-func sameDir(a, b int) bool {
-	var sa, sb unix.Stat_t
-	return unix.Fstat(a, &sa) == nil && unix.Fstat(b, &sb) == nil && sa.Dev == sb.Dev && sa.Ino == sb.Ino
 }
 
 // sameInit reports whether the process the group was made from still

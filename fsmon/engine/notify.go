@@ -8,6 +8,7 @@ import (
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/fsys"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/inotify"
 )
 
@@ -177,7 +178,7 @@ func (e *Engine) resolveFID(f fanotify.FID) string {
 		return ""
 	}
 	defer unix.Close(fd)
-	return readlinkFD(fd)
+	return fsys.Path(fd)
 }
 
 // inotifyLoop keeps the tables in step with the tree.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/fsys"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
 	"github.com/fsmon/fsmon_exporter/fsmon/policy"
 )
@@ -286,7 +287,7 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 		if dir == "" {
 			dir = "/"
 		}
-		if de := e.dirRules(realKey{mountID(int(s.fd)), dir}, real[i+1:], d); de != nil {
+		if de := e.dirRules(realKey{fsys.MountID(int(s.fd)), dir}, real[i+1:], d); de != nil {
 			d.viaDir, d.st = de, st
 		}
 		if len(d.rules) == 0 {
@@ -411,29 +412,12 @@ func (e *Engine) fdPath(fd int32, d *decision) string {
 	if d.haveReal {
 		return d.real
 	}
-	var pb [40]byte
-	p := append(pb[:0], "/proc/self/fd/"...)
-	p = appendInt(p, int(fd))
-	n, err := proc.Readlink(p, d.pathBuf[:])
+	n, err := fsys.FDPath(int(fd), d.pathBuf[:])
 	if err != nil {
 		return ""
 	}
 	d.real, d.haveReal = unsafeString(d.pathBuf[:n]), true
 	return d.real
-}
-
-func appendInt(b []byte, n int) []byte {
-	var tmp [20]byte
-	i := len(tmp)
-	for {
-		i--
-		tmp[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			break
-		}
-	}
-	return append(b, tmp[i:]...)
 }
 
 // watchdog answers the loop's batch with the default once it is older

@@ -2,9 +2,6 @@ package engine
 
 import (
 	"time"
-	"unsafe"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
@@ -90,21 +87,6 @@ type realKey struct {
 	mnt  uint64
 	path string
 }
-
-// mountID is the id of the mount fd's object is on (statx STATX_MNT_ID).
-// It is a raw syscall with a static empty path: x/sys would copy the
-// path to the heap, and the permission path calls this for new files.
-func mountID(fd int) uint64 {
-	var sx unix.Statx_t
-	_, _, errno := unix.RawSyscall6(unix.SYS_STATX, uintptr(fd), uintptr(unsafe.Pointer(&emptyPath[0])),
-		unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, uintptr(unsafe.Pointer(&sx)), 0)
-	if errno != 0 {
-		return 0
-	}
-	return sx.Mnt_id
-}
-
-var emptyPath = [1]byte{0}
 
 // mountFD is a directory fd on one file system, for open_by_handle_at,
 // and the group whose walk opened it.

@@ -4,12 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/fsys"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/inotify"
 	"github.com/fsmon/fsmon_exporter/fsmon/policy"
 )
@@ -66,18 +65,7 @@ func (w *walker) fail(what string, err error) {
 // openIn resolves p (absolute, in the walker's root) confined to that
 // root: symlinks and ".." cannot lead out of it.
 func (w *walker) openIn(p string, flags uint64, resolve uint64) (int, error) {
-	how := unix.OpenHow{Flags: flags | unix.O_PATH | unix.O_CLOEXEC, Resolve: resolve | unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
-	rel := strings.TrimPrefix(p, "/")
-	if rel == "" {
-		rel = "."
-	}
-	for {
-		fd, err := unix.Openat2(w.rootFD, rel, &how)
-		if err == unix.EINTR || err == unix.EAGAIN {
-			continue
-		}
-		return fd, err
-	}
+	return fsys.OpenInRoot(w.rootFD, p, flags, resolve)
 }
 
 // walkRules places marks for rules from the root down.
@@ -170,15 +158,6 @@ func (w *walker) handleKey(fd int, dev uint64) string {
 	return fidKey(w.fsid(fd, dev), typ, h)
 }
 
-func readlinkFD(fd int) string {
-	var buf [unix.PathMax]byte
-	n, err := unix.Readlink("/proc/self/fd/"+strconv.Itoa(fd), buf[:])
-	if err != nil {
-		return ""
-	}
-	return string(buf[:n])
-}
-
 // full reports whether the tables hold as many objects as allowed.
 func (w *walker) full(what string) bool {
 	w.e.mu.RLock()
@@ -232,7 +211,7 @@ func (w *walker) visitDir(fd int, logical string, comps []string, rels []ruleRel
 	}
 	w.e.mu.Unlock()
 	if moved {
-		real, mnt := readlinkFD(fd), mountID(fd)
+		real, mnt := fsys.Path(fd), fsys.MountID(fd)
 		w.e.mu.Lock()
 		d.real, d.mnt = real, mnt
 		if real != "" {
@@ -241,7 +220,7 @@ func (w *walker) visitDir(fd int, logical string, comps []string, rels []ruleRel
 		w.e.mu.Unlock()
 	}
 	if isNew {
-		real, mnt := readlinkFD(fd), mountID(fd)
+		real, mnt := fsys.Path(fd), fsys.MountID(fd)
 		key := w.handleKey(fd, st.Dev)
 		w.e.mu.Lock()
 		d.real, d.mnt, d.handle = real, mnt, key
