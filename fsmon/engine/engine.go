@@ -15,6 +15,25 @@
 // (hard links and renames keep it), and a mark on the directory for its
 // children, so a file created or renamed into place later is covered from
 // its first open.
+//
+// The hot path, one open of a marked file, in order:
+//
+//	permLoop       read(2) a batch of permission events (respond.go)
+//	handlePerm     the daemon's own opens: allow at once
+//	decide         fstat the event fd; the rules of the inode (fileRules),
+//	               or of its name in a marked directory (dirRules)
+//	policy.Judge   per rule: mode, behaviour, allow list; asks for facts
+//	learnFacts     the facts it asks for: the executable's identity
+//	               (exeID, from the executable cache: one load), the
+//	               allow entries' identities (allowIDs), the names
+//	               (exeNames); policy.Outcome keeps the most severe
+//	answer         write the verdict, unless the watchdog has
+//	reportProcess  only for reported events, while the opener waits:
+//	               the process's facts, its group (groupOf), the path
+//	enqueue        the event, to the sinks, after the answer
+//
+// The watchdog answers with the default a batch whose decision misses the
+// deadline, and a stand-in reader answers what queues behind it.
 package engine
 
 import (
