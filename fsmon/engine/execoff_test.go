@@ -54,6 +54,19 @@ func (l *logLines) option(o *Options) {
 	o.Logger = slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
+// line returns the first line that contains want, which must be there
+// already (New logs how the cache starts before it returns).
+func (l *logLines) line(t *testing.T, want string) string {
+	t.Helper()
+	for _, line := range strings.Split(l.String(), "\n") {
+		if strings.Contains(line, want) {
+			return line
+		}
+	}
+	t.Fatalf("no log line with %s; the log:\n%s", want, l.String())
+	return ""
+}
+
 // waitFor returns the first line that contains want, waiting for it.
 func (l *logLines) waitFor(t *testing.T, want string) string {
 	t.Helper()
@@ -121,7 +134,7 @@ func TestExeCacheOffByOption(t *testing.T) {
 	yaml, secret := shellProtects(t)
 	log := newLogLines()
 	h := start(t, yaml, log.option, func(o *Options) { o.ExeCache = ExeCacheOff })
-	log.waitFor(t, `level=INFO msg="executable cache off (--permission.exe-cache=off)"`)
+	log.line(t, `level=INFO msg="executable cache off (--permission.exe-cache=off)"`)
 	decidesWithoutCache(t, h, secret)
 }
 
@@ -136,7 +149,7 @@ func TestExeCacheOffWithoutCounter(t *testing.T) {
 	yaml, secret := shellProtects(t)
 	log := newLogLines()
 	h := start(t, yaml, log.option)
-	line := log.waitFor(t, `level=WARN msg="exec counter unavailable: allow lists read /proc/PID/exe at every decision" err=`)
+	line := log.line(t, `level=WARN msg="exec counter unavailable: allow lists read /proc/PID/exe at every decision" err=`)
 	if !strings.Contains(line, "loading the exec counter program") || !strings.Contains(line, "operation not permitted") {
 		t.Errorf("the warning does not give the reason: %s", line)
 	}
@@ -152,7 +165,7 @@ func TestExeCacheOffWhenKernelSkips(t *testing.T) {
 	log := newLogLines()
 	h := start(t, yaml, log.option)
 	requireExeCache(t, h)
-	log.waitFor(t, `level=INFO msg="executable cache on: execs, exits and renames counted by a BPF program"`)
+	log.line(t, `level=INFO msg="executable cache on: execs, exits and renames counted by a BPF program"`)
 	// An entry, used: the shell's second open came from it.
 	hits := h.exes.hits.Load()
 	s := stepShell(t, fmt.Sprintf(": < %[1]s && : < %[1]s && echo shell-read && read x", secret))
