@@ -9,6 +9,7 @@ import (
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
+	"github.com/fsmon/fsmon_exporter/testutil/testroot"
 )
 
 // allowedOpener starts an engine protecting dir/secret with
@@ -65,9 +66,13 @@ func TestDecisionAllocatesNothing(t *testing.T) {
 		// The same through the executable cache, as the loop decides:
 		// the first decision fills it, the rest read it.
 		if d.cached = h.exes.begin(); d.cached {
+			hits := h.exes.hits.Load()
 			h.decide(s, &d)
 			if n := testing.AllocsPerRun(200, func() { h.decide(s, &d) }); n != 0 {
 				t.Errorf("%s, cached: %v allocations per decision", tc.name, n)
+			}
+			if tc.path == secret && h.exes.hits.Load() == hits {
+				t.Errorf("%s, cached: no decision came from the cache", tc.name)
 			}
 		}
 		h.exes.end(d.cached)
@@ -81,6 +86,9 @@ func TestDecisionAllocatesNothing(t *testing.T) {
 	h.decide(&permSlot{fd: int32(f.Fd()), pid: int32(os.Getppid()), mask: fanotify.OpenPerm}, &d)
 	if d.kind != fsmon.KindDenied {
 		t.Fatalf("parent process not denied: %v", d.kind)
+	}
+	if !h.exes.on.Load() {
+		skipNoCounter(t) // after the uncached half, which ran
 	}
 }
 
@@ -100,7 +108,7 @@ func BenchmarkDecideAllowed(b *testing.B) {
 			var d decision
 			if cached {
 				if d.cached = h.exes.begin(); !d.cached {
-					b.Skip("the executable cache is off here")
+					testroot.Unavailable(b, "the executable cache is off here (see the engine's log)")
 				}
 				defer h.exes.end(true)
 			}

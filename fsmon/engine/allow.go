@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -17,6 +18,10 @@ import (
 type allowIDs struct {
 	gen uint64
 	m   map[allowKey]allowID
+
+	// fakeNow, set by tests, stands in for the clock (unix nanoseconds)
+	// when not zero, so that a test can step past allowRecheck.
+	fakeNow atomic.Int64
 }
 
 type allowKey struct {
@@ -35,7 +40,10 @@ func (a *allowIDs) has(e *Engine, g *group, paths []string, id devIno) bool {
 	if gen := e.allowGen.Load(); a.m == nil || a.gen != gen {
 		a.m, a.gen = map[allowKey]allowID{}, gen
 	}
-	now := time.Now().UnixNano()
+	now := a.fakeNow.Load()
+	if now == 0 {
+		now = time.Now().UnixNano()
+	}
 	stale := false
 	for _, p := range paths {
 		x, ok := a.m[allowKey{g, p}]

@@ -1,9 +1,12 @@
 package execgen
 
 import (
+	"bufio"
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -13,8 +16,12 @@ import (
 	"github.com/fsmon/fsmon_exporter/testutil/testroot"
 )
 
-// TestCounts runs a shell that waits, renames itself, execs sleep and
-// exits, and checks its slot moves at each step and not while it waits.
+// TestCounts runs a shell that prints, reads and prints again, then
+// execs cat and is killed, and checks that its slot stays put while it
+// only reads and writes and moves at the exec and at the exit. Each step
+// is known to be over from what the child prints (a line printed by a
+// program proves its exec has returned, hence been counted) or from its
+// reaping (its exit was counted inside do_exit), never from time.
 func TestCounts(t *testing.T) {
 	testroot.Require(t)
 	c, err := Open()
@@ -25,43 +32,65 @@ func TestCounts(t *testing.T) {
 	if len(c.links) != len(Tracepoints) {
 		t.Fatalf("%d links, want one per tracepoint %v", len(c.links), Tracepoints)
 	}
-	r, w, err := os.Pipe()
+	inR, inW, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	sh := exec.Command("sh", "-c", "read x; exec sleep 30")
-	sh.Stdin = r
+	defer inW.Close()
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outR.Close()
+	sh := exec.Command("sh", "-c", "echo ready; read x; echo quiet; read y; exec cat")
+	sh.Stdin, sh.Stdout, sh.Stderr = inR, outW, outW
 	if err := sh.Start(); err != nil {
 		t.Fatal(err)
 	}
-	r.Close()
-	defer sh.Process.Kill()
+	inR.Close()
+	outW.Close()
+	defer func() { sh.Process.Kill(); sh.Wait() }()
 	pid := int32(sh.Process.Pid)
-	waitMoved := func(what string, from uint64) uint64 {
+	out := bufio.NewReader(outR)
+	expect := func(want string) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for c.Gen(pid) == from {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: the slot of pid %d did not move from %d", what, pid, from)
-			}
-			time.Sleep(time.Millisecond)
+		outR.SetReadDeadline(time.Now().Add(10 * time.Second))
+		line, err := out.ReadString('\n')
+		if strings.TrimSuffix(line, "\n") != want {
+			t.Fatalf("the shell printed %q (%v), want %q", line, err, want)
 		}
-		return c.Gen(pid)
 	}
-	// The shell's own exec (from the Go child) may land before or after
-	// Open; let it settle, then expect quiet.
-	time.Sleep(50 * time.Millisecond)
+	send := func(line string) {
+		t.Helper()
+		if _, err := inW.WriteString(line + "\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	expect("ready") // the shell runs: its exec is counted
 	g := c.Gen(pid)
-	time.Sleep(50 * time.Millisecond)
+	send("a")
+	expect("quiet") // it has read and written, nothing else
 	if c.Gen(pid) != g {
-		t.Skipf("another process shares slot %d and is busy: nothing to conclude", uint32(pid)&(Slots-1))
+		if max := pidMax(t); max > Slots {
+			testroot.Unavailable(t, "slot %d moved while its shell only read and wrote: with pid_max %d above %d slots another process may share it", uint32(pid)&(Slots-1), max, Slots)
+		}
+		t.Fatalf("slot %d moved from %d to %d while the shell only read and wrote", uint32(pid)&(Slots-1), g, c.Gen(pid))
 	}
-	w.Write([]byte("go\n"))
-	w.Close()
-	g = waitMoved("exec", g)
+	// The shell reads its line byte by byte and execs cat, which echoes
+	// the next one.
+	send("b")
+	send("cat")
+	expect("cat")
+	if c.Gen(pid) == g {
+		t.Fatalf("the exec of cat did not move the slot of pid %d from %d", pid, g)
+	}
+	g = c.Gen(pid)
 	sh.Process.Kill()
 	sh.Wait()
-	waitMoved("exit", g)
+	if c.Gen(pid) == g {
+		t.Fatalf("the exit of pid %d did not move its slot from %d", pid, g)
+	}
 
 	// A rename of our own thread moves our slot.
 	runtime.LockOSThread()
@@ -75,6 +104,21 @@ func TestCounts(t *testing.T) {
 	if c.Gen(self) == g {
 		t.Fatal("a rename did not move the slot at once")
 	}
+}
+
+// pidMax is the largest pid plus one: with no more than Slots of them,
+// no two processes share a slot.
+func pidMax(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/kernel/pid_max")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 func BenchmarkGen(b *testing.B) {

@@ -27,7 +27,7 @@ func TestPidfdInfo(t *testing.T) {
 	defer pf.Close()
 	in, err := pf.Info()
 	if errors.Is(err, ErrNoPidfdInfo) {
-		t.Skip("PIDFD_GET_INFO not available (Linux 6.13)")
+		testroot.Unavailable(t, "PIDFD_GET_INFO not available (Linux 6.13): %v", err)
 	}
 	if err != nil {
 		t.Fatal(err)
