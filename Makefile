@@ -19,7 +19,7 @@ export CGO_ENABLED ?= 0
 TEST_TARGETS := test-go
 -include $(wildcard */*.mk)
 
-.PHONY: all build run test test-go test-race vet lint fmt-check bench mutate clean deps-debian
+.PHONY: all build run test test-go test-race vet lint fmt-check bench mutate mutate-check clean deps-debian
 all: build
 
 build: $(BIN)
@@ -51,7 +51,7 @@ deps-debian:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-test: fmt-check vet $(BIN) deps-debian $(TEST_TARGETS)
+test: fmt-check vet mutate-check $(BIN) deps-debian $(TEST_TARGETS)
 
 test-go: $(BIN) deps-debian
 	FSMON_BINARY=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 12m ./...
@@ -70,6 +70,11 @@ bench: $(BIN)
 # mutation.
 mutate: deps-debian
 	$(GO) run ./tools/mutate $(MUTATE_ARGS)
+
+# Part of `make test`: every mutation of the list still applies, so code
+# that moves cannot leave the list testing nothing.
+mutate-check:
+	$(GO) run ./tools/mutate -check
 
 clean:
 	rm -f $(BIN)

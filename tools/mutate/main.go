@@ -76,6 +76,7 @@ func main() {
 	only := flag.String("only", "", "run only mutations whose name matches this regular expression")
 	timeout := flag.Duration("timeout", 5*time.Minute, "time limit of one test run")
 	verbose := flag.Bool("v", false, "print the output of every test run")
+	check := flag.Bool("check", false, "only check that every mutation applies (its text occurs once in its file), run nothing")
 	flag.Parse()
 
 	files, err := filepath.Glob(*listGlob)
@@ -106,6 +107,10 @@ func main() {
 	}
 	if len(muts) == 0 {
 		fatalf("no mutations to run")
+	}
+
+	if *check {
+		os.Exit(checkAll(muts))
 	}
 
 	ctx, stop := signalContext()
@@ -169,6 +174,36 @@ func signalContext() (context.Context, func()) {
 		}
 	}()
 	return ctx, cancel
+}
+
+// checkAll reports the mutations that cannot be applied to the work tree
+// as it is, so that code moved or rewritten cannot leave a list that
+// quietly tests nothing: `make test` runs it.
+func checkAll(muts []Mutation) int {
+	top, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
+	if err != nil {
+		fatalf("not in a git work tree: %v", err)
+	}
+	root := strings.TrimSpace(string(top))
+	bad := 0
+	for _, m := range muts {
+		data, err := os.ReadFile(filepath.Join(root, m.File))
+		if err != nil {
+			fmt.Printf("%s: %q: %v\n", m.Where, m.Name, err)
+			bad++
+			continue
+		}
+		if n := strings.Count(string(data), m.From); n != 1 {
+			fmt.Printf("%s: %q: its text occurs %d times in %s, want once\n", m.Where, m.Name, n, m.File)
+			bad++
+		}
+	}
+	if bad > 0 {
+		fmt.Printf("%d of %d mutations do not apply: update tools/mutate/mutations\n", bad, len(muts))
+		return 1
+	}
+	fmt.Printf("%d mutations apply\n", len(muts))
+	return 0
 }
 
 // parseFile reads one list file.
