@@ -42,8 +42,8 @@ func byPID(pid int32) func(*fsmon.Event) bool {
 	return func(ev *fsmon.Event) bool { return ev.Kind != fsmon.KindChange && ev.Process.PID == pid }
 }
 
-// decFile returns the engine's table entry of the file p, nil when the
-// engine does not track it.
+// decFile returns a copy of the engine's table entry of the file p, nil
+// when the engine does not track it.
 func decFile(t *testing.T, h *harness, p string) *fileEntry {
 	t.Helper()
 	var st unix.Stat_t
@@ -52,10 +52,16 @@ func decFile(t *testing.T, h *harness, p string) *fileEntry {
 	}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	return h.tables.files[devIno{st.Dev, st.Ino}]
+	f := h.tables.files[devIno{st.Dev, st.Ino}]
+	if f == nil {
+		return nil
+	}
+	c := *f
+	return &c
 }
 
-// decDir returns the engine's table entry of the directory p.
+// decDir returns a copy of the engine's table entry of the directory p,
+// nil when the engine does not track it.
 func decDir(t *testing.T, h *harness, p string) *dirEntry {
 	t.Helper()
 	var st unix.Stat_t
@@ -64,7 +70,12 @@ func decDir(t *testing.T, h *harness, p string) *dirEntry {
 	}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	return h.tables.dirs[devIno{st.Dev, st.Ino}]
+	d := h.tables.dirs[devIno{st.Dev, st.Ino}]
+	if d == nil {
+		return nil
+	}
+	c := *d
+	return &c
 }
 
 // twoFilterWant is what one opener's open of the file must come to.
