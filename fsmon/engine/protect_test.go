@@ -8,9 +8,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/testutil/testroot"
 )
 
 // protectFile is a config that protects one file, allowing head (by
@@ -91,11 +91,16 @@ func TestProtectAllowList(t *testing.T) {
 		t.Fatalf("head read %q", r.out)
 	}
 	mustAllow(t, cmd(t, "tail", secret)) // allowed by name
-	h.rec.none(t, "for allowed processes", func(ev *fsmon.Event) bool { return ev.Kind != fsmon.KindChange })
 	// The daemon's own opens never wait and are not reported.
 	if b, err := os.ReadFile(secret); err != nil || string(b) != "s3cret\n" {
 		t.Fatalf("own read: %q %v", b, err)
 	}
+	// cat is on neither list: its open is decided after those above, so
+	// its report is queued after any report of theirs.
+	pid, r := decRun(t, "cat", secret)
+	mustDeny(t, r)
+	h.rec.noneBefore(t, "for allowed processes", func(ev *fsmon.Event) bool { return ev.Kind != fsmon.KindChange },
+		"cat's denied open", byPID(pid))
 }
 
 func TestMonitorModeReportsViolation(t *testing.T) {
@@ -103,12 +108,27 @@ func TestMonitorModeReportsViolation(t *testing.T) {
 	secret := filepath.Join(dir, "secret")
 	writeFile(t, secret, "s3cret\n")
 	h := start(t, protectFile("monitor", secret))
-	mustAllow(t, cmd(t, "cat", secret))
-	ev := h.rec.waitFor(t, "violation", kind(fsmon.KindViolation, secret))
-	if ev.Mode != fsmon.ModeMonitor || ev.Process.ExecutableName != "cat" {
+	pid, r := decRun(t, "cat", secret)
+	mustAllow(t, r)
+	ev := h.rec.waitFor(t, "violation", byPID(pid))
+	if ev.Kind != fsmon.KindViolation || ev.Path != secret || ev.Mode != fsmon.ModeMonitor || ev.Process.ExecutableName != "cat" {
 		t.Errorf("%+v", ev)
 	}
-	h.rec.none(t, "denied in monitor mode", func(ev *fsmon.Event) bool { return ev.Kind == fsmon.KindDenied })
+	// A second open, decided after the first: one report of the first,
+	// and nothing denied, by then.
+	pid2, r := decRun(t, "cat", secret)
+	mustAllow(t, r)
+	h.rec.noneBefore(t, "denied in monitor mode", func(e *fsmon.Event) bool { return e.Kind == fsmon.KindDenied },
+		"the second open's violation", byPID(pid2))
+	n := 0
+	for _, e := range h.rec.all() {
+		if byPID(pid)(&e) {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d reports of the first open, want 1: %s", n, dump(h.rec.all()))
+	}
 }
 
 func TestLearnModeRecords(t *testing.T) {
@@ -217,16 +237,34 @@ func TestExecOfProtectedFile(t *testing.T) {
 	if err := os.WriteFile(bin, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	h := start(t, protectFile("protect", bin))
-	mustDeny(t, cmd(t, bin))
-	h.rec.waitFor(t, "denied exec", func(ev *fsmon.Event) bool {
-		return ev.Kind == fsmon.KindDenied && ev.Path == bin && ev.Op == fsmon.OpExec
-	})
-	// The exec's second permission event (FAN_OPEN_PERM of the same file)
-	// is not a second report.
-	h.rec.none(t, "a second report of the exec", func(ev *fsmon.Event) bool {
-		return ev.Kind == fsmon.KindDenied && ev.Path == bin && ev.Op == fsmon.OpOpen
-	})
+	for _, mode := range []string{"protect", "monitor"} {
+		t.Run(mode, func(t *testing.T) {
+			h := start(t, protectFile(mode, bin))
+			want := fsmon.KindDenied
+			// sh execs the file in its own process: the pid is known
+			// also when the exec fails.
+			pid, r := decRun(t, "sh", "-c", "exec "+bin)
+			if mode == "protect" {
+				mustDeny(t, r)
+			} else {
+				// Allowed, the exec makes a second permission event,
+				// FAN_OPEN_PERM of the same file (a denied
+				// FAN_OPEN_EXEC_PERM ends the exec before it).
+				mustAllow(t, r)
+				want = fsmon.KindViolation
+			}
+			h.rec.waitFor(t, "reported exec", func(ev *fsmon.Event) bool {
+				return byPID(pid)(ev) && ev.Kind == want && ev.Path == bin && ev.Op == fsmon.OpExec
+			})
+			// The second permission event is not a second report: an open
+			// by another process, decided after it, is reported after any
+			// second report would have been.
+			pid2, _ := decRun(t, "cat", bin)
+			h.rec.noneBefore(t, "a second report of the exec", func(ev *fsmon.Event) bool {
+				return byPID(pid)(ev) && ev.Op != fsmon.OpExec
+			}, "a later open's report", byPID(pid2))
+		})
+	}
 }
 
 func TestRecursiveCoversNewSubdirectories(t *testing.T) {
@@ -311,8 +349,20 @@ profiles:
 	// Change events are read after the fact: a writer that is still
 	// there is named in full (one that has exited by then is named by
 	// its pid only).
-	mustAllow(t, sh(t, "echo '10.0.0.1 x' >> "+watched+"; sleep 0.5"))
+	// The writer stays until its event is seen.
+	writer := exec.Command("sh", "-c", "echo '10.0.0.1 x' >> "+watched+" && { read x || :; }")
+	hold, err := writer.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writer.Start(); err != nil {
+		t.Fatal(err)
+	}
 	ev := h.rec.waitFor(t, "write", change(fsmon.OpWrite, watched))
+	hold.Close()
+	if err := writer.Wait(); err != nil {
+		t.Fatalf("writer: %v", err)
+	}
 	if ev.Process.ExecutableName != "sh" || ev.Process.ExecutablePath != "/usr/bin/dash" || ev.Process.PID <= 0 ||
 		ev.Process.CommandLine == "" || ev.Filter != watched || ev.Mode != fsmon.ModeMonitor {
 		t.Errorf("write event: %+v", ev)
@@ -348,27 +398,20 @@ profiles:
 	if ev.Process.PID <= 0 {
 		t.Errorf("create by %+v", ev.Process)
 	}
-	// Files in a directory created after start.
+	// Files in a directory created after start, once the engine has
+	// marked it (inotify reports it; a file made before then may go
+	// unreported, as the README says).
 	conf := filepath.Join(dir, "conf.d")
 	mustAllow(t, cmd(t, "mkdir", conf))
-	eventually(t, "watch on new conf.d", func() error {
-		f := filepath.Join(conf, fmt.Sprintf("a%d.conf", time.Now().UnixNano()))
-		if r := sh(t, "echo x > "+f); r.err != nil {
-			return r.err
+	eventually(t, "conf.d marked", func() error {
+		if d := decDir(t, h, conf); d == nil || d.notif == 0 {
+			return fmt.Errorf("conf.d has no notification mark")
 		}
-		for _, ev := range h.rec.all() {
-			if ev.Kind == fsmon.KindChange && ev.Path == f {
-				return nil
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-		for _, ev := range h.rec.all() {
-			if ev.Kind == fsmon.KindChange && ev.Path == f {
-				return nil
-			}
-		}
-		return fmt.Errorf("no change event for %s", f)
+		return nil
 	})
+	f := filepath.Join(conf, "a.conf")
+	mustAllow(t, sh(t, "echo x > "+f))
+	h.rec.waitFor(t, "create in the new conf.d", change(fsmon.OpCreate, f))
 }
 
 func TestEventsOfDifferentProcessesAreNotMerged(t *testing.T) {
@@ -379,22 +422,18 @@ func TestEventsOfDifferentProcessesAreNotMerged(t *testing.T) {
 	const n = 8
 	script := strings.Repeat("cat "+secret+" 2>/dev/null & ", n) + "wait"
 	sh(t, script)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	eventually(t, "a report of each process", func() error {
 		pids := map[int32]bool{}
 		for _, ev := range h.rec.all() {
 			if ev.Kind == fsmon.KindDenied {
 				pids[ev.Process.PID] = true
 			}
 		}
-		if len(pids) == n {
-			break
+		if len(pids) != n {
+			return fmt.Errorf("want %d denied events of %d processes, got pids %v", n, n, pids)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("want %d denied events of %d processes, got pids %v", n, n, pids)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestSymlinkCannotAimAFilter: a user who may create links in a covered
@@ -413,7 +452,7 @@ func TestSymlinkCannotAimAFilter(t *testing.T) {
 	victim := filepath.Join(base, "victim")
 	writeFile(t, victim, "public\n")
 	os.Symlink(victim, filepath.Join(ssh, "id_before")) // root's own link, made before start, in a regex-covered dir
-	start(t, fmt.Sprintf(`
+	h := start(t, fmt.Sprintf(`
 profiles:
   - name: t
     host: true
@@ -424,17 +463,38 @@ profiles:
         regex: 'id_.*'
         behavior: block
         allow: [/usr/bin/ssh]
-`, ssh))
-	ln := exec.Command("ln", "-s", victim, filepath.Join(ssh, "id_evil"))
-	ln.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	if out, err := ln.CombinedOutput(); err != nil {
-		t.Fatalf("ln as nobody: %v %s", err, out)
+      - name: authorized
+        path: %s/authorized_keys
+        behavior: block
+        allow: [/usr/bin/ssh]
+`, ssh, ssh))
+	// The user links a name the regex covers, and the name the
+	// configuration spells out, to the victim.
+	for _, name := range []string{"id_evil", "authorized_keys"} {
+		ln := exec.Command("ln", "-s", victim, filepath.Join(ssh, name))
+		ln.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		if out, err := ln.CombinedOutput(); err != nil {
+			t.Fatalf("ln as nobody: %v %s", err, out)
+		}
 	}
-	time.Sleep(300 * time.Millisecond) // let inotify report the link
+	// A real key made after the links: inotify reports the directory's
+	// entries in order, so once the key has marks of its own (which only
+	// the handling of its creation gives it: the daemon's own open is
+	// never decided), the links have been handled too.
+	real := filepath.Join(ssh, "id_real")
+	writeFile(t, real, "k")
+	eventually(t, "the real key marked", func() error {
+		if decFile(t, h, real) == nil {
+			return fmt.Errorf("id_real not tracked")
+		}
+		return nil
+	})
 	mustAllow(t, cmd(t, "cat", victim))
-	// A real key in the directory is protected as ever.
-	writeFile(t, filepath.Join(ssh, "id_real"), "k")
-	eventually(t, "real key denied", func() error { return denied(filepath.Join(ssh, "id_real")) })
+	if fe := decFile(t, h, victim); fe != nil {
+		t.Fatalf("the victim is tracked through a link, as %s", fe.path)
+	}
+	// The real key in the directory is protected as ever.
+	mustDeny(t, cmd(t, "cat", real))
 }
 
 // TestAllowListIsByIdentityNotPathText: /proc/PID/exe shows a path in
@@ -464,7 +524,7 @@ func TestRenamedSubdirectoryStaysCovered(t *testing.T) {
 	dir := t.TempDir()
 	os.MkdirAll(filepath.Join(dir, "a", "sub"), 0o755)
 	writeFile(t, filepath.Join(dir, "a", "old.key"), "k")
-	start(t, protectDir("protect", dir, true))
+	h := start(t, protectDir("protect", dir, true))
 	if err := os.Rename(filepath.Join(dir, "a"), filepath.Join(dir, "b")); err != nil {
 		t.Fatal(err)
 	}
@@ -475,8 +535,25 @@ func TestRenamedSubdirectoryStaysCovered(t *testing.T) {
 	// denied (before the fix they became readable for good).
 	eventually(t, "new file in the renamed directory", func() error { return denied(filepath.Join(dir, "b", "new.key")) })
 	eventually(t, "file in a subdirectory of it", func() error { return denied(filepath.Join(dir, "b", "sub", "x.key")) })
-	time.Sleep(200 * time.Millisecond)
+	// A directory made in b after the rename: its watch reports the
+	// creation after the rename's own report (IN_MOVE_SELF), so once the
+	// new directory is tracked, the move has been handled.
+	marker := filepath.Join(dir, "b", "later")
+	if err := os.Mkdir(marker, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the directory made after the rename tracked", func() error {
+		if decDir(t, h, marker) == nil {
+			return fmt.Errorf("%s not tracked", marker)
+		}
+		return nil
+	})
+	if d := decDir(t, h, filepath.Join(dir, "b")); d == nil || d.path != filepath.Join(dir, "b") {
+		t.Fatalf("the renamed directory's entry: %+v", d)
+	}
 	mustDeny(t, cmd(t, "cat", filepath.Join(dir, "b", "new.key")))
+	writeFile(t, filepath.Join(marker, "z.key"), "k")
+	mustDeny(t, cmd(t, "cat", filepath.Join(marker, "z.key")))
 }
 
 // TestOverlayChangesAreReported: container roots are overlayfs, whose
@@ -491,7 +568,7 @@ func TestOverlayChangesAreReported(t *testing.T) {
 	merged := filepath.Join(base, "merged")
 	opts := fmt.Sprintf("lowerdir=%s/lower,upperdir=%s/upper,workdir=%s/work", base, base, base)
 	if out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", opts, merged).CombinedOutput(); err != nil {
-		t.Skipf("no overlayfs here: %v %s", err, out)
+		testroot.Unavailable(t, "no overlayfs here: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", "-l", merged).Run() })
 	hosts := filepath.Join(merged, "etc", "hosts")
@@ -502,7 +579,7 @@ profiles:
     filters:
       - path: %s
 `, hosts))
-	mustAllow(t, sh(t, "echo '10.0.0.9 x' >> "+hosts+"; sleep 0.3"))
+	mustAllow(t, sh(t, "echo '10.0.0.9 x' >> "+hosts))
 	h.rec.waitFor(t, "write on overlayfs", change(fsmon.OpWrite, hosts))
 }
 
@@ -575,7 +652,7 @@ profiles:
 		t.Fatal(err)
 	}
 	other := t.TempDir()
-	mustAllow(t, sh(t, "sleep 0.2; ln "+filepath.Join(dir, "b", "f")+" "+filepath.Join(other, "l")+"; sleep 0.3"))
+	mustAllow(t, cmd(t, "ln", filepath.Join(dir, "b", "f"), filepath.Join(other, "l")))
 	// ln has often exited when the event is read: its pid is what is
 	// sure. The path is one of the file's current names.
 	ev := h.rec.waitFor(t, "attrib of the link count", func(ev *fsmon.Event) bool {

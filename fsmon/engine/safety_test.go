@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,55 +15,88 @@ import (
 	"github.com/fsmon/fsmon_exporter/testutil/testroot"
 )
 
-// startSlow is start with every decision taking longer than the deadline.
-func startSlow(t *testing.T, yaml string, def DefaultAnswer) *harness {
+// startSlow is start with every decision held until the test calls
+// release (or ends): each misses the deadline.
+func startSlow(t *testing.T, yaml string, def DefaultAnswer) (h *harness, release func()) {
 	t.Helper()
-	var h *harness
-	release := make(chan struct{})
-	t.Cleanup(func() { close(release) })
 	h = start(t, yaml, func(o *Options) {
 		o.DecisionTimeout = 100 * time.Millisecond
 		o.Default = def
 	})
-	slow := func() {
-		select {
-		case <-release:
-		case <-time.After(time.Second):
-		}
-	}
+	held := make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(held) }) }
+	// Registered after start's cleanup, so it runs first: stopping the
+	// engine waits for the loop, which waits for this.
+	t.Cleanup(release)
+	slow := func() { <-held }
 	h.slowDecision.Store(&slow)
-	return h
+	return h, release
 }
 
+// timeoutsAtLeast waits until the engine has counted n timeouts: the
+// watchdog counts after it answers, so the opener may be done first.
+func timeoutsAtLeast(t *testing.T, h *harness, n uint64) {
+	t.Helper()
+	eventually(t, "timeout counted", func() error {
+		if got := h.Snapshot().DecisionTimeouts; got < n {
+			return fmt.Errorf("%d timeouts, want %d", got, n)
+		}
+		return nil
+	})
+}
+
+// TestDeadlineAnswersWithDefault: a decision that misses the deadline is
+// answered by the watchdog with the default; the loop's late decision
+// is discarded, neither answered nor reported, and the open counts as
+// one timeout.
 func TestDeadlineAnswersWithDefault(t *testing.T) {
 	dir := t.TempDir()
 	secret := filepath.Join(dir, "secret")
 	writeFile(t, secret, "s")
-	h := startSlow(t, protectFile("protect", secret), FailOpen)
+	// A monitored file elsewhere: its changes make no permission event.
+	watched := filepath.Join(t.TempDir(), "watched")
+	writeFile(t, watched, "w")
+	h, release := startSlow(t, protectFile("protect", secret)+`
+      - name: watched
+        path: `+watched+`
+`, FailOpen)
 	// The decision would deny, but it misses the deadline: the
 	// watchdog's default answer (allow) is what the kernel got.
 	mustAllow(t, cmd(t, "cat", secret))
-	eventually(t, "timeout counted", func() error {
-		if n := h.Snapshot().DecisionTimeouts; n < 1 {
-			return errStillAllowed
+	// The loop is still in that decision.
+	gen := h.batch.gen.Load()
+	if h.batch.start.Load() == 0 {
+		t.Fatal("the permission loop is not in a decision")
+	}
+	timeoutsAtLeast(t, h, 1)
+	release()
+	// The loop ends the late decision and leaves its batch: what it
+	// reports of it is queued by then.
+	eventually(t, "the loop done with the late decision", func() error {
+		if h.batch.gen.Load() == gen && h.batch.start.Load() != 0 {
+			return errors.New("still in the late batch")
 		}
 		return nil
 	})
-	// The late decision is discarded: no denied report for an open that
-	// was allowed.
-	h.rec.none(t, "denied after a timeout", func(ev *fsmon.Event) bool { return ev.Kind == fsmon.KindDenied })
+	// A change made now is reported after anything queued before.
+	mustAllow(t, sh(t, "echo x >> "+watched))
+	h.rec.noneBefore(t, "a report of the open the watchdog answered", func(ev *fsmon.Event) bool { return ev.Kind != fsmon.KindChange },
+		"a later change", change(fsmon.OpWrite, watched))
+	// Nothing else made a permission event: one open, one timeout.
+	if n := h.Snapshot().DecisionTimeouts; n != 1 {
+		t.Errorf("%d timeouts counted, want 1", n)
+	}
 }
 
 func TestDeadlineFailClosed(t *testing.T) {
 	dir := t.TempDir()
 	secret := filepath.Join(dir, "secret")
 	writeFile(t, secret, "s")
-	h := startSlow(t, protectFile("protect", secret), FailClosed)
+	h, _ := startSlow(t, protectFile("protect", secret), FailClosed)
 	// Even the allowed head is denied when its decision is late.
 	mustDeny(t, cmd(t, "head", secret))
-	if h.Snapshot().DecisionTimeouts < 1 {
-		t.Fatal("timeout not counted")
-	}
+	timeoutsAtLeast(t, h, 1)
 }
 
 func TestSnapshot(t *testing.T) {
