@@ -65,17 +65,17 @@ func TestDecisionAllocatesNothing(t *testing.T) {
 		}
 		// The same through the executable cache, as the loop decides:
 		// the first decision fills it, the rest read it.
-		if d.cached = h.exes.begin(); d.cached {
-			hits := h.exes.hits.Load()
+		if d.cached = h.exes.Begin(); d.cached {
+			hits := h.exes.Hits()
 			h.decide(s, &d)
 			if n := testing.AllocsPerRun(200, func() { h.decide(s, &d) }); n != 0 {
 				t.Errorf("%s, cached: %v allocations per decision", tc.name, n)
 			}
-			if tc.path == secret && h.exes.hits.Load() == hits {
+			if tc.path == secret && h.exes.Hits() == hits {
 				t.Errorf("%s, cached: no decision came from the cache", tc.name)
 			}
 		}
-		h.exes.end(d.cached)
+		h.exes.End(d.cached)
 		d.cached = false
 		f.Close()
 	}
@@ -87,7 +87,7 @@ func TestDecisionAllocatesNothing(t *testing.T) {
 	if d.kind != fsmon.KindDenied {
 		t.Fatalf("parent process not denied: %v", d.kind)
 	}
-	if !h.exes.on.Load() {
+	if !h.exes.On() {
 		skipNoCounter(t) // after the uncached half, which ran
 	}
 }
@@ -107,10 +107,10 @@ func BenchmarkDecideAllowed(b *testing.B) {
 		b.Run(fmt.Sprintf("cached=%v", cached), func(b *testing.B) {
 			var d decision
 			if cached {
-				if d.cached = h.exes.begin(); !d.cached {
+				if d.cached = h.exes.Begin(); !d.cached {
 					testroot.Unavailable(b, "the executable cache is off here (see the engine's log)")
 				}
-				defer h.exes.end(true)
+				defer h.exes.End(true)
 			}
 			for b.Loop() {
 				h.decide(s, &d)

@@ -50,6 +50,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/procinfo"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/container"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/inotify"
@@ -161,12 +162,12 @@ type Engine struct {
 	dropQueue    atomic.Uint64
 	dropKernel   atomic.Uint64
 	inotifyLimit int
-	procs        *procCache
-	recent       recentProcs // the notification loop's own, lock-free
+	who          *procinfo.Reader // what the loops know of processes
+	recent       procinfo.Recent  // the notification loop's own, lock-free
 	readErrors   atomic.Uint64
-	allowIDs     allowIDs // the permission loop's own
-	exes         *exeCache
-	lastExec     execKey // the permission loop's own
+	allowIDs     allowIDs           // the permission loop's own
+	exes         *procinfo.ExeCache // who's
+	lastExec     execKey            // the permission loop's own
 	allowGen     atomic.Uint64
 	learnedMu    sync.Mutex
 	learned      map[Learned]struct{}
@@ -220,7 +221,6 @@ func New(opts Options) (*Engine, error) {
 		cfs:          container.FS{Root: opts.ProcRoot},
 		queue:        make(chan fsmon.Event, opts.QueueSize),
 		inotifyLimit: inotify.WatchLimit(),
-		procs:        newProcCache(4096),
 		learned:      map[Learned]struct{}{},
 	}
 	var err error
@@ -261,7 +261,12 @@ func New(opts Options) (*Engine, error) {
 		e.ino.Close()
 		return nil, err
 	}
-	e.exes = newExeCache(e.log, opts.ExeCache, e.proc, 1024)
+	mode := procinfo.CacheOn
+	if opts.ExeCache == ExeCacheOff {
+		mode = procinfo.CacheOff
+	}
+	e.exes = procinfo.NewExeCache(e.log, mode, e.proc, 1024)
+	e.who = procinfo.NewReader(e.proc, e.exes)
 	return e, nil
 }
 
@@ -291,7 +296,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	discovered := make(chan struct{})
 	go func() { defer close(discovered); e.discover(discoverCtx) }()
 	go e.logLosses(discoverCtx)
-	go e.exes.watch(discoverCtx)
+	go e.exes.Watch(discoverCtx)
 
 	var err error
 	select {
@@ -326,7 +331,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.notif.Close()
 	e.ino.Close()
 	e.wake.close()
-	e.exes.close()
+	e.exes.Close()
 	close(e.queue)
 	<-dispatched
 	return err

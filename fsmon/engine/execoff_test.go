@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/fsmon/fsmon_exporter/testutil/stepper"
 	"github.com/fsmon/fsmon_exporter/testutil/testroot"
 )
 
@@ -109,22 +110,23 @@ profiles:
 func decidesWithoutCache(t *testing.T, h *harness, secret string) {
 	t.Helper()
 	bash := testroot.RequireCommand(t, "bash")
-	if h.exes.on.Load() {
+	if h.exes.On() {
 		t.Fatal("the executable cache is on")
 	}
-	hits := h.exes.hits.Load()
-	s := stepShell(t, fmt.Sprintf(": < %[1]s && : < %[1]s && echo shell-read && read x && exec %[2]s -c 'echo bash-up; read y; read z < %[1]s && echo bash-read'", secret, bash))
-	s.expect(t, "shell-read")
-	s.send(t, "go")
-	s.expect(t, "bash-up")
-	s.send(t, "go")
-	r := s.finish(t)
+	hits := h.exes.Hits()
+	s := stepper.Shell(t, fmt.Sprintf(": < %[1]s && : < %[1]s && echo shell-read && read x && exec %[2]s -c 'echo bash-up; read y; read z < %[1]s && echo bash-read'", secret, bash))
+	s.Expect(t, "shell-read")
+	s.Send(t, "go")
+	s.Expect(t, "bash-up")
+	s.Send(t, "go")
+	out, err := s.Finish(t)
+	r := res{out, err}
 	if strings.Contains(r.out, "bash-read") {
 		t.Fatalf("bash, exec'd by an allowed shell, read the file: %s", r.out)
 	}
 	mustDeny(t, r)
 	mustDeny(t, cmd(t, "cat", secret))
-	if n := h.exes.hits.Load() - hits; n != 0 {
+	if n := h.exes.Hits() - hits; n != 0 {
 		t.Fatalf("%d decisions came from the executable cache, which is off", n)
 	}
 }
@@ -167,24 +169,22 @@ func TestExeCacheOffWhenKernelSkips(t *testing.T) {
 	requireExeCache(t, h)
 	log.line(t, `level=INFO msg="executable cache on: execs, exits and renames counted by a BPF program"`)
 	// An entry, used: the shell's second open came from it.
-	hits := h.exes.hits.Load()
-	s := stepShell(t, fmt.Sprintf(": < %[1]s && : < %[1]s && echo shell-read && read x", secret))
-	s.expect(t, "shell-read")
-	if h.exes.hits.Load() == hits {
+	hits := h.exes.Hits()
+	s := stepper.Shell(t, fmt.Sprintf(": < %[1]s && : < %[1]s && echo shell-read && read x", secret))
+	s.Expect(t, "shell-read")
+	if h.exes.Hits() == hits {
 		t.Fatal("no decision came from the cache: the test shows nothing")
 	}
 
-	h.exes.fakeSkips.Store(1)
+	h.exes.FakeSkips(1)
 	log.waitFor(t, `level=ERROR msg="the kernel skipped the exec counting program; the executable cache is off from now on" skipped=1`)
-	h.exes.mu.Lock()
-	n := len(h.exes.m)
-	h.exes.mu.Unlock()
+	n := h.exes.Len()
 	if n != 0 {
 		t.Errorf("%d entries kept after the cache turned off", n)
 	}
-	s.send(t, "go")
-	if r := s.finish(t); r.err != nil {
-		t.Fatalf("the shell: %v: %s", r.err, r.out)
+	s.Send(t, "go")
+	if out, err := s.Finish(t); err != nil {
+		t.Fatalf("the shell: %v: %s", err, out)
 	}
 	decidesWithoutCache(t, h, secret)
 }

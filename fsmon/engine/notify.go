@@ -162,6 +162,20 @@ func pickRule(rules []grule) grule {
 	return best
 }
 
+// processOf gathers the facts of pid for a notification of group g's
+// file: the process may be gone already, then the pid is all there is.
+func (e *Engine) processOf(g *group, pid int32, now time.Time) fsmon.Process {
+	if p, ok := e.recent.Get(pid, now); ok {
+		return p
+	}
+	p := e.who.Read(pid)
+	p.ExecutablePath = g.inside(p.ExecutablePath)
+	if p.ExecutablePath != "" {
+		e.recent.Put(p, now)
+	}
+	return p
+}
+
 // resolveFID finds the path of a directory fid the tables do not know.
 func (e *Engine) resolveFID(f fanotify.FID) string {
 	if !f.Valid() {

@@ -13,9 +13,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/procinfo"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fsys"
-	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
 	"github.com/fsmon/fsmon_exporter/fsmon/policy"
 )
 
@@ -60,12 +60,10 @@ type permBatch struct {
 type decision struct {
 	facts
 	rules  []grule // the rules that cover the file; reused
-	cached bool    // the batch holds the executable cache (exeCache.begin)
+	cached bool    // the batch holds the executable cache (ExeCache.Begin)
 
 	pathBuf [unix.PathMax]byte
-	exeBuf  [unix.PathMax]byte
-	statBuf [1024]byte
-	commBuf [16]byte
+	bufs    procinfo.Buffers // the opener's facts are read into these
 }
 
 // facts are what one decision has learnt so far.
@@ -80,19 +78,14 @@ type facts struct {
 	proc    fsmon.Process
 	subject policy.Subject // what the rules asked of the opener
 
-	real      string // view of pathBuf
-	haveReal  bool
-	exeID     devIno
-	haveExeID bool
-	entry     *exeEntry // the opener's, once looked up (haveEntry)
-	haveEntry bool
-	stat      proc.StatView // view of statBuf
-	haveStat  bool
+	who      procinfo.Opener // what is known of the process that opened
+	real     string          // view of pathBuf
+	haveReal bool
 }
 
-// reset starts a decision from zero.
-func (d *decision) reset() {
-	d.facts = facts{}
+// reset starts a decision of an open by pid from zero.
+func (d *decision) reset(pid int32) {
+	d.facts = facts{who: procinfo.Opener{PID: pid, Cached: d.cached}}
 	d.rules = d.rules[:0]
 }
 
@@ -130,11 +123,11 @@ func (e *Engine) permLoop() error {
 		})
 		batch.n.Store(int32(cnt))
 		batch.start.Store(readAt.UnixNano())
-		d.cached = e.exes.begin()
+		d.cached = e.exes.Begin()
 		for i := 0; i < cnt; i++ {
 			e.handlePerm(&batch.slots[i], gen, readAt, &d)
 		}
-		e.exes.end(d.cached)
+		e.exes.End(d.cached)
 		d.cached = false
 		batch.start.Store(0)
 		if perr != nil {
@@ -263,7 +256,7 @@ type execKey struct {
 // handful of syscalls and no allocation: fstat of the event fd, a table
 // lookup, and for block rules the readlink of /proc/PID/exe.
 func (e *Engine) decide(s *permSlot, d *decision) {
-	d.reset()
+	d.reset(s.pid)
 	var st unix.Stat_t
 	// Raw: fstat of an event fd does not block, and the runtime's syscall
 	// bookkeeping is a measurable share of a decision.
@@ -307,7 +300,7 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 				out.Add(k, i)
 				break
 			}
-			e.learnFacts(need, r, s.pid, d)
+			e.learnFacts(need, r, d)
 		}
 	}
 	if out.Kind == 0 {
@@ -320,7 +313,8 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 	}
 	// Reported: the opener waits for the answer, so its facts can still
 	// be read; only reported events pay for this.
-	d.proc = e.reportProcess(s.pid, d)
+	d.proc = e.who.Report(&d.who, &d.bufs)
+	d.proc.ExecutablePath = d.group.inside(d.proc.ExecutablePath)
 	if d.kind == fsmon.KindLearned {
 		e.learn(Learned{Profile: d.rule.Profile.Name, Filter: d.rule.Name, Executable: d.proc.ExecutablePath})
 	}
@@ -377,30 +371,18 @@ func (e *Engine) adopt(fd int32, d *decision) {
 	w.markFile(int(fd), &d.st, join(de.path, name), rules)
 }
 
-// stat reads /proc/PID/stat once per decision.
-func (e *Engine) stat(pid int32, d *decision) (proc.StatView, bool) {
-	if !d.haveStat {
-		v, err := e.proc.ReadStat(pid, d.statBuf[:])
-		if err != nil {
-			return proc.StatView{}, false
-		}
-		d.stat, d.haveStat = v, true
-	}
-	return d.stat, true
-}
-
 // learnFacts gathers what policy.Judge asked for about the opener pid
 // under rule r: whether its executable is one the rule's executable
 // entries name (by identity: the inode that runs against the inodes the
 // entries name in the rule's group's root), or its names (comm and the
 // base name of its executable, which cost a read of /proc/PID/stat).
-func (e *Engine) learnFacts(need policy.Need, r grule, pid int32, d *decision) {
+func (e *Engine) learnFacts(need policy.Need, r grule, d *decision) {
 	if need&policy.NeedExe != 0 {
-		id := e.exeID(pid, d)
+		id := devIno(e.who.ExeID(&d.who))
 		d.subject.ExeAllowed = policy.FactOf(id != (devIno{}) && e.allowIDs.has(e, r.g, r.AllowExePaths(), id))
 	}
 	if need&policy.NeedNames != 0 {
-		d.subject.Comm, d.subject.ExeBase = e.exeNames(pid, d)
+		d.subject.Comm, d.subject.ExeBase = e.who.Names(&d.who, &d.bufs)
 		d.subject.NamesKnown = true
 	}
 }
@@ -510,4 +492,13 @@ func (e *Engine) rescue(gen uint64, v fanotify.Verdict, done chan struct{}) {
 		e.permEvents.Add(uint64(answered))
 		e.timeouts.Add(uint64(answered))
 	}
+}
+
+// unsafeString views b as a string without copying; the caller must not
+// keep it past b's next change.
+func unsafeString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/procinfo"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
 )
 
@@ -69,7 +70,11 @@ profiles:
 	if d.kind != 0 || d.verdict() != fanotify.Allow || d.proc != (fsmon.Process{}) || d.path != "" || d.subject.NamesKnown || d.rule.Rule != nil || d.group != nil {
 		t.Fatalf("an uncovered file after a denied open kept facts: %+v", d.facts)
 	}
-	d.reset()
+	d.reset(42)
+	if d.who.PID != 42 || d.who.Cached != d.cached {
+		t.Fatalf("reset for pid 42: opener %+v", d.who)
+	}
+	d.who = procinfo.Opener{}
 	if !reflect.ValueOf(d.facts).IsZero() || len(d.rules) != 0 {
 		t.Fatalf("reset left facts: %+v, rules %d", d.facts, len(d.rules))
 	}

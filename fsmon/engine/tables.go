@@ -11,8 +11,7 @@ import (
 // devIno identifies an inode (st_dev, st_ino): what a permission event's
 // fd is looked up by, with one fstat.
 type devIno struct {
-	dev uint64
-	ino uint64
+	Dev, Ino uint64 // as fsys.FileID, which converts to it
 }
 
 // grule is a rule as it applies to one group: the same filter of a

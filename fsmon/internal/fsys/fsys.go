@@ -75,3 +75,9 @@ func SameFile(a, b int) bool {
 	var sa, sb unix.Stat_t
 	return unix.Fstat(a, &sa) == nil && unix.Fstat(b, &sb) == nil && sa.Dev == sb.Dev && sa.Ino == sb.Ino
 }
+
+// FileID identifies an inode: (st_dev, st_ino), what a permission
+// event's fd is looked up by with one fstat.
+type FileID struct {
+	Dev, Ino uint64
+}

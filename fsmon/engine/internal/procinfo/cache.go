@@ -1,21 +1,32 @@
-package engine
+package procinfo
 
 import (
 	"context"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/execgen"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/fsys"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
 )
 
-// exeCache remembers what each process runs, for allow lists: the
+// Mode says whether allow lists may cache what a process runs.
+type Mode uint8
+
+const (
+	// CacheOn caches it per process, kept in step with exec, exit and
+	// rename by the kernel's count (off by itself where the BPF counter
+	// cannot be loaded).
+	CacheOn Mode = iota
+	// CacheOff reads /proc/PID/exe at every decision.
+	CacheOff
+)
+
+// ExeCache remembers what each process runs, for allow lists: the
 // identity (device, inode) of its executable, and for name entries its
 // name and the base name of its executable; and for reports the facts
 // that stay with a program (executable path, name, command line).
@@ -40,14 +51,14 @@ import (
 //
 // Only the permission loop fills and reads it; mu is for tests that
 // decide beside the loop.
-type exeCache struct {
+type ExeCache struct {
 	log *slog.Logger
 	fs  proc.FS
 	gen *execgen.Counter // nil: off
 	on  atomic.Bool
 
 	mu  sync.Mutex
-	m   map[int32]*exeEntry
+	m   map[int32]*Entry
 	max int
 
 	hits atomic.Uint64 // decisions answered from an entry, for tests
@@ -60,10 +71,11 @@ type exeCache struct {
 	fakeSkips atomic.Uint64
 }
 
-type exeEntry struct {
-	gen   uint64     // the slot's count before the facts were read
-	pidfd proc.Pidfd // for reports' parent and user; may be closed
-	id    devIno     // the executable's
+// Entry is what the cache knows of one process.
+type Entry struct {
+	gen   uint64      // the slot's count before the facts were read
+	pidfd proc.Pidfd  // for reports' parent and user; may be closed
+	id    fsys.FileID // the executable's
 	// names: comm and base were read (only name entries need them).
 	names   bool
 	commLen uint8
@@ -80,14 +92,28 @@ type reportFacts struct {
 	cmdline string
 }
 
-func (en *exeEntry) close() { en.pidfd.Close() }
+func (en *Entry) close() { en.pidfd.Close() }
 
-// newExeCache loads the exec counter; where it cannot be loaded (no
+// On reports whether the cache is in use (the counter loaded, not turned
+// off since).
+func (c *ExeCache) On() bool { return c.on.Load() }
+
+// Hits counts the decisions answered from an entry.
+func (c *ExeCache) Hits() uint64 { return c.hits.Load() }
+
+// Len is the number of entries.
+func (c *ExeCache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
+}
+
+// NewExeCache loads the exec counter; where it cannot be loaded (no
 // BPF here, or not allowed), every decision reads /proc, which is
 // correct, only slower.
-func newExeCache(log *slog.Logger, mode ExeCache, fs proc.FS, max int) *exeCache {
-	c := &exeCache{log: log, fs: fs, m: make(map[int32]*exeEntry, 256), max: max}
-	if mode == ExeCacheOff {
+func NewExeCache(log *slog.Logger, mode Mode, fs proc.FS, max int) *ExeCache {
+	c := &ExeCache{log: log, fs: fs, m: make(map[int32]*Entry, 256), max: max}
+	if mode == CacheOff {
 		log.Info("executable cache off (--permission.exe-cache=off)")
 		return c
 	}
@@ -105,9 +131,9 @@ func newExeCache(log *slog.Logger, mode ExeCache, fs proc.FS, max int) *exeCache
 	return c
 }
 
-// begin and end bracket the decisions of a batch; begin reports whether
-// they may use the cache, and end is given that answer.
-func (c *exeCache) begin() bool {
+// Begin and End bracket the decisions of a batch; Begin reports whether
+// they may use the cache, and End is given that answer.
+func (c *ExeCache) Begin() bool {
 	if !c.on.Load() {
 		return false
 	}
@@ -119,15 +145,15 @@ func (c *exeCache) begin() bool {
 	return true
 }
 
-func (c *exeCache) end(began bool) {
+func (c *ExeCache) End(began bool) {
 	if began {
 		c.mu.Unlock()
 	}
 }
 
-// lookup returns pid's entry if its slot's count has not moved; between begin and
+// Lookup returns pid's entry if its slot's count has not moved; between begin and
 // end only.
-func (c *exeCache) lookup(pid int32) *exeEntry {
+func (c *ExeCache) Lookup(pid int32) *Entry {
 	en := c.m[pid]
 	if en == nil {
 		return nil
@@ -141,14 +167,36 @@ func (c *exeCache) lookup(pid int32) *exeEntry {
 	return en
 }
 
-// fill reads pid's executable identity after taking its slot's count:
+// Cached returns pid's entry without checking it, for tests.
+func (c *ExeCache) Cached(pid int32) *Entry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[pid]
+}
+
+// ForgetExecs makes pid's entry look as if nothing had moved its count
+// since it was filled: the stand-in, in tests, for an exec the kernel
+// did not count, to show that the count is what makes an entry stale.
+func (c *ExeCache) ForgetExecs(pid int32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if en := c.m[pid]; en != nil && c.gen != nil {
+		en.gen = c.gen.Gen(pid)
+	}
+}
+
+// FakeSkips adds n, in tests, to the kernel's count of skipped runs of
+// the counting program.
+func (c *ExeCache) FakeSkips(n uint64) { c.fakeSkips.Add(n) }
+
+// Fill reads pid's executable identity after taking its slot's count:
 // an exec after that makes the entry stale at its first use. A process
 // that has begun to exit is not cached: its exit is counted before its
 // executable is gone (Linux 6.16 moved the exit tracepoint before
 // exit_mm), so an entry filled in between would keep the final count
 // and pass for whatever process gets the pid next.
-func (c *exeCache) fill(pid int32) *exeEntry {
-	en := &exeEntry{gen: c.gen.Gen(pid)}
+func (c *ExeCache) Fill(pid int32) *Entry {
+	en := &Entry{gen: c.gen.Gen(pid)}
 	en.pidfd, _ = proc.OpenPidfd(pid)
 	var st unix.Stat_t
 	if c.fs.StatExe(pid, &st) != nil {
@@ -163,7 +211,7 @@ func (c *exeCache) fill(pid int32) *exeEntry {
 		en.close()
 		return nil
 	}
-	en.id = devIno{st.Dev, st.Ino}
+	en.id = fsys.FileID{Dev: st.Dev, Ino: st.Ino}
 	if len(c.m) >= c.max {
 		c.evict()
 	}
@@ -171,10 +219,10 @@ func (c *exeCache) fill(pid int32) *exeEntry {
 	return en
 }
 
-// watch turns the cache off for good if the kernel ever skips the
+// Watch turns the cache off for good if the kernel ever skips the
 // counting program (a tracepoint hit on a CPU where it was running):
 // that exec or exit may be uncounted. It checks every second.
-func (c *exeCache) watch(ctx context.Context) {
+func (c *ExeCache) Watch(ctx context.Context) {
 	if !c.on.Load() {
 		return
 	}
@@ -207,7 +255,7 @@ func (c *exeCache) watch(ctx context.Context) {
 
 // evict makes room: stale entries (processes gone or changed) first,
 // then all. Each entry holds a pidfd.
-func (c *exeCache) evict() {
+func (c *ExeCache) evict() {
 	for pid, en := range c.m {
 		if en.gen != c.gen.Gen(pid) {
 			en.close()
@@ -219,15 +267,15 @@ func (c *exeCache) evict() {
 	}
 }
 
-func (c *exeCache) closeAll() {
+func (c *ExeCache) closeAll() {
 	for _, en := range c.m {
 		en.close()
 	}
 	clear(c.m)
 }
 
-// close releases every entry and the counter, at shutdown.
-func (c *exeCache) close() {
+// Close releases every entry and the counter, at shutdown.
+func (c *ExeCache) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closeAll()
@@ -235,95 +283,4 @@ func (c *exeCache) close() {
 		c.gen.Close()
 		c.gen = nil
 	}
-}
-
-// entry returns pid's cached entry, filling it on a miss; nil when the
-// decision may not use the cache or pid cannot be cached.
-func (e *Engine) entry(pid int32, d *decision) *exeEntry {
-	if !d.cached {
-		return nil
-	}
-	// Once per decision, also when pid cannot be cached: a failed fill
-	// is not tried again by the next question of the same decision.
-	if d.haveEntry {
-		return d.entry
-	}
-	en := e.exes.lookup(pid)
-	if en == nil {
-		en = e.exes.fill(pid)
-	}
-	d.entry, d.haveEntry = en, true
-	return en
-}
-
-// exeID is the identity of pid's executable.
-func (e *Engine) exeID(pid int32, d *decision) devIno {
-	if d.haveExeID {
-		return d.exeID
-	}
-	d.haveExeID = true
-	if en := e.entry(pid, d); en != nil {
-		d.exeID = en.id
-		return d.exeID
-	}
-	var st unix.Stat_t
-	d.exeID = devIno{}
-	if e.proc.StatExe(pid, &st) == nil {
-		d.exeID = devIno{st.Dev, st.Ino}
-	}
-	return d.exeID
-}
-
-// exeNames returns pid's name (comm) and the base name of its
-// executable, for name entries. The views are valid until the next
-// decision.
-func (e *Engine) exeNames(pid int32, d *decision) (comm, base string) {
-	en := e.entry(pid, d)
-	if en != nil && en.names {
-		d.commBuf = en.comm
-		return unsafeString(d.commBuf[:en.commLen]), en.base
-	}
-	var raw []byte
-	if b, err := e.proc.ReadExe(pid, d.exeBuf[:]); err == nil {
-		raw = b
-	}
-	base = unsafeString(raw)
-	if i := strings.LastIndexByte(base, '/'); i >= 0 {
-		base = base[i+1:]
-	}
-	if v, ok := e.stat(pid, d); ok {
-		comm = unsafeString(v.Comm)
-	}
-	if en != nil && len(raw) > 0 {
-		en.names = true
-		en.commLen = uint8(copy(en.comm[:], comm))
-		en.base = strings.Clone(base)
-	}
-	return comm, base
-}
-
-// reportProcess gathers the facts of pid for a report, while it waits
-// for its answer, so that they are complete even for a process that
-// exits at its EPERM. With a cache entry, what stays with the program
-// is read once per exec, and the parent and user come from the pidfd;
-// without one, the command line and user are cached per (pid, start
-// time, executable) and the rest is read every time.
-func (e *Engine) reportProcess(pid int32, d *decision) fsmon.Process {
-	en := e.entry(pid, d)
-	if en != nil && en.report != nil {
-		if in, err := en.pidfd.Info(); err == nil {
-			f := en.report
-			return fsmon.Process{PID: pid, ParentPID: in.PPID, ExecutablePath: d.group.inside(f.exe),
-				ExecutableName: f.comm, CommandLine: f.cmdline, UserID: in.EUID}
-		}
-	}
-	raw := ""
-	if b, err := e.proc.ReadExe(pid, d.exeBuf[:]); err == nil {
-		raw = string(b)
-	}
-	p := e.process(pid, d.group.inside(raw), d)
-	if en != nil && raw != "" && d.haveStat {
-		en.report = &reportFacts{exe: raw, comm: p.ExecutableName, cmdline: p.CommandLine}
-	}
-	return p
 }

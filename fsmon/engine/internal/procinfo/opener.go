@@ -1,0 +1,246 @@
+package procinfo
+
+import (
+	"strings"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/fsys"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
+)
+
+// Reader reads what the event loops need to know of processes: for a
+// permission decision, what the opener runs and is called (Opener); for
+// a report, its facts (Report, Notified).
+type Reader struct {
+	fs    proc.FS
+	cache *ExeCache
+	procs *procCache
+}
+
+// NewReader reads processes through fs, with the executable cache c.
+func NewReader(fs proc.FS, c *ExeCache) *Reader {
+	return &Reader{fs: fs, cache: c, procs: newProcCache(4096)}
+}
+
+// Cache is the reader's executable cache.
+func (r *Reader) Cache() *ExeCache { return r.cache }
+
+// Opener is what one decision has learnt of the process that opened the
+// file; each fact is read at most once. It is a value in the decision's
+// facts, so the decision's one reset clears it; the buffers its views
+// point into are Buffers, kept apart so that the reset does not clear
+// 8 KiB per open.
+type Opener struct {
+	PID int32
+	// Cached: the batch holds the executable cache (ExeCache.Begin).
+	Cached bool
+
+	entry     *Entry // once looked up (haveEntry)
+	haveEntry bool
+	exeID     fsys.FileID
+	haveExeID bool
+	stat      proc.StatView // view of Buffers.stat
+	haveStat  bool
+}
+
+// Buffers are an Opener's scratch space.
+type Buffers struct {
+	exe  [unix.PathMax]byte
+	stat [1024]byte
+	comm [16]byte
+}
+
+// entry returns the opener's cached entry, filling it on a miss; nil
+// when the decision may not use the cache or the process cannot be
+// cached. Once per decision, also when the process cannot be cached: a
+// failed fill is not tried again by the next question of the decision.
+func (r *Reader) entry(o *Opener) *Entry {
+	if !o.Cached {
+		return nil
+	}
+	if o.haveEntry {
+		return o.entry
+	}
+	en := r.cache.Lookup(o.PID)
+	if en == nil {
+		en = r.cache.Fill(o.PID)
+	}
+	o.entry, o.haveEntry = en, true
+	return en
+}
+
+// statOf reads /proc/PID/stat once per decision.
+func (r *Reader) statOf(o *Opener, b *Buffers) (proc.StatView, bool) {
+	if !o.haveStat {
+		v, err := r.fs.ReadStat(o.PID, b.stat[:])
+		if err != nil {
+			return proc.StatView{}, false
+		}
+		o.stat, o.haveStat = v, true
+	}
+	return o.stat, true
+}
+
+// ExeID is the identity of the opener's executable; the zero FileID
+// when it cannot be read.
+func (r *Reader) ExeID(o *Opener) fsys.FileID {
+	if o.haveExeID {
+		return o.exeID
+	}
+	o.haveExeID = true
+	if en := r.entry(o); en != nil {
+		o.exeID = en.id
+		return o.exeID
+	}
+	var st unix.Stat_t
+	o.exeID = fsys.FileID{}
+	if r.fs.StatExe(o.PID, &st) == nil {
+		o.exeID = fsys.FileID{Dev: st.Dev, Ino: st.Ino}
+	}
+	return o.exeID
+}
+
+// Names returns the opener's name (comm) and the base name of its
+// executable, for name entries. The views are valid until the buffers'
+// next use.
+func (r *Reader) Names(o *Opener, b *Buffers) (comm, base string) {
+	en := r.entry(o)
+	if en != nil && en.names {
+		b.comm = en.comm
+		return unsafeString(b.comm[:en.commLen]), en.base
+	}
+	var raw []byte
+	if x, err := r.fs.ReadExe(o.PID, b.exe[:]); err == nil {
+		raw = x
+	}
+	base = unsafeString(raw)
+	if i := strings.LastIndexByte(base, '/'); i >= 0 {
+		base = base[i+1:]
+	}
+	if v, ok := r.statOf(o, b); ok {
+		comm = unsafeString(v.Comm)
+	}
+	if en != nil && len(raw) > 0 {
+		en.names = true
+		en.commLen = uint8(copy(en.comm[:], comm))
+		en.base = strings.Clone(base)
+	}
+	return comm, base
+}
+
+// Report gathers the opener's facts for a report, while it waits for
+// its answer, so that they are complete even for a process that exits
+// at its EPERM. The executable path is as the daemon sees it. With a
+// cache entry, what stays with the program is read once per exec, and
+// the parent and user come from the pidfd; without one, the command line
+// and user are cached per (pid, start time, executable) and the rest is
+// read every time. A process that makes these reads slow (its memory
+// locked) holds up only its own decision: the watchdog and its stand-in
+// reader answer the rest.
+func (r *Reader) Report(o *Opener, b *Buffers) fsmon.Process {
+	en := r.entry(o)
+	if en != nil && en.report != nil {
+		if in, err := en.pidfd.Info(); err == nil {
+			f := en.report
+			return fsmon.Process{PID: o.PID, ParentPID: in.PPID, ExecutablePath: f.exe,
+				ExecutableName: f.comm, CommandLine: f.cmdline, UserID: in.EUID}
+		}
+	}
+	raw := ""
+	if x, err := r.fs.ReadExe(o.PID, b.exe[:]); err == nil {
+		raw = string(x)
+	}
+	p := fsmon.Process{PID: o.PID, UserID: -1, ExecutablePath: raw}
+	v, ok := r.statOf(o, b)
+	if !ok {
+		return p
+	}
+	p.ParentPID = v.PPID
+	p.ExecutableName = string(v.Comm)
+	p.CommandLine, p.UserID = r.cmdlineAndUser(o.PID, v.StartTime, raw)
+	if en != nil && raw != "" {
+		en.report = &reportFacts{exe: raw, comm: p.ExecutableName, cmdline: p.CommandLine}
+	}
+	return p
+}
+
+// Read gathers the facts of pid for a notification, read after the
+// fact: the process may be gone already, then the pid is all there is.
+// The executable path is as the daemon sees it.
+func (r *Reader) Read(pid int32) fsmon.Process {
+	p := fsmon.Process{PID: pid, UserID: -1}
+	var sb [1024]byte
+	v, err := r.fs.ReadStat(pid, sb[:])
+	if err != nil {
+		return p
+	}
+	p.ParentPID = v.PPID
+	p.ExecutableName = string(v.Comm)
+	var eb [unix.PathMax]byte
+	if b, err := r.fs.ReadExe(pid, eb[:]); err == nil {
+		p.ExecutablePath = string(b)
+	}
+	p.CommandLine, p.UserID = r.cmdlineAndUser(pid, v.StartTime, p.ExecutablePath)
+	return p
+}
+
+func (r *Reader) cmdlineAndUser(pid int32, start uint64, exe string) (string, int64) {
+	if f, ok := r.procs.get(pid, start, exe); ok {
+		return f.cmdline, f.uid
+	}
+	f := procFacts{start: start, exe: exe, uid: -1}
+	f.cmdline, _ = r.fs.Cmdline(pid)
+	if uid, err := r.fs.EUID(pid); err == nil {
+		f.uid = uid
+	}
+	r.procs.put(pid, f)
+	return f.cmdline, f.uid
+}
+
+// unsafeString views b as a string without copying; the caller must not
+// keep it past b's next change.
+func unsafeString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+// Recent remembers the facts of the processes behind recent
+// notifications for a moment: a writer makes many events in a row, and
+// reading /proc for each would make the notification loop fall behind
+// one core of writers. A pid cannot come round again within the moment;
+// an exec within it is reported with the facts from before it (reports
+// only: permission decisions never use this). It belongs to one loop.
+type Recent struct {
+	m map[int32]recentProc
+}
+
+type recentProc struct {
+	p  fsmon.Process
+	at time.Time
+}
+
+// RecentFor is how long Recent keeps a process's facts.
+const RecentFor = 200 * time.Millisecond
+
+// Get returns the facts of pid noted within RecentFor of now.
+func (r *Recent) Get(pid int32, now time.Time) (fsmon.Process, bool) {
+	x, ok := r.m[pid]
+	if !ok || now.Sub(x.at) > RecentFor {
+		return fsmon.Process{}, false
+	}
+	return x.p, true
+}
+
+// Put notes p's facts at now.
+func (r *Recent) Put(p fsmon.Process, now time.Time) {
+	if r.m == nil || len(r.m) >= 4096 {
+		r.m = make(map[int32]recentProc, 256)
+	}
+	r.m[p.PID] = recentProc{p, now}
+}
