@@ -500,48 +500,6 @@ profiles:
 	}
 }
 
-// TestHostFileReachedFromAContainer: a host file a container reaches
-// through a bind mount is protected by the host's rules there too.
-func TestHostFileReachedFromAContainer(t *testing.T) {
-	testroot.Require(t)
-	hostDir := t.TempDir()
-	secret := filepath.Join(hostDir, "secret")
-	writeFile(t, secret, "host secret\n")
-	root := busyboxRoot(t)
-	writeFile(t, filepath.Join(root, "etc", "passwd"), "root:x:0:0::/:/bin/sh\n")
-	mnt := filepath.Join(root, "hostdir")
-	os.MkdirAll(mnt, 0o755)
-	if out, err := exec.Command("mount", "--bind", hostDir, mnt).CombinedOutput(); err != nil {
-		t.Fatalf("bind mount: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
-	h := startScanning(t, scanForTests, fmt.Sprintf(`
-profiles:
-  - name: host
-    host: true
-    mode: protect
-    filters:
-      - name: secret
-        path: %s
-        behavior: block
-        allow: [/usr/bin/head]
-  - name: every-container
-    containers: {name: '*'}
-    filters:
-      - path: /etc/passwd
-`, secret))
-	c := startContainer(t, root, "bind-1", cgroupV2Docker)
-	waitGroup(t, h, c, true)
-	mustDeny(t, c.exec(t, "cat", "/hostdir/secret"))
-	ev := h.rec.waitFor(t, "denied from the container", func(ev *fsmon.Event) bool {
-		return ev.Kind == fsmon.KindDenied && ev.Container.ID == c.id
-	})
-	if ev.Profile != "host" || ev.Filter != "secret" || ev.Container.Name != c.name {
-		t.Errorf("%+v", ev)
-	}
-	mustDeny(t, cmd(t, "cat", secret))
-}
-
 // TestRestartedContainerIsWalkedAfresh: the kernel reuses mount
 // namespace numbers at once, so a container replaced within one scan
 // may get its predecessor's; it must still be a new group.
