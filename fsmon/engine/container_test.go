@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/container"
 	"github.com/fsmon/fsmon_exporter/testutil/testroot"
 )
 
@@ -25,6 +26,7 @@ import (
 // cgroup whose path has the shape a runtime gives it.
 type fakeContainer struct {
 	id     string
+	name   string // its HOSTNAME, which the engine names it by without state files
 	root   string
 	pid    int32 // the container's init, as the host sees it
 	cmd    *exec.Cmd
@@ -37,6 +39,29 @@ func randomID(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// testRun starts the names of this process's containers. Every engine
+// with container scanning on sees every container of the machine, so
+// the tests select their own by it: the container tests of another
+// test process running at the same time must neither deny the opens of
+// these containers nor have theirs denied.
+var testRun = func() string {
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return "t" + hex.EncodeToString(b)
+}()
+
+// scanForTests is the container scan interval of most tests.
+const scanForTests = 200 * time.Millisecond
+
+// startScanning starts an engine that scans for containers every scan,
+// with {run} in the configuration replaced by testRun.
+func startScanning(t *testing.T, scan time.Duration, yaml string) *harness {
+	t.Helper()
+	return start(t, strings.ReplaceAll(yaml, "{run}", testRun), func(o *Options) { o.ContainerScan = scan })
 }
 
 // busyboxRoot makes a minimal root file system.
@@ -72,48 +97,105 @@ const (
 	cgroupV1Docker                    // N:pids:/docker/<id>
 )
 
-// startContainer starts the container's init (a sleeping shell) and
-// waits until it is in its namespaces and cgroup.
+// startContainer starts a container with a random id and no runtime
+// state files.
 func startContainer(t *testing.T, root, hostname string, shape cgroupShape) *fakeContainer {
 	t.Helper()
-	testroot.RequireCommand(t, "unshare")
-	c := &fakeContainer{id: randomID(t), root: root}
+	return runContainer(t, containerSpec{root: root, hostname: hostname, shape: shape})
+}
+
+// containerSpec says how to start a fake container.
+type containerSpec struct {
+	root string
+	// hostname is the container's name, after testRun and a dash.
+	hostname string
+	shape    cgroupShape
+	id       string // 64 hex digits; "" for a random one
+	// dockerState, when set, is written as the container's Docker state
+	// file (/var/lib/docker/containers/<id>/config.v2.json) before it
+	// starts, where the engine reads names and images; removed at the end.
+	dockerState string
+}
+
+// Magic numbers of the cgroup file systems (statfs f_type).
+const (
+	cgroupSuperMagic  = 0x27e0eb
+	cgroup2SuperMagic = 0x63677270
+)
+
+// cgroupParent returns the directory the container's cgroup goes in and
+// the path /proc/PID/cgroup will show for it, or makes the test
+// unavailable when that hierarchy is not a cgroup file system here.
+func cgroupParent(t *testing.T, shape cgroupShape, id string) (dir, line string) {
+	t.Helper()
+	var hier, rel string
+	var magic int64
 	switch shape {
 	case cgroupV2Docker:
-		c.cgroup = "/sys/fs/cgroup/unified/system.slice/docker-" + c.id + ".scope"
-		if _, err := os.Stat("/sys/fs/cgroup/unified"); err != nil {
-			c.cgroup = "/sys/fs/cgroup/system.slice/docker-" + c.id + ".scope"
+		// Hybrid layouts mount v2 at unified; pure v2 at the top.
+		hier, magic, line = "/sys/fs/cgroup/unified", cgroup2SuperMagic, "0::"
+		if _, err := os.Stat(hier); err != nil {
+			hier = "/sys/fs/cgroup"
 		}
+		rel = "/system.slice/docker-" + id + ".scope"
 	case cgroupV1Docker:
-		c.cgroup = "/sys/fs/cgroup/pids/docker/" + c.id
+		hier, magic, line = "/sys/fs/cgroup/pids", cgroupSuperMagic, ":pids:"
+		rel = "/docker/" + id
 	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(hier, &st); err != nil || int64(st.Type) != magic {
+		testroot.Unavailable(t, "%s is not a cgroup hierarchy of the kind needed (statfs: %v, type %#x)", hier, err, st.Type)
+	}
+	return hier + rel, line + rel
+}
+
+// runContainer starts the container's init (a sleeping shell) and
+// waits until it is in its namespaces and cgroup.
+func runContainer(t *testing.T, spec containerSpec) *fakeContainer {
+	t.Helper()
+	testroot.RequireCommand(t, "unshare")
+	if spec.id == "" {
+		spec.id = randomID(t)
+	}
+	c := &fakeContainer{id: spec.id, name: testRun + "-" + spec.hostname, root: spec.root}
+	var want string
+	c.cgroup, want = cgroupParent(t, spec.shape, c.id)
 	if err := os.MkdirAll(c.cgroup, 0o755); err != nil {
-		t.Skipf("cannot make a cgroup here (%v)", err)
+		testroot.Unavailable(t, "cannot make a cgroup here (%v)", err)
+	}
+	t.Cleanup(func() {
+		if err := os.Remove(c.cgroup); err != nil {
+			t.Errorf("cgroup of the container left behind: %v", err)
+		}
+	})
+	if spec.dockerState != "" {
+		writeDockerState(t, c.id, spec.dockerState)
 	}
 	// The shell joins the cgroup, then becomes unshare, whose child is
-	// the container's PID 1 with the busybox root.
-	script := fmt.Sprintf(`echo $$ > %s/cgroup.procs && exec unshare --mount --pid --fork --mount-proc --root=%s /bin/sh -c 'echo started; exec sleep 3600'`, c.cgroup, root)
+	// the container's PID 1 with the busybox root: a shell that stays
+	// (an exec after "started" would race with the engine's reads of the
+	// init's environment and status).
+	script := fmt.Sprintf(`echo $$ > %s/cgroup.procs && exec unshare --mount --pid --fork --mount-proc --root=%s /bin/sh -c 'echo started; while :; do sleep 3600; done'`, c.cgroup, spec.root)
 	c.cmd = exec.Command("sh", "-c", script)
-	c.cmd.Env = []string{"PATH=/bin:/usr/bin:/sbin:/usr/sbin", "HOSTNAME=" + hostname}
+	c.cmd.Env = []string{"PATH=/bin:/usr/bin:/sbin:/usr/sbin", "HOSTNAME=" + c.name}
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := c.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.cmd.Stderr = os.Stderr
+	// unshare complains when its child is killed; shown on failure only.
+	var stderr testroot.Buffer
+	c.cmd.Stderr = &stderr
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		c.stop()
-		// The cgroup empties once the killed processes are reaped.
-		for i := 0; i < 50 && os.Remove(c.cgroup) != nil; i++ {
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
+	// Registered after the cgroup's removal, so run before it: once
+	// stop has reaped unshare, which reaps the init, the cgroup is empty.
+	t.Cleanup(c.stop)
 	line, _ := bufio.NewReader(out).ReadString('\n')
 	if strings.TrimSpace(line) != "started" {
-		t.Fatalf("container did not start: %q", line)
+		c.stop()
+		t.Fatalf("container did not start: %q %s", line, stderr.String())
 	}
 	// The init is the child of unshare (pid of the sh that exec'd it).
 	kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", c.cmd.Process.Pid, c.cmd.Process.Pid))
@@ -126,17 +208,55 @@ func startContainer(t *testing.T, root, hostname string, shape cgroupShape) *fak
 	}
 	pid, _ := strconv.Atoi(f[0])
 	c.pid = int32(pid)
+	// The cgroup the engine reads the id from is the one made.
+	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", c.pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(cg), want+"\n") {
+		t.Fatalf("container init is not in %s:\n%s", want, cg)
+	}
 	return c
 }
 
-func (c *fakeContainer) stop() {
-	if c.cmd.Process != nil {
-		syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
-		if c.pid > 0 {
-			syscall.Kill(int(c.pid), syscall.SIGKILL)
+// writeDockerState writes a container's config.v2.json where Docker
+// keeps it on the host, and removes it (and the directories made for
+// it, once empty) when the test ends.
+func writeDockerState(t *testing.T, id, state string) {
+	t.Helper()
+	dir := filepath.Join("/var/lib/docker/containers", id)
+	var made []string
+	for d := dir; d != "/"; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
 		}
-		c.cmd.Wait()
+		made = append(made, d)
 	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		os.Remove(filepath.Join(dir, "config.v2.json"))
+		for _, d := range made {
+			os.Remove(d) // only if empty: another test may use it
+		}
+	})
+	writeFile(t, filepath.Join(dir, "config.v2.json"), state)
+}
+
+// stop kills the container and reaps it: killing the init ends its PID
+// namespace, and unshare, which waits for it, reaps it and exits (before
+// the init is known, the process group goes).
+func (c *fakeContainer) stop() {
+	if c.cmd.Process == nil || c.cmd.ProcessState != nil {
+		return
+	}
+	if c.pid > 0 {
+		syscall.Kill(int(c.pid), syscall.SIGKILL)
+	} else {
+		syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+	}
+	c.cmd.Wait()
 }
 
 // exec runs a command inside the container (its mount and PID
@@ -157,31 +277,30 @@ func (c *fakeContainer) exec(t *testing.T, args ...string) res {
 // goes by id: other containers on the machine may have any name.
 func waitGroup(t *testing.T, h *harness, c *fakeContainer, present bool) fsmon.GroupState {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		found := false
-		for _, g := range h.Snapshot().Groups {
+	var found fsmon.GroupState
+	eventually(t, fmt.Sprintf("group of %s present=%v", c.id, present), func() error {
+		gs := h.Snapshot().Groups
+		for _, g := range gs {
 			if g.ContainerID == c.id {
+				found = g
 				if present {
-					return g
+					return nil
 				}
-				found = true
+				return fmt.Errorf("still there: %+v", gs)
 			}
 		}
-		if !present && !found {
-			return fsmon.GroupState{}
+		if !present {
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("group of %s present=%v not reached within 10s: %+v", c.id, present, h.Snapshot().Groups)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("not there: %+v", gs)
+	})
+	return found
 }
 
 const containerConfig = `
 profiles:
   - name: web
-    containers: {name: 'web-*'}
+    containers: {name: '{run}-web-*'}
     mode: protect
     filters:
       - name: shadow
@@ -215,11 +334,11 @@ func TestContainerIsWatchedInItsRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	h := start(t, containerConfig, func(o *Options) { o.ContainerScan = 200 * time.Millisecond })
+	h := startScanning(t, scanForTests, containerConfig)
 	c := startContainer(t, root, "web-1", cgroupV2Docker)
 	g := waitGroup(t, h, c, true)
-	if g.Name != "web-1" {
-		t.Fatalf("group name %q, want web-1", g.Name)
+	if g.Name != c.name {
+		t.Fatalf("group name %q, want %s", g.Name, c.name)
 	}
 
 	// Denied inside, with the container's id and inner paths.
@@ -227,7 +346,7 @@ func TestContainerIsWatchedInItsRoot(t *testing.T) {
 	ev := h.rec.waitFor(t, "denied in container", func(ev *fsmon.Event) bool {
 		return ev.Kind == fsmon.KindDenied && ev.Container.ID == c.id
 	})
-	if ev.Path != "/etc/shadow" || ev.Container.Name != "web-1" || ev.Profile != "web" || ev.Filter != "shadow" ||
+	if ev.Path != "/etc/shadow" || ev.Container.Name != c.name || ev.Profile != "web" || ev.Filter != "shadow" ||
 		ev.Process.ExecutablePath != "/bin/busybox" || ev.Process.ExecutableName != "cat" {
 		t.Errorf("event: %+v", ev)
 	}
@@ -235,7 +354,7 @@ func TestContainerIsWatchedInItsRoot(t *testing.T) {
 	r := c.exec(t, "head", "/etc/shadow")
 	mustAllow(t, r)
 	// Changes inside are reported with the container too.
-	mustAllow(t, c.exec(t, "sh", "-c", "echo '10.1.1.1 db' >> /etc/hosts; sleep 0.3"))
+	mustAllow(t, c.exec(t, "sh", "-c", "echo '10.1.1.1 db' >> /etc/hosts"))
 	ev = h.rec.waitFor(t, "change in container", func(ev *fsmon.Event) bool {
 		return ev.Kind == fsmon.KindChange && ev.Container.ID == c.id && ev.Op == fsmon.OpWrite
 	})
@@ -278,7 +397,14 @@ func TestContainerIsWatchedInItsRoot(t *testing.T) {
 		}
 	}
 	mustAllow(t, cmd(t, "cat", "/etc/hostname"))
-	h.rec.none(t, "about host files", func(ev *fsmon.Event) bool { return ev.Container.ID == "" })
+	// None of the host's opens was reported: a deny in the container,
+	// made after them, is reported after anything they could have made.
+	writeFile(t, filepath.Join(root, "data", "marker"), "m")
+	mustDeny(t, c.exec(t, "cat", "/data/marker"))
+	h.rec.noneBefore(t, "about host files", func(ev *fsmon.Event) bool { return ev.Container.ID == "" },
+		"deny of the marker in the container", func(ev *fsmon.Event) bool {
+			return ev.Kind == fsmon.KindDenied && ev.Container.ID == c.id && ev.Path == "/data/marker"
+		})
 
 	// Exit cleans up: group, marks and watches gone.
 	c.stop()
@@ -312,79 +438,66 @@ func TestContainerNotSelectedIsLeftAlone(t *testing.T) {
 	testroot.Require(t)
 	root := busyboxRoot(t)
 	writeFile(t, filepath.Join(root, "etc", "shadow"), "db secret\n")
-	h := start(t, containerConfig, func(o *Options) { o.ContainerScan = 200 * time.Millisecond })
+	webRoot := busyboxRoot(t)
+	writeFile(t, filepath.Join(webRoot, "etc", "shadow"), "web secret\n")
+	h := startScanning(t, scanForTests, containerConfig)
 	c := startContainer(t, root, "db-1", cgroupV1Docker)
-	// Give discovery a few rounds.
-	time.Sleep(800 * time.Millisecond)
+	web := startContainer(t, webRoot, "web-1", cgroupV1Docker)
+	// The scan has looked at db-1 and passed it over, and made a group
+	// of web-1 beside it.
+	waitPassedOver(t, h, c)
+	waitGroup(t, h, web, true)
 	for _, g := range h.Snapshot().Groups {
 		if g.ContainerID == c.id {
 			t.Fatalf("db-1 is watched though no profile selects it: %+v", g)
 		}
 	}
 	mustAllow(t, c.exec(t, "cat", "/etc/shadow"))
+	// Its open made no report: web-1's deny, made after it, is reported
+	// after anything the open of db-1 could have made.
+	mustDeny(t, web.exec(t, "cat", "/etc/shadow"))
+	h.rec.noneBefore(t, "but web-1's", func(ev *fsmon.Event) bool { return ev.Container.ID != web.id },
+		"deny in web-1", func(ev *fsmon.Event) bool { return ev.Kind == fsmon.KindDenied && ev.Container.ID == web.id })
+}
+
+// waitPassedOver waits until the engine's scan has looked at the
+// container's mount namespace and found no profile for it (or no
+// container id): it is in the engine's list of unmonitored namespaces.
+func waitPassedOver(t *testing.T, h *harness, c *fakeContainer) {
+	t.Helper()
+	ns, err := container.FS{Root: "/proc"}.MountNS(c.pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "scan passes over the container", func() error {
+		h.applyMu.Lock()
+		defer h.applyMu.Unlock()
+		if _, ok := h.unmonitored[ns]; !ok {
+			return fmt.Errorf("namespace %d of %s not looked at yet", ns, c.id)
+		}
+		return nil
+	})
 }
 
 func TestDefaultProfileCoversEveryContainer(t *testing.T) {
 	testroot.Require(t)
 	root := busyboxRoot(t)
 	writeFile(t, filepath.Join(root, "etc", "passwd"), "root:x:0:0::/:/bin/sh\n")
-	h := start(t, `
+	h := startScanning(t, scanForTests, `
 profiles:
   - name: everywhere
     filters:
       - path: /etc/passwd
-`, func(o *Options) { o.ContainerScan = 200 * time.Millisecond })
+`)
 	c := startContainer(t, root, "anything", cgroupV1Docker)
 	waitGroup(t, h, c, true)
-	mustAllow(t, c.exec(t, "sh", "-c", "echo 'x:x:1:1::/:/bin/sh' >> /etc/passwd; sleep 0.3"))
+	mustAllow(t, c.exec(t, "sh", "-c", "echo 'x:x:1:1::/:/bin/sh' >> /etc/passwd"))
 	ev := h.rec.waitFor(t, "change in container", func(ev *fsmon.Event) bool {
 		return ev.Kind == fsmon.KindChange && ev.Container.ID == c.id
 	})
-	if ev.Path != "/etc/passwd" || ev.Container.Name != "anything" {
+	if ev.Path != "/etc/passwd" || ev.Container.Name != c.name {
 		t.Errorf("%+v", ev)
 	}
-}
-
-// TestHostFileReachedFromAContainer: a host file a container reaches
-// through a bind mount is protected by the host's rules there too.
-func TestHostFileReachedFromAContainer(t *testing.T) {
-	testroot.Require(t)
-	hostDir := t.TempDir()
-	secret := filepath.Join(hostDir, "secret")
-	writeFile(t, secret, "host secret\n")
-	root := busyboxRoot(t)
-	writeFile(t, filepath.Join(root, "etc", "passwd"), "root:x:0:0::/:/bin/sh\n")
-	mnt := filepath.Join(root, "hostdir")
-	os.MkdirAll(mnt, 0o755)
-	if out, err := exec.Command("mount", "--bind", hostDir, mnt).CombinedOutput(); err != nil {
-		t.Fatalf("bind mount: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
-	h := start(t, fmt.Sprintf(`
-profiles:
-  - name: host
-    host: true
-    mode: protect
-    filters:
-      - name: secret
-        path: %s
-        behavior: block
-        allow: [/usr/bin/head]
-  - name: every-container
-    containers: {name: '*'}
-    filters:
-      - path: /etc/passwd
-`, secret), func(o *Options) { o.ContainerScan = 200 * time.Millisecond })
-	c := startContainer(t, root, "bind-1", cgroupV2Docker)
-	waitGroup(t, h, c, true)
-	mustDeny(t, c.exec(t, "cat", "/hostdir/secret"))
-	ev := h.rec.waitFor(t, "denied from the container", func(ev *fsmon.Event) bool {
-		return ev.Kind == fsmon.KindDenied && ev.Container.ID == c.id
-	})
-	if ev.Profile != "host" || ev.Filter != "secret" || ev.Container.Name != "bind-1" {
-		t.Errorf("%+v", ev)
-	}
-	mustDeny(t, cmd(t, "cat", secret))
 }
 
 // TestRestartedContainerIsWalkedAfresh: the kernel reuses mount
@@ -392,7 +505,7 @@ profiles:
 // may get its predecessor's; it must still be a new group.
 func TestRestartedContainerIsWalkedAfresh(t *testing.T) {
 	testroot.Require(t)
-	h := start(t, containerConfig, func(o *Options) { o.ContainerScan = 2 * time.Second })
+	h := startScanning(t, 2*time.Second, containerConfig)
 	rootA := busyboxRoot(t)
 	writeFile(t, filepath.Join(rootA, "etc", "shadow"), "A\n")
 	a := startContainer(t, rootA, "web-a", cgroupV2Docker)
@@ -412,10 +525,10 @@ func TestSharedVolumeOutlivesOneContainer(t *testing.T) {
 	vol := t.TempDir()
 	writeFile(t, filepath.Join(vol, "secret"), "s\n")
 	var cs []*fakeContainer
-	h := start(t, `
+	h := startScanning(t, scanForTests, `
 profiles:
   - name: share
-    containers: {name: 'share-*'}
+    containers: {name: '{run}-share-*'}
     mode: protect
     filters:
       - name: data
@@ -423,7 +536,7 @@ profiles:
         recursive: true
         behavior: block
         allow: [head]
-`, func(o *Options) { o.ContainerScan = 200 * time.Millisecond })
+`)
 	for _, name := range []string{"share-a", "share-b"} {
 		root := busyboxRoot(t)
 		mnt := filepath.Join(root, "data")

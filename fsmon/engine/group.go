@@ -261,12 +261,19 @@ func (e *Engine) sameInit(g *group) bool {
 	return err == nil && ns == g.ns
 }
 
-// hostRootPath is where the host's files are, as a path of the daemon's.
+// hostRootPath is where the host's files are, as a path of the daemon's:
+// through the host group's root descriptor, which is /proc/1/root, or
+// the daemon's own root where PID 1's cannot be opened (newHostGroup).
+// /proc/1/root by name would be unreadable then, and no runtime's
+// state file found.
 func (e *Engine) hostRootPath() string {
-	if e.host != nil && e.host.prefix != "" {
+	if e.host == nil {
+		return e.opts.ProcRoot + "/1/root"
+	}
+	if e.host.prefix != "" {
 		return e.host.prefix
 	}
-	return e.opts.ProcRoot + "/1/root"
+	return "/proc/self/fd/" + strconv.Itoa(e.host.rootFD)
 }
 
 // dropGroup forgets a container that is gone: its marks, watches and
