@@ -71,7 +71,7 @@ func (a *allowIDs) has(e *Engine, g *group, paths []string, id devIno) bool {
 
 // resolveID stats path in g's root (confined to it), following links.
 func (e *Engine) resolveID(g *group, path string) devIno {
-	w := walker{e: e, g: g, rootFD: g.rootFD}
+	w := walker{e: e, g: g, rootFD: g.RootFD}
 	fd, err := w.openIn(path, 0, 0)
 	if err != nil {
 		return devIno{}

@@ -9,7 +9,7 @@ import (
 // newWalker places marks for group g into t. The walker borrows the
 // group's root fd.
 func (e *Engine) newWalker(t *tables, g *group) *walker {
-	return &walker{e: e, t: t, g: g, rootFD: g.rootFD, fsids: map[uint64][8]byte{}}
+	return &walker{e: e, t: t, g: g, rootFD: g.RootFD, fsids: map[uint64][8]byte{}}
 }
 
 // ApplyResult says what placing a policy did.
@@ -41,7 +41,7 @@ func (e *Engine) Apply(p *policy.Policy) (ApplyResult, error) {
 	e.mu.RUnlock()
 	res := ApplyResult{}
 	for _, g := range groups {
-		rules := p.RulesFor(g.target())
+		rules := p.RulesFor(g.Target())
 		w := e.newWalker(t, g)
 		w.walkRules(rules)
 		res.Errors += w.errs
@@ -50,10 +50,10 @@ func (e *Engine) Apply(p *policy.Policy) (ApplyResult, error) {
 		}
 		res.Incomplete = res.Incomplete || w.outOfRoom
 		e.mu.Lock()
-		g.rules = rules
+		g.Rules = rules
 		e.mu.Unlock()
 		e.checkAllowPaths(g, rules)
-		if len(rules) > 0 || g.isHost() {
+		if len(rules) > 0 || g.IsHost() {
 			res.Groups++
 		}
 	}
@@ -82,7 +82,7 @@ func (e *Engine) checkAllowPaths(g *group, rules []*policy.Rule) {
 		}
 		for _, p := range r.AllowExePaths() {
 			if e.resolveID(g, p) == (devIno{}) {
-				e.log.Warn("allow entry names no file: it allows nobody", "entry", p, "filter", r.Name, "profile", r.Profile.Name, "group", g.name)
+				e.log.Warn("allow entry names no file: it allows nobody", "entry", p, "filter", r.Name, "profile", r.Profile.Name, "group", g.Name)
 			}
 		}
 	}
@@ -100,7 +100,7 @@ func (e *Engine) rewalk() {
 	}
 	e.mu.RUnlock()
 	for _, g := range groups {
-		e.newWalker(e.tables, g).walkRules(g.rules)
+		e.newWalker(e.tables, g).walkRules(g.Rules)
 	}
 }
 

@@ -418,12 +418,12 @@ func TestContainerIsWatchedInItsRoot(t *testing.T) {
 		defer h.mu.RUnlock()
 		var left []string
 		for _, d := range h.tables.dirs {
-			if !d.g.isHost() {
+			if !d.g.IsHost() {
 				left = append(left, "dir "+d.path)
 			}
 		}
 		for _, f := range h.tables.files {
-			if !f.g.isHost() {
+			if !f.g.IsHost() {
 				left = append(left, "file "+f.path)
 			}
 		}

@@ -50,6 +50,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/groups"
 	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/procinfo"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/container"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
@@ -143,6 +144,7 @@ type Engine struct {
 	// no container id); applyMu guards it.
 	unmonitored    map[uint64]time.Time
 	hostNS, selfNS uint64
+	finder         *groups.Finder // makes container groups
 	cfs            container.FS
 
 	ready atomic.Bool
@@ -224,10 +226,11 @@ func New(opts Options) (*Engine, error) {
 		learned:      map[Learned]struct{}{},
 	}
 	var err error
-	if e.host, err = newHostGroup(opts.ProcRoot); err != nil {
+	if e.host, err = groups.NewHost(opts.ProcRoot); err != nil {
 		return nil, err
 	}
-	e.hostNS = e.host.ns
+	e.hostNS = e.host.NS
+	e.finder = &groups.Finder{ProcRoot: opts.ProcRoot, Proc: e.proc, CFS: e.cfs, Host: e.host}
 	e.groups[e.hostNS] = e.host
 	e.selfNS, _ = e.cfs.MountNS(e.selfPID)
 	// The permission group is read by a blocking read(2) on a thread of
@@ -435,7 +438,7 @@ func (e *Engine) Snapshot() fsmon.State {
 	watches := len(e.tables.wds)
 	rules := 0
 	for _, g := range e.groups {
-		for _, r := range g.rules {
+		for _, r := range g.Rules {
 			if r.Blocks() {
 				rules += r.AllowEntries()
 			}
@@ -443,9 +446,9 @@ func (e *Engine) Snapshot() fsmon.State {
 	}
 	var states []fsmon.GroupState
 	for _, g := range e.groups {
-		if g.isHost() || len(g.rules) > 0 {
+		if g.IsHost() || len(g.Rules) > 0 {
 			gs := groups[g]
-			gs.Name, gs.ContainerID = g.name, g.containerID
+			gs.Name, gs.ContainerID = g.Name, g.ContainerID
 			if gs.Marks == nil {
 				gs.Marks = e.tables.markCounts(g)
 			}

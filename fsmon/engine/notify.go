@@ -108,9 +108,9 @@ func (e *Engine) notifyEvent(ev *fanotify.Event, now time.Time, rules []grule) [
 		// when it was marked may be stale (a parent renamed since).
 		p = file.path
 		if dp := e.resolveFID(ev.Dir); dp != "" && name != "" {
-			p = file.g.inside(join(dp, name))
+			p = file.g.Inside(join(dp, name))
 		} else if fp := e.resolveFID(ev.File); fp != "" {
-			p = file.g.inside(fp)
+			p = file.g.Inside(fp)
 		}
 	}
 	rule := pickRule(rules)
@@ -129,7 +129,7 @@ func (e *Engine) notifyEvent(ev *fanotify.Event, now time.Time, rules []grule) [
 			Filter:    rule.Name,
 			Path:      p,
 			Process:   proc,
-			Container: rule.g.container(),
+			Container: rule.g.Container(),
 			Count:     1,
 		}
 		e.enqueue(&out)
@@ -169,7 +169,7 @@ func (e *Engine) processOf(g *group, pid int32, now time.Time) fsmon.Process {
 		return p
 	}
 	p := e.who.Read(pid)
-	p.ExecutablePath = g.inside(p.ExecutablePath)
+	p.ExecutablePath = g.Inside(p.ExecutablePath)
 	if p.ExecutablePath != "" {
 		e.recent.Put(p, now)
 	}

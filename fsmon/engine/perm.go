@@ -237,7 +237,7 @@ func (e *Engine) handlePerm(s *permSlot, gen uint64, readAt time.Time, d *decisi
 		Filter:    d.rule.Name,
 		Path:      d.path,
 		Process:   d.proc,
-		Container: d.group.container(),
+		Container: d.group.Container(),
 		Count:     1,
 		Decision:  took,
 	}
@@ -314,11 +314,11 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 	// Reported: the opener waits for the answer, so its facts can still
 	// be read; only reported events pay for this.
 	d.proc = e.who.Report(&d.who, &d.bufs)
-	d.proc.ExecutablePath = d.group.inside(d.proc.ExecutablePath)
+	d.proc.ExecutablePath = d.group.Inside(d.proc.ExecutablePath)
 	if d.kind == fsmon.KindLearned {
 		e.learn(Learned{Profile: d.rule.Profile.Name, Filter: d.rule.Name, Executable: d.proc.ExecutablePath})
 	}
-	d.path = strings.Clone(d.group.inside(e.fdPath(s.fd, d)))
+	d.path = strings.Clone(d.group.Inside(e.fdPath(s.fd, d)))
 }
 
 // fileRules appends the rules of the marked file id.
