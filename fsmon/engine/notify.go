@@ -37,6 +37,16 @@ func (e *Engine) notifyLoop() error {
 			}
 			e.notifyEvents.Add(1)
 			if ev.PID == e.selfPID {
+				// The daemon's own changes are not reported. But the
+				// last reference to a deleted file may be the daemon's
+				// (a walk's O_PATH fd, a permission event's fd): the
+				// inode then goes in its name, and must be forgotten
+				// all the same, or a file that gets its number later
+				// inherits its rules.
+				if ev.Mask.Any(fanotify.DeleteSelf) && ev.File.Valid() {
+					var kb [160]byte
+					e.forgetFile(keyBuf(kb[:0], ev.File))
+				}
 				return
 			}
 			rules = e.notifyEventSafe(ev, now, rules[:0])
