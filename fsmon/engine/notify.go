@@ -311,10 +311,12 @@ func (e *Engine) sweepGone(now time.Time) {
 	}
 }
 
-// unmark removes mask bits from the object a fid key names.
-func (e *Engine) unmark(key string, perm, notif fanotify.Mask) {
-	if len(key) < 12 || perm == 0 && notif == 0 {
-		return
+// openKey opens (O_PATH) the object a fid key names. ok is false when
+// the key or its file system is unknown; err is ESTALE when the object
+// is gone.
+func (e *Engine) openKey(key string) (fd int, ok bool, err error) {
+	if len(key) < 12 {
+		return -1, false, nil
 	}
 	var f fanotify.FID
 	copy(f.FSID[:], key[:8])
@@ -324,11 +326,20 @@ func (e *Engine) unmark(key string, perm, notif fanotify.Mask) {
 	mfd, ok := e.mountFDs[f.FSID]
 	e.mu.RUnlock()
 	if !ok {
+		return -1, false, nil
+	}
+	fd, err = fanotify.OpenHandle(mfd.fd, f)
+	return fd, true, err
+}
+
+// unmark removes mask bits from the object a fid key names.
+func (e *Engine) unmark(key string, perm, notif fanotify.Mask) {
+	if perm == 0 && notif == 0 {
 		return
 	}
-	fd, err := fanotify.OpenHandle(mfd.fd, f)
-	if err != nil {
-		return // gone: so are its marks
+	fd, ok, err := e.openKey(key)
+	if !ok || err != nil {
+		return // unknown, or gone: so are its marks
 	}
 	defer unix.Close(fd)
 	if perm != 0 {
