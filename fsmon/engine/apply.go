@@ -1,7 +1,10 @@
 package engine
 
 import (
+	"errors"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/fsmon/fsmon_exporter/fsmon/policy"
 )
@@ -89,7 +92,11 @@ func (e *Engine) checkAllowPaths(g *group, rules []*policy.Rule) {
 }
 
 // rewalk places the current policy again (after an inotify overflow):
-// it adds what is missing and keeps what is there.
+// it adds what is missing and keeps what is there. The events lost may
+// also have said that directories went (IN_DELETE_SELF, IN_IGNORED):
+// those are forgotten first, so that a new directory with a reused inode
+// number is not taken for the one that went (a file's going is reported
+// by fanotify, whose queue does not overflow).
 func (e *Engine) rewalk() {
 	e.applyMu.Lock()
 	defer e.applyMu.Unlock()
@@ -98,9 +105,25 @@ func (e *Engine) rewalk() {
 	for _, g := range e.groups {
 		groups = append(groups, g)
 	}
+	dirs := make([]*dirEntry, 0, len(e.tables.dirs))
+	for _, d := range e.tables.dirs {
+		dirs = append(dirs, d)
+	}
 	e.mu.RUnlock()
+	for _, d := range dirs {
+		fd, ok, err := e.openKey(d.handle)
+		if err == nil && ok {
+			unix.Close(fd)
+		}
+		if ok && errors.Is(err, unix.ESTALE) {
+			// Gone, and its watch with its inode.
+			e.dropDir(d, true)
+		}
+	}
 	for _, g := range groups {
-		e.newWalker(e.tables, g).walkRules(g.rules)
+		w := e.newWalker(e.tables, g)
+		w.again = true
+		w.walkRules(g.rules)
 	}
 }
 

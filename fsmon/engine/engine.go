@@ -308,6 +308,14 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.ino.Close()
 	e.wake.close()
 	e.exes.close()
+	// The directory fds kept per file system would keep them busy (an
+	// unmount fails with EBUSY) after the engine has stopped.
+	e.mu.Lock()
+	for fsid, m := range e.mountFDs {
+		unix.Close(m.fd)
+		delete(e.mountFDs, fsid)
+	}
+	e.mu.Unlock()
 	close(e.queue)
 	<-dispatched
 	return err

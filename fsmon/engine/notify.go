@@ -37,6 +37,16 @@ func (e *Engine) notifyLoop() error {
 			}
 			e.notifyEvents.Add(1)
 			if ev.PID == e.selfPID {
+				// The daemon's own changes are not reported. But the
+				// last reference to a deleted file may be the daemon's
+				// (a walk's O_PATH fd, a permission event's fd): the
+				// inode then goes in its name, and must be forgotten
+				// all the same, or a file that gets its number later
+				// inherits its rules.
+				if ev.Mask.Any(fanotify.DeleteSelf) && ev.File.Valid() {
+					var kb [160]byte
+					e.forgetFile(keyBuf(kb[:0], ev.File))
+				}
 				return
 			}
 			rules = e.notifyEventSafe(ev, now, rules[:0])
@@ -301,10 +311,12 @@ func (e *Engine) sweepGone(now time.Time) {
 	}
 }
 
-// unmark removes mask bits from the object a fid key names.
-func (e *Engine) unmark(key string, perm, notif fanotify.Mask) {
-	if len(key) < 12 || perm == 0 && notif == 0 {
-		return
+// openKey opens (O_PATH) the object a fid key names. ok is false when
+// the key or its file system is unknown; err is ESTALE when the object
+// is gone.
+func (e *Engine) openKey(key string) (fd int, ok bool, err error) {
+	if len(key) < 12 {
+		return -1, false, nil
 	}
 	var f fanotify.FID
 	copy(f.FSID[:], key[:8])
@@ -314,11 +326,20 @@ func (e *Engine) unmark(key string, perm, notif fanotify.Mask) {
 	mfd, ok := e.mountFDs[f.FSID]
 	e.mu.RUnlock()
 	if !ok {
+		return -1, false, nil
+	}
+	fd, err = fanotify.OpenHandle(mfd.fd, f)
+	return fd, true, err
+}
+
+// unmark removes mask bits from the object a fid key names.
+func (e *Engine) unmark(key string, perm, notif fanotify.Mask) {
+	if perm == 0 && notif == 0 {
 		return
 	}
-	fd, err := fanotify.OpenHandle(mfd.fd, f)
-	if err != nil {
-		return // gone: so are its marks
+	fd, ok, err := e.openKey(key)
+	if !ok || err != nil {
+		return // unknown, or gone: so are its marks
 	}
 	defer unix.Close(fd)
 	if perm != 0 {

@@ -42,6 +42,10 @@ type walker struct {
 	fsids     map[uint64][8]byte
 	errs      int
 	first     error
+	// again: walking anew a tree the tables already hold (after an
+	// inotify overflow, whose dropped events may have been creations
+	// anywhere): known directories are read again, not passed over.
+	again bool
 }
 
 func (w *walker) fail(what string, err error) {
@@ -226,7 +230,7 @@ func (w *walker) visitDir(fd int, logical string, comps []string, rels []ruleRel
 		d.path, d.comps, d.rels, d.rehomed = logical, comps, nil, true
 		moved = true
 	}
-	if !mergeRels(d, rels) && !isNew && !moved {
+	if !mergeRels(d, rels) && !isNew && !moved && !w.again {
 		w.e.mu.Unlock()
 		return
 	}
