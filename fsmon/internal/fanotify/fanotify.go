@@ -131,6 +131,10 @@ func (g *Group) SetNonblock() error { return unix.SetNonblock(g.fd, true) }
 // through the Go netpoller; nil for ReadsBlocking.
 func (g *Group) File() *os.File { return g.file }
 
+// FD is the group's descriptor, whose marks /proc/self/fdinfo/FD lists:
+// how tests check which kinds of mark the engine placed.
+func (g *Group) FD() int { return g.fd }
+
 // Close closes the group. The kernel allows every permission event still
 // pending: the system fails open.
 func (g *Group) Close() error {
