@@ -348,33 +348,6 @@ func (e *Engine) Run(ctx context.Context) error {
 	return err
 }
 
-// dispatchHold is how long the dispatcher lets reports gather after
-// handing some to the sink.
-const dispatchHold = 250 * time.Microsecond
-
-// dispatch hands queued events to the sink. The first event after a
-// quiet spell wakes it at once; after each round it holds off for
-// dispatchHold, so that a stream of reports costs one wakeup a round
-// rather than one an event. A wakeup is a context switch, and on a busy
-// CPU it lands on the path of the next open the permission loop answers.
-func (e *Engine) dispatch() {
-	for ev := range e.queue {
-		e.opts.Sink.Handle(&ev)
-		for more := true; more; {
-			select {
-			case ev, ok := <-e.queue:
-				if !ok {
-					return
-				}
-				e.opts.Sink.Handle(&ev)
-			default:
-				more = false
-			}
-		}
-		time.Sleep(dispatchHold)
-	}
-}
-
 // logLosses says in the log, at most every 10 seconds, how many events
 // were lost since it last did: visible, but never a flood of lines.
 func (e *Engine) logLosses(ctx context.Context) {
@@ -408,15 +381,6 @@ func (e *Engine) logLosses(ctx context.Context) {
 
 // Ready reports whether every mark of the current policy is placed.
 func (e *Engine) Ready() bool { return e.ready.Load() }
-
-// enqueue hands an event to the sinks without ever blocking.
-func (e *Engine) enqueue(ev *fsmon.Event) {
-	select {
-	case e.queue <- *ev:
-	default:
-		e.dropQueue.Add(1)
-	}
-}
 
 // LearnedSet returns the (profile, filter, executable) triples seen in
 // learn mode, for turning into a profile.

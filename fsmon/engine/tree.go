@@ -1,151 +1,14 @@
 package engine
 
 import (
-	"runtime/debug"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fsys"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/inotify"
 )
-
-// changeOps maps notification bits to report operations, in the order
-// they are reported when the kernel merged several into one event.
-var changeOps = []struct {
-	mask fanotify.Mask
-	op   fsmon.Op
-}{
-	{fanotify.Create, fsmon.OpCreate},
-	{fanotify.MovedFrom | fanotify.MovedTo, fsmon.OpRename},
-	{fanotify.Modify, fsmon.OpWrite},
-	{fanotify.Attrib, fsmon.OpAttrib},
-	{fanotify.Delete, fsmon.OpDelete},
-}
-
-func (e *Engine) notifyLoop() error {
-	buf := make([]byte, 256<<10)
-	var rules []grule
-	return e.readLoop("notification", e.notif.File(), e.notif.Read, buf, func(b []byte) {
-		now := time.Now()
-		perr := fanotify.Parse(b, func(ev *fanotify.Event) {
-			if ev.Mask.Any(fanotify.QOverflow) {
-				e.overflowFan.Add(1)
-				e.dropKernel.Add(1)
-				return
-			}
-			e.notifyEvents.Add(1)
-			if ev.PID == e.selfPID {
-				// The daemon's own changes are not reported. But the
-				// last reference to a deleted file may be the daemon's
-				// (a walk's O_PATH fd, a permission event's fd): the
-				// inode then goes in its name, and must be forgotten
-				// all the same, or a file that gets its number later
-				// inherits its rules.
-				if ev.Mask.Any(fanotify.DeleteSelf) && ev.File.Valid() {
-					var kb [160]byte
-					e.forgetFile(keyBuf(kb[:0], ev.File))
-				}
-				return
-			}
-			rules = e.notifyEventSafe(ev, now, rules[:0])
-		})
-		if perr != nil {
-			e.log.Warn("malformed notification event batch", "err", perr)
-		}
-	})
-}
-
-// notifyEventSafe is notifyEvent behind a recover: a bug costs one
-// report, never the daemon.
-func (e *Engine) notifyEventSafe(ev *fanotify.Event, now time.Time, rules []grule) (out []grule) {
-	defer func() {
-		if r := recover(); r != nil {
-			e.log.Error("notification event failed", "panic", r, "stack", string(debug.Stack()))
-			out = rules[:0]
-		}
-	}()
-	return e.notifyEvent(ev, now, rules)
-}
-
-// keyBuf builds a fid key without allocating; map lookups with
-// string(keyBuf) do not allocate either.
-func keyBuf(buf []byte, f fanotify.FID) []byte {
-	buf = append(buf[:0], f.FSID[:]...)
-	t := f.HandleType
-	buf = append(buf, byte(t), byte(t>>8), byte(t>>16), byte(t>>24))
-	return append(buf, f.Handle...)
-}
-
-func (e *Engine) notifyEvent(ev *fanotify.Event, now time.Time, rules []grule) []grule {
-	var kb [160]byte
-	if ev.Mask.Any(fanotify.DeleteSelf) && ev.File.Valid() {
-		// The last link is gone and the inode freed: forget it, so a
-		// file that gets its number later does not inherit its rules.
-		// The unlink itself was reported by the directory's event.
-		e.forgetFile(keyBuf(kb[:0], ev.File))
-		return rules
-	}
-	var p string
-	// A view for the lookups; join copies it into the reported path.
-	name := unsafeString(ev.Name)
-	e.mu.RLock()
-	var dir *dirEntry
-	if ev.Dir.Valid() {
-		dir = e.tables.dirsByHandle[string(keyBuf(kb[:0], ev.Dir))]
-	}
-	if dir != nil && name != "" {
-		rules = dir.covers(name, rules)
-		p = join(dir.path, name)
-	}
-	var file *fileEntry
-	if len(rules) == 0 && ev.File.Valid() {
-		// Not through a directory we mark: a covered file reached by
-		// another link.
-		if file = e.tables.filesByHandle[string(keyBuf(kb[:0], ev.File))]; file != nil {
-			rules = append(rules, file.rules...)
-		}
-	}
-	e.mu.RUnlock()
-	if len(rules) == 0 {
-		return rules
-	}
-	if file != nil {
-		// Reached through a link elsewhere, or an event of the inode
-		// alone (a link count change): where is it now? The path noted
-		// when it was marked may be stale (a parent renamed since).
-		p = file.path
-		if dp := e.resolveFID(ev.Dir); dp != "" && name != "" {
-			p = file.g.Inside(join(dp, name))
-		} else if fp := e.resolveFID(ev.File); fp != "" {
-			p = file.g.Inside(fp)
-		}
-	}
-	rule := pickRule(rules)
-	// The file's group: the process may be gone before it can be asked.
-	proc := e.processOf(rule.g, ev.PID, now)
-	for _, co := range changeOps {
-		if !ev.Mask.Any(co.mask) {
-			continue
-		}
-		out := fsmon.Event{
-			Time:      now,
-			Kind:      fsmon.KindChange,
-			Op:        co.op,
-			Mode:      rule.Mode,
-			Profile:   rule.Profile.Name,
-			Filter:    rule.Name,
-			Path:      p,
-			Process:   proc,
-			Container: rule.g.Container(),
-			Count:     1,
-		}
-		e.enqueue(&out)
-	}
-	return rules
-}
 
 func (e *Engine) forgetFile(key []byte) {
 	e.mu.Lock()
@@ -158,32 +21,6 @@ func (e *Engine) forgetFile(key []byte) {
 	if e.tables.files[f.id] == f {
 		delete(e.tables.files, f.id)
 	}
-}
-
-// pickRule chooses the rule a change is reported under: a block filter
-// before a monitor one, then the first in the configuration.
-func pickRule(rules []grule) grule {
-	best := rules[0]
-	for _, r := range rules[1:] {
-		if r.Blocks() && !best.Blocks() || r.Blocks() == best.Blocks() && r.ID < best.ID {
-			best = r
-		}
-	}
-	return best
-}
-
-// processOf gathers the facts of pid for a notification of group g's
-// file: the process may be gone already, then the pid is all there is.
-func (e *Engine) processOf(g *group, pid int32, now time.Time) fsmon.Process {
-	if p, ok := e.recent.Get(pid, now); ok {
-		return p
-	}
-	p := e.who.Read(pid)
-	p.ExecutablePath = g.Inside(p.ExecutablePath)
-	if p.ExecutablePath != "" {
-		e.recent.Put(p, now)
-	}
-	return p
 }
 
 // resolveFID finds the path of a directory fid the tables do not know.

@@ -5,18 +5,14 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
-	"strings"
+	"strconv"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
-	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/procinfo"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
-	"github.com/fsmon/fsmon_exporter/fsmon/internal/fsys"
-	"github.com/fsmon/fsmon_exporter/fsmon/policy"
 )
 
 const (
@@ -49,52 +45,6 @@ type permBatch struct {
 	start atomic.Int64 // unix nanoseconds the batch was read; 0 when idle
 	n     atomic.Int32
 	slots [maxPermSlots]permSlot
-}
-
-// decision is the loop's scratch space, reused for every event so the
-// permission path does not allocate for events it does not report.
-// What one decision learns sits in facts, which the next decision resets
-// with one assignment: nothing of one process's decision can carry into
-// the next. The rest is scratch whose contents are only read through
-// facts (the views point into the buffers).
-type decision struct {
-	facts
-	rules  []grule // the rules that cover the file; reused
-	cached bool    // the batch holds the executable cache (ExeCache.Begin)
-
-	pathBuf [unix.PathMax]byte
-	bufs    procinfo.Buffers // the opener's facts are read into these
-}
-
-// facts are what one decision has learnt so far.
-type facts struct {
-	rule    grule
-	kind    fsmon.Kind
-	group   *group    // the process's
-	viaDir  *dirEntry // set when the file was covered by its directory's entry, not its own
-	id      devIno    // the file's
-	st      unix.Stat_t
-	path    string
-	proc    fsmon.Process
-	subject policy.Subject // what the rules asked of the opener
-
-	who      procinfo.Opener // what is known of the process that opened
-	real     string          // view of pathBuf
-	haveReal bool
-}
-
-// reset starts a decision of an open by pid from zero.
-func (d *decision) reset(pid int32) {
-	d.facts = facts{who: procinfo.Opener{PID: pid, Cached: d.cached}}
-	d.rules = d.rules[:0]
-}
-
-// verdict is the answer the decision gives.
-func (d *decision) verdict() fanotify.Verdict {
-	if d.kind == fsmon.KindDenied {
-		return fanotify.Deny
-	}
-	return fanotify.Allow
 }
 
 func (e *Engine) permLoop() error {
@@ -251,157 +201,6 @@ type execKey struct {
 	id  devIno
 }
 
-// decide works out the verdict of one permission event. The common
-// cases (a file no rule covers, a process its allow list names) make a
-// handful of syscalls and no allocation: fstat of the event fd, a table
-// lookup, and for block rules the readlink of /proc/PID/exe.
-func (e *Engine) decide(s *permSlot, d *decision) {
-	d.reset(s.pid)
-	var st unix.Stat_t
-	// Raw: fstat of an event fd does not block, and the runtime's syscall
-	// bookkeeping is a measurable share of a decision.
-	if _, _, errno := unix.RawSyscall(unix.SYS_FSTAT, uintptr(s.fd), uintptr(unsafe.Pointer(&st)), 0); errno != 0 {
-		return
-	}
-	if f := e.slowDecision.Load(); f != nil {
-		(*f)()
-	}
-	d.id = devIno{st.Dev, st.Ino}
-	d.rules = e.fileRules(d.id, d.rules)
-	if len(d.rules) == 0 {
-		// Not a marked inode: a new file in a marked directory, known by
-		// its name.
-		real := e.fdPath(s.fd, d)
-		i := strings.LastIndexByte(real, '/')
-		if i < 0 {
-			return
-		}
-		dir := real[:i]
-		if dir == "" {
-			dir = "/"
-		}
-		if de := e.dirRules(realKey{fsys.MountID(int(s.fd)), dir}, real[i+1:], d); de != nil {
-			d.viaDir, d.st = de, st
-		}
-		if len(d.rules) == 0 {
-			return
-		}
-	}
-	// The rules are the file's, whoever opens it: the protection belongs
-	// to the file, also when a container reaches a host file through a
-	// bind mount. The opener's group only says how to name it, so it is
-	// looked up for reported events only.
-	var out policy.Outcome
-	for i, r := range d.rules {
-		d.subject.ExeAllowed = policy.Unknown // per rule: the lists differ
-		for {
-			k, need := policy.Judge(r.Rule, &d.subject)
-			if need == 0 {
-				out.Add(k, i)
-				break
-			}
-			e.learnFacts(need, r, d)
-		}
-	}
-	if out.Kind == 0 {
-		return
-	}
-	d.kind, d.rule = out.Kind, d.rules[out.Rule]
-	d.group = e.host
-	if e.containers.Load() {
-		d.group = e.groupOf(s.pid)
-	}
-	// Reported: the opener waits for the answer, so its facts can still
-	// be read; only reported events pay for this.
-	d.proc = e.who.Report(&d.who, &d.bufs)
-	d.proc.ExecutablePath = d.group.Inside(d.proc.ExecutablePath)
-	if d.kind == fsmon.KindLearned {
-		e.learn(Learned{Profile: d.rule.Profile.Name, Filter: d.rule.Name, Executable: d.proc.ExecutablePath})
-	}
-	d.path = strings.Clone(d.group.Inside(e.fdPath(s.fd, d)))
-}
-
-// fileRules appends the rules of the marked file id.
-func (e *Engine) fileRules(id devIno, rules []grule) []grule {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	if f := e.tables.files[id]; f != nil {
-		rules = append(rules, f.rules...)
-	}
-	return rules
-}
-
-// dirRules appends to d.rules the rules that cover name in the marked
-// directory dir, and returns the directory when any does.
-func (e *Engine) dirRules(dir realKey, name string, d *decision) *dirEntry {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	de := e.tables.dirsByReal[dir]
-	if de == nil {
-		return nil
-	}
-	n := len(d.rules)
-	d.rules = de.covers(name, d.rules)
-	if len(d.rules) == n {
-		return nil
-	}
-	return de
-}
-
-// adopt marks a file that was covered by its directory only, through
-// the event's fd. It runs on the permission loop after the answer, and
-// never waits for placement (applyMu): when a walk or a tree event is
-// running, it leaves the file to them (the tree event for its creation
-// marks it).
-func (e *Engine) adopt(fd int32, d *decision) {
-	if !e.applyMu.TryLock() {
-		return
-	}
-	defer e.applyMu.Unlock()
-	de := d.viaDir
-	name := d.real[strings.LastIndexByte(d.real, '/')+1:]
-	if !e.wantsInodeMark(de, name) {
-		return
-	}
-	e.mu.RLock()
-	rules := de.covers(name, nil)
-	t := e.tables
-	e.mu.RUnlock()
-	w := e.newWalker(t, de.g)
-	w.markFile(int(fd), &d.st, join(de.path, name), rules)
-}
-
-// learnFacts gathers what policy.Judge asked for about the opener pid
-// under rule r: whether its executable is one the rule's executable
-// entries name (by identity: the inode that runs against the inodes the
-// entries name in the rule's group's root), or its names (comm and the
-// base name of its executable, which cost a read of /proc/PID/stat).
-func (e *Engine) learnFacts(need policy.Need, r grule, d *decision) {
-	if need&policy.NeedExe != 0 {
-		id := devIno(e.who.ExeID(&d.who))
-		d.subject.ExeAllowed = policy.FactOf(id != (devIno{}) && e.allowIDs.has(e, r.g, r.AllowExePaths(), id))
-	}
-	if need&policy.NeedNames != 0 {
-		d.subject.Comm, d.subject.ExeBase = e.who.Names(&d.who, &d.bufs)
-		d.subject.NamesKnown = true
-	}
-}
-
-// fdPath is the path of an event fd as the daemon's mount namespace sees
-// it: for a container's file, the path inside the container's mounts. It
-// is read once per decision, into d's buffer.
-func (e *Engine) fdPath(fd int32, d *decision) string {
-	if d.haveReal {
-		return d.real
-	}
-	n, err := fsys.FDPath(int(fd), d.pathBuf[:])
-	if err != nil {
-		return ""
-	}
-	d.real, d.haveReal = unsafeString(d.pathBuf[:n]), true
-	return d.real
-}
-
 // watchdog answers the loop's batch with the default once it is older
 // than the deadline.
 func (e *Engine) watchdog(done <-chan struct{}) {
@@ -494,11 +293,32 @@ func (e *Engine) rescue(gen uint64, v fanotify.Verdict, done chan struct{}) {
 	}
 }
 
-// unsafeString views b as a string without copying; the caller must not
-// keep it past b's next change.
-func unsafeString(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	return unsafe.String(&b[0], len(b))
+// waker ends the permission loop's blocking read(2): a memfd of the
+// daemon's own, marked in the permission group, whose opening makes an
+// event the loop wakes for (and, being the daemon's own, allows at once).
+// Nothing else wakes a thread blocked in read(2) on a fanotify fd: a
+// closed fd does not, and Go restarts syscalls that signals interrupt.
+type waker struct {
+	fd   int
+	path string
 }
+
+func newWaker(g *fanotify.Group) (*waker, error) {
+	fd, err := unix.MemfdCreate("fsmon-wake", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("memfd_create: %w", err)
+	}
+	if err := g.Add(fd, fanotify.OpenPerm); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("marking the wake file: %w", err)
+	}
+	return &waker{fd: fd, path: "/proc/self/fd/" + strconv.Itoa(fd)}, nil
+}
+
+func (w *waker) wake() {
+	if fd, err := unix.Open(w.path, unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+		unix.Close(fd)
+	}
+}
+
+func (w *waker) close() { unix.Close(w.fd) }
