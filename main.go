@@ -245,7 +245,7 @@ func run(args []string) int {
 	// Marks are placed with the server up, so /-/ready answers 503 until
 	// they are all in place.
 	res, err := eng.Apply(pol)
-	if err != nil {
+	if err != nil && !errors.Is(err, engine.ErrPartial) {
 		logger.Error("placing marks failed", "err", err)
 		shutdown(cancel, runDone, srv, flush, logger)
 		return 1
@@ -299,7 +299,7 @@ func reload(logger *slog.Logger, path string, eng *engine.Engine) bool {
 		return false
 	}
 	res, err := eng.Apply(pol)
-	if err != nil {
+	if err != nil && !errors.Is(err, engine.ErrPartial) {
 		logger.Error("reloading configuration failed", "file", path, "err", err)
 		return false
 	}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -27,9 +28,15 @@ type ApplyResult struct {
 	Took       time.Duration
 }
 
+// ErrPartial says a policy is in force, but only partly: some objects
+// could not be marked (ApplyResult says how many, and why the first).
+var ErrPartial = errors.New("the configuration is only partly in force")
+
 // Apply places the marks of p in every group and makes it the policy in
 // force. The old policy's marks stay until the new ones are placed, so
-// nothing covered by both is ever uncovered.
+// nothing covered by both is ever uncovered. When some objects could not
+// be marked, p is in force all the same and the error wraps ErrPartial
+// and the first cause.
 func (e *Engine) Apply(p *policy.Policy) (ApplyResult, error) {
 	e.applyMu.Lock()
 	defer e.applyMu.Unlock()
@@ -72,6 +79,9 @@ func (e *Engine) Apply(p *policy.Policy) (ApplyResult, error) {
 	e.unmarkStale(old, t)
 	e.ready.Store(!res.Incomplete)
 	res.Took = time.Since(start)
+	if res.Errors > 0 {
+		return res, fmt.Errorf("%w: %d objects not marked, the first: %w", ErrPartial, res.Errors, res.FirstError)
+	}
 	return res, nil
 }
 

@@ -155,8 +155,8 @@ func TestObjectLimitBoundsTheTables(t *testing.T) {
 	go func() { done <- e.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 	res, err := e.Apply(compile(t, "profiles:\n  - name: t\n    host: true\n    filters:\n      - path: "+dir+"\n"))
-	if err != nil {
-		t.Fatal(err)
+	if !errors.Is(err, ErrPartial) || !errors.Is(err, ErrTooMany) {
+		t.Fatalf("Apply past the object limit: %v, want ErrPartial and ErrTooMany", err)
 	}
 	if res.Dirs+res.Files > 10 || !errors.Is(res.FirstError, ErrTooMany) || !res.Incomplete {
 		t.Fatalf("dirs %d files %d first error %v incomplete %v", res.Dirs, res.Files, res.FirstError, res.Incomplete)
