@@ -231,7 +231,7 @@ func run(args []string) int {
 	if !f.disableExporter {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	reloadMetrics, err := collector.RegisterWith(reg, stateSource{eng, exp, stdout}, events, logger.With("component", "collector"))
+	reloadMetrics, err := collector.Register(reg, stateSource{eng, exp, stdout}, events, logger.With("component", "collector"))
 	if err != nil {
 		logger.Error("registering metrics", "err", err)
 		cancel()

@@ -20,7 +20,8 @@ import (
 func fullRegistry(t *testing.T) *prometheus.Registry {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	events, reload, err := Register(reg, sampleState(), DefaultContainerCap, nil)
+	events := NewEventMetrics(DefaultContainerCap)
+	reload, err := Register(reg, sampleState(), events, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,10 +107,10 @@ func promtoolCheck(t *testing.T, promtool string, text []byte) {
 // Registering twice on one registry is an error, not a panic.
 func TestRegisterTwice(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	if _, _, err := Register(reg, &fakeState{}, 1, nil); err != nil {
+	if _, err := Register(reg, &fakeState{}, NewEventMetrics(1), nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := Register(reg, &fakeState{}, 1, nil); err == nil {
+	if _, err := Register(reg, &fakeState{}, NewEventMetrics(1), nil); err == nil {
 		t.Error("second Register on the same registry succeeded")
 	}
 }

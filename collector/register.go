@@ -9,23 +9,12 @@ import (
 )
 
 // Register registers every fsmon_ metric on reg: the state collector over
-// src, the event counters (returned, to be added to the engine's sinks),
-// the reload metrics (returned, for main to Set on every load) and
-// fsmon_build_info. Go and process metrics are main's business
+// src, the event counters (built by the caller first, since the engine
+// takes its sinks when it is created and the state source is the engine
+// itself), the reload metrics (returned, for main to Set on every load)
+// and fsmon_build_info. Go and process metrics are main's business
 // (--web.disable-exporter-metrics).
-func Register(reg prometheus.Registerer, src StateSource, containerCap int, logger *slog.Logger) (*EventMetrics, *ReloadMetrics, error) {
-	events := NewEventMetrics(containerCap)
-	reload, err := RegisterWith(reg, src, events, logger)
-	if err != nil {
-		return nil, nil, err
-	}
-	return events, reload, nil
-}
-
-// RegisterWith is Register for a caller that builds the event metrics
-// first: the engine takes its sinks when it is created, and the state
-// source is the engine itself.
-func RegisterWith(reg prometheus.Registerer, src StateSource, events *EventMetrics, logger *slog.Logger) (*ReloadMetrics, error) {
+func Register(reg prometheus.Registerer, src StateSource, events *EventMetrics, logger *slog.Logger) (*ReloadMetrics, error) {
 	reload := NewReloadMetrics()
 	for _, c := range []prometheus.Collector{
 		NewStateCollector(src, logger),

@@ -86,7 +86,8 @@ func exposedSeries(t testing.TB) map[string]*series {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	logger := slog.New(slog.DiscardHandler)
-	events, reload, err := collector.Register(reg, fakeState{}, 100, logger)
+	events := collector.NewEventMetrics(collector.DefaultContainerCap)
+	reload, err := collector.Register(reg, fakeState{}, events, logger)
 	if err != nil {
 		t.Fatalf("collector.Register: %v", err)
 	}
