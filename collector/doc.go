@@ -1,6 +1,6 @@
 // Package collector exports fsmon_exporter's Prometheus metrics. It owns
-// the metric names, labels and help texts of the contract in DESIGN.md
-// (section Metrics) and nothing else: the engine (package fsmon) imports
+// the metric names, labels and help texts of the contract in docs/metrics.md
+// and nothing else: the engine (package fsmon) imports
 // no Prometheus code, it hands over State snapshots and Events.
 //
 // Three collectors, by where the numbers live:

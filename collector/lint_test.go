@@ -32,7 +32,7 @@ func fullRegistry(t *testing.T) *prometheus.Registry {
 	return reg
 }
 
-// The metrics of DESIGN.md, section Metrics, with their types.
+// The metrics of docs/metrics.md, with their types.
 var contract = map[string]string{
 	"fsmon_events_total":                                 "COUNTER",
 	"fsmon_access_denied_total":                          "COUNTER",

@@ -165,7 +165,7 @@ func exposedSeries(t testing.TB) map[string]*series {
 
 func TestExposedSeriesCoverDesign(t *testing.T) {
 	exp := exposedSeries(t)
-	// The metrics of DESIGN.md (section Metrics) with their labels: the
+	// The metrics of docs/metrics.md with their labels: the
 	// dashboards and rules are written against these, so check the running
 	// code really has them before trusting the other tests.
 	want := map[string][]string{

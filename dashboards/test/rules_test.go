@@ -15,7 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// The alerts DESIGN.md (section Alerts) requires.
+// The alerts the README and docs/runbook.md promise.
 var designAlerts = []string{
 	"FsmonAccessDenied",
 	"FsmonAccessViolation",

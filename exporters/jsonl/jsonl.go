@@ -1,5 +1,5 @@
 // Package jsonl writes each event as one JSON object on one line, with
-// the keys of the event contract (DESIGN.md, section Events): the same
+// the keys of the event contract (README.md, section Events): the same
 // keys as the OpenTelemetry record's attributes. Keys whose value is
 // unknown are left out, never invented.
 package jsonl

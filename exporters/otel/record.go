@@ -11,7 +11,7 @@ import (
 	"github.com/fsmon/fsmon_exporter/fsmon"
 )
 
-// The fsmon keys of DESIGN.md's Events section. They carry no namespace
+// The fsmon keys of the README's Events section. They carry no namespace
 // because they are the same keys as the JSON lines on stdout.
 const (
 	keyEvent   = attribute.Key("event")

@@ -97,12 +97,12 @@ var ErrUnsupported = errors.New("fanotify feature not supported by this kernel")
 // Group is one fanotify group.
 type Group struct {
 	fd     int
-	file   *os.File // owns fd; non-blocking, so reads park in the Go netpoller
+	file   *os.File // ReadsPolled only: owns fd, whose reads park in the Go netpoller
 	closed atomic.Bool
-	report Report
 }
 
-// New makes a group. eventFlags are the open(2) flags of event fds.
+// New makes a group. Event fds are opened read-only, close-on-exec, and
+// without touching the file's access time where the daemon may.
 func New(class Class, report Report, queue Queue, reads Reads) (*Group, error) {
 	flags := uint(class) | uint(report) | uint(queue) | uint(reads) | unix.FAN_CLOEXEC | unix.FAN_UNLIMITED_MARKS
 	fd, err := unix.FanotifyInit(flags, unix.O_RDONLY|unix.O_LARGEFILE|unix.O_CLOEXEC|unix.O_NOATIME)
@@ -116,7 +116,7 @@ func New(class Class, report Report, queue Queue, reads Reads) (*Group, error) {
 		}
 		return nil, fmt.Errorf("fanotify_init(%#x): %w", flags, err)
 	}
-	g := &Group{fd: fd, report: report}
+	g := &Group{fd: fd}
 	if reads == ReadsPolled {
 		g.file = os.NewFile(uintptr(fd), "fanotify")
 	}
