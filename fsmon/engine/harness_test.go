@@ -77,20 +77,6 @@ func (r *recorder) noneBefore(t *testing.T, what string, match func(*fsmon.Event
 	}
 }
 
-// none is the old settle-time check; it cannot prove the engine got far
-// enough and is being replaced by noneBefore everywhere.
-//
-// Deprecated: use noneBefore with a marker event.
-func (r *recorder) none(t *testing.T, what string, match func(*fsmon.Event) bool) {
-	t.Helper()
-	time.Sleep(300 * time.Millisecond)
-	for _, ev := range r.all() {
-		if match(&ev) {
-			t.Fatalf("unexpected event %s: %+v", what, ev)
-		}
-	}
-}
-
 func dump(evs []fsmon.Event) string {
 	var b strings.Builder
 	for _, ev := range evs {
