@@ -129,8 +129,12 @@ func main() {
 		}
 		seen[m.Run] = true
 		fmt.Printf("baseline: go test -count=1 %s\n", m.Run)
-		if out, err := r.test(ctx, m.Run); err != nil {
+		out, err := r.test(ctx, m.Run)
+		if err != nil {
 			fatalf("the unchanged tree fails `go test -count=1 %s`, so no mutation can be judged by it: %v\n%s", m.Run, err, tail(out, 40))
+		}
+		if !ranTests(out) {
+			fatalf("`go test -count=1 %s` runs no test (a test renamed or moved?), so it can catch nothing:\n%s", m.Run, tail(out, 10))
 		}
 	}
 
@@ -401,6 +405,17 @@ func (r *runner) test(ctx context.Context, args string) ([]byte, error) {
 		return out, fmt.Errorf("timed out after %s: %w", r.timeout, err)
 	}
 	return out, err
+}
+
+// ranTests reports whether a passing go test run ran a test in at least
+// one package: "ok <pkg> <time>" without "[no tests to run]".
+func ranTests(out []byte) bool {
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "ok ") && !strings.Contains(l, "[no tests to run]") && !strings.Contains(l, "[no test files]") {
+			return true
+		}
+	}
+	return false
 }
 
 var failLine = regexp.MustCompile(`(?m)^\s*--- FAIL: \S+`)
