@@ -20,17 +20,7 @@ func allowedOpener(tb testing.TB, dir string) (h *harness, secret string, pid in
 	if err := os.WriteFile(secret, []byte("s"), 0o644); err != nil {
 		tb.Fatal(err)
 	}
-	h = start(tb, fmt.Sprintf(`
-profiles:
-  - name: t
-    host: true
-    mode: protect
-    filters:
-      - name: secret
-        path: %s
-        behavior: block
-        allow: [/usr/bin/sleep]
-`, secret))
+	h = start(tb, blockFile("protect", secret, "/usr/bin/sleep"))
 	opener := exec.Command("sleep", "60")
 	if err := opener.Start(); err != nil {
 		tb.Fatal(err)

@@ -39,17 +39,7 @@ func TestUpgradedAllowedBinaryIsAllowedAgain(t *testing.T) {
 	writeFile(t, secret, "s\n")
 	prog := filepath.Join(dir, "cat")
 	copyExe(t, "/usr/bin/cat", prog)
-	h := start(t, fmt.Sprintf(`
-profiles:
-  - name: t
-    host: true
-    mode: protect
-    filters:
-      - name: secret
-        path: %s
-        behavior: block
-        allow: [%s]
-`, secret, prog))
+	h := start(t, blockFile("protect", secret, prog))
 	t0 := time.Now().UnixNano()
 	h.allowIDs.fakeNow.Store(t0)
 

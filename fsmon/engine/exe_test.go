@@ -47,17 +47,7 @@ func TestExecInPlaceIsJudgedAfresh(t *testing.T) {
 			dir := t.TempDir()
 			secret := filepath.Join(dir, "secret")
 			writeFile(t, secret, "s\n")
-			h := start(t, fmt.Sprintf(`
-profiles:
-  - name: t
-    host: true
-    mode: protect
-    filters:
-      - name: secret
-        path: %s
-        behavior: block
-        allow: [%s]
-`, secret, allow))
+			h := start(t, blockFile("protect", secret, allow))
 			requireExeCache(t, h)
 			script := fmt.Sprintf(": < %[1]s && : < %[1]s && echo shell-read && read x && exec %[2]s -c 'echo bash-up; read y; read z < %[1]s && echo bash-read'", secret, bash)
 

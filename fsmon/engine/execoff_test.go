@@ -90,17 +90,7 @@ func (l *logLines) waitFor(t *testing.T, want string) string {
 func shellProtects(t *testing.T) (yaml, secret string) {
 	secret = filepath.Join(t.TempDir(), "secret")
 	writeFile(t, secret, "s\n")
-	return fmt.Sprintf(`
-profiles:
-  - name: t
-    host: true
-    mode: protect
-    filters:
-      - name: secret
-        path: %s
-        behavior: block
-        allow: [/bin/sh]
-`, secret), secret
+	return blockFile("protect", secret, "/bin/sh"), secret
 }
 
 // decidesWithoutCache checks, with the cache off, that an allowed shell

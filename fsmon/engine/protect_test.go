@@ -16,6 +16,12 @@ import (
 // protectFile is a config that protects one file, allowing head (by
 // path) and tail (by name).
 func protectFile(mode, p string) string {
+	return blockFile(mode, p, "/usr/bin/head", "tail")
+}
+
+// blockFile is a config with one block filter, "secret", on the file p,
+// which the allow entries may open.
+func blockFile(mode, p string, allow ...string) string {
 	return fmt.Sprintf(`
 profiles:
   - name: t
@@ -25,8 +31,8 @@ profiles:
       - name: secret
         path: %s
         behavior: block
-        allow: [/usr/bin/head, tail]
-`, mode, p)
+        allow: [%s]
+`, mode, p, strings.Join(allow, ", "))
 }
 
 func protectDir(mode, dir string, recursive bool) string {
