@@ -81,7 +81,13 @@ func main() {
 		fmt.Printf("  %-12s -> %d bytes, err=%v (%v)\n", p, len(b), err, time.Since(t).Round(time.Microsecond))
 	}
 	done := make(chan error, 1)
-	go func() { f, err := os.Open("fifo"); if err == nil { f.Close() }; done <- err }()
+	go func() {
+		f, err := os.Open("fifo")
+		if err == nil {
+			f.Close()
+		}
+		done <- err
+	}()
 	select {
 	case err := <-done:
 		fmt.Println("  os.Open(fifo) returned:", err)

@@ -54,7 +54,10 @@ func find(ms []btf.Member, field string, base uint32) (uint32, bool) {
 
 func le(s string) int64 { return int64(binary.LittleEndian.Uint64([]byte(s))) }
 
-type ids struct{ bprmFile, fileInode, inodeIno, inodeGen, inodeSb, sbDev, secByte uint32; secBit uint32 }
+type ids struct {
+	bprmFile, fileInode, inodeIno, inodeGen, inodeSb, sbDev, secByte uint32
+	secBit                                                           uint32
+}
 
 func identity(idFD int, o ids) asm.Instructions {
 	rd := func(dst int16, src asm.Register, off uint32, size int32) asm.Instructions {
@@ -201,16 +204,25 @@ func main() {
 	}
 	o.bprmFile, o.fileInode, o.inodeIno, o.inodeGen, o.inodeSb, o.sbDev = off(spec, "linux_binprm", "file"), off(spec, "file", "f_inode"), off(spec, "inode", "i_ino"), off(spec, "inode", "i_generation"), off(spec, "inode", "i_sb"), off(spec, "super_block", "s_dev")
 	idm, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 32, MaxEntries: slots})
-	if err != nil { panic(err) }
+	if err != nil {
+		panic(err)
+	}
 	idp, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "exeid", Type: ebpf.RawTracepoint, Instructions: identity(idm.FD(), o), License: "GPL"})
-	if err != nil { fmt.Println("load identity program:", err); os.Exit(1) }
+	if err != nil {
+		fmt.Println("load identity program:", err)
+		os.Exit(1)
+	}
 	l2, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_process_exec", Program: idp})
-	if err != nil { panic(err) }
+	if err != nil {
+		panic(err)
+	}
 	defer l2.Close()
 	fmt.Printf("identity program loaded (secureexec at byte %d bit %d)\n", o.secByte, o.secBit)
 	idOf := func(pid int) {
 		var v [4]uint64
-		if err := idm.Lookup(uint32(pid)&(slots-1), &v); err != nil { panic(err) }
+		if err := idm.Lookup(uint32(pid)&(slots-1), &v); err != nil {
+			panic(err)
+		}
 		fmt.Printf("    recorded at exec: s_dev=%d:%d ino=%d generation=%#x secureexec=%d\n", v[0]>>20, v[0]&0xfffff, v[1], v[2], v[3])
 	}
 	c := exec.Command("/bin/sleep", "0.3")
@@ -225,7 +237,11 @@ func main() {
 	c.Run()
 	fmt.Printf("  su (setuid):\n")
 	idOf(c.Process.Pid)
-	if sc, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME)); err == nil { defer sc.Close() } else { fmt.Println("stats:", err) }
+	if sc, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME)); err == nil {
+		defer sc.Close()
+	} else {
+		fmt.Println("stats:", err)
+	}
 	run := func(desc string, env []string, args ...string) {
 		c := exec.Command(pick(args)[0], pick(args)[1:]...)
 		c.Env = env
@@ -250,9 +266,12 @@ func main() {
 	// a script: exec'd twice (sh then the interpreter)
 	os.WriteFile("/tmp/i13/envbpf/s.sh", []byte("#!/bin/sh\nexit 0\n"), 0755)
 	run("LD_PRELOAD=/x.so /tmp/i13/envbpf/s.sh (script)", []string{"LD_PRELOAD=/x.so"}, "/tmp/i13/envbpf/s.sh")
-	for i := 0; i < 200; i++ { exec.Command("/bin/true").Run() }
+	for i := 0; i < 200; i++ {
+		exec.Command("/bin/true").Run()
+	}
 	pst, _ := prog.Stats()
-	if pst != nil { st := pst
+	if pst != nil {
+		st := pst
 		fmt.Printf("program runs=%d total=%v mean=%v per exec\n", st.RunCount, st.Runtime, st.Runtime/ /**/ timeDiv(st.RunCount))
 	}
 }
