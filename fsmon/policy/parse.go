@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"unicode"
 
 	"go.yaml.in/yaml/v3"
@@ -65,21 +66,67 @@ func (l *ErrorList) Error() string {
 }
 
 // Load reads and parses the configuration file at path. Errors in the
-// file are an *ErrorList; an unreadable file is the wrapped os error.
+// file are an *ErrorList; a path that cannot be read as a configuration
+// is the wrapped os error, or ErrNotRegular, with the path in the text.
+//
+// Only a regular file is read. A FIFO would block the read (and a
+// reload on SIGHUP with it, for good), a device may act when opened or
+// never end: so the path is looked at before it is opened, opened
+// without blocking and without taking a terminal, and looked at again
+// through the open file, which must be the same regular file.
 func Load(file string) (*Config, error) {
-	f, err := os.Open(file)
+	before, err := os.Stat(file)
+	if err != nil {
+		return nil, fmt.Errorf("reading configuration: %w", err)
+	}
+	if err := regularFile(file, before); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("reading configuration: %w", err)
 	}
 	defer f.Close()
+	after, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("reading configuration %s: %w", file, err)
+	}
+	if err := regularFile(file, after); err != nil {
+		return nil, err
+	}
+	if !os.SameFile(before, after) {
+		return nil, fmt.Errorf("%s: %w (it was replaced while being opened)", file, ErrNotRegular)
+	}
 	// Read one byte past the limit so that Parse sees the file is too
-	// big without us reading all of a huge (or endless, like /dev/zero)
-	// file.
+	// big without us reading all of a huge file.
 	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading configuration %s: %w", file, err)
 	}
 	return Parse(file, data)
+}
+
+// ErrNotRegular says a configuration path is not a regular file.
+var ErrNotRegular = errors.New("not a regular file")
+
+func regularFile(file string, fi os.FileInfo) error {
+	if fi.Mode().IsRegular() {
+		return nil
+	}
+	kind := "a special file"
+	switch m := fi.Mode(); {
+	case m.IsDir():
+		kind = "a directory"
+	case m&os.ModeNamedPipe != 0:
+		kind = "a named pipe (FIFO)"
+	case m&os.ModeSocket != 0:
+		kind = "a socket"
+	case m&os.ModeCharDevice != 0:
+		kind = "a character device"
+	case m&os.ModeDevice != 0:
+		kind = "a block device"
+	}
+	return fmt.Errorf("%s: %w: it is %s", file, ErrNotRegular, kind)
 }
 
 // Parse parses and validates a configuration; file names it in errors
