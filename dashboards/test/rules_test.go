@@ -18,6 +18,7 @@ import (
 // The alerts the README and docs/runbook.md promise.
 var designAlerts = []string{
 	"FsmonAccessDenied",
+	"FsmonPermissionDefaultAnswers",
 	"FsmonAccessViolation",
 	"FsmonEventsDropped",
 	"FsmonKernelQueueOverflow",
