@@ -62,6 +62,12 @@ func (c component) match(s string) bool {
 	return c.re.MatchString(s)
 }
 
+// anchored is how every pattern of a configuration is compiled: matching
+// the whole name, and with "." matching any character, a newline
+// included: a file name may hold one, and `.*\.pem` must not miss
+// "a\nb.pem".
+func anchored(pattern string) string { return `(?s)^(?:` + pattern + `)$` }
+
 // regexMeta are the characters that make a filter path a regular
 // expression; a path without them is literal, dots included.
 const regexMeta = `\*+?()[]{}|^$`
@@ -131,7 +137,7 @@ func compileRule(cp *CompiledProfile, f *Filter) (*Rule, error) {
 			}
 			comp := component{lit: c}
 			if isRegex {
-				re, err := regexp.Compile(`^(?:` + c + `)$`)
+				re, err := regexp.Compile(anchored(c))
 				if err != nil {
 					return nil, fmt.Errorf("path component %q: %w", c, err)
 				}
@@ -145,7 +151,7 @@ func compileRule(cp *CompiledProfile, f *Filter) (*Rule, error) {
 		}
 	}
 	if f.Regex != "" {
-		re, err := regexp.Compile(`^(?:` + f.Regex + `)$`)
+		re, err := regexp.Compile(anchored(f.Regex))
 		if err != nil {
 			return nil, fmt.Errorf("regex %q: %w", f.Regex, err)
 		}

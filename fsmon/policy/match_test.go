@@ -116,3 +116,24 @@ func TestAllowEntries(t *testing.T) {
 		}
 	}
 }
+
+// TestPatternsMatchNamesWithNewlines: a name may hold any byte but "/"
+// and NUL, newlines included; a regex filter, or a regex path element,
+// matches the whole name whatever it holds.
+func TestPatternsMatchNamesWithNewlines(t *testing.T) {
+	for _, tc := range []struct {
+		filter, yes, no string
+	}{
+		{"{path: /k, regex: '.*\\.pem'}", "/k/a\nb.pem", "/k/a.pem\nx"},
+		{"{path: /k, regex: 'id_.*'}", "/k/id_\nrsa", "/k/x\nid_rsa"},
+		{"{path: '/home/.*/key'}", "/home/a\nb/key", "/home/a/b/key"},
+	} {
+		r := rule(t, tc.filter)
+		if !covers(r, tc.yes) {
+			t.Errorf("%s does not cover %q", tc.filter, tc.yes)
+		}
+		if covers(r, tc.no) {
+			t.Errorf("%s covers %q", tc.filter, tc.no)
+		}
+	}
+}

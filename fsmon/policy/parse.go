@@ -552,7 +552,7 @@ func (p *parser) checkPath(line int, s string, dir bool) string {
 		}
 		// Compiled as the engine compiles it, so that a valid file
 		// always compiles.
-		_, err := regexp.Compile(`^(?:` + elem + `)$`)
+		_, err := regexp.Compile(anchored(elem))
 		re, perr := syntax.Parse(elem, syntax.Perl)
 		if err != nil || perr != nil {
 			p.errorf(line, "path %q: element %q is not a regular expression on its own: "+
@@ -615,7 +615,7 @@ func compileAnchored(s string) (*regexp.Regexp, error) {
 		}
 		return nil, fmt.Errorf("invalid regular expression: %w", err)
 	}
-	re, err := regexp.Compile(`^(?:` + s + `)$`)
+	re, err := regexp.Compile(anchored(s))
 	if err != nil {
 		return nil, fmt.Errorf("invalid regular expression: %w", err)
 	}
