@@ -81,7 +81,7 @@ func parseFlags(args []string) *flags {
 		Default("500ms").DurationVar(&f.foldWindow)
 	app.Flag("containers.scan-interval", "How often /proc is scanned for containers that started or stopped; 0 watches the host only.").
 		Default("1s").DurationVar(&f.containerScan)
-	app.Flag("watch.max-objects", "Most directories and files tracked (marked or watched) at once; past it the rest is not marked and the start-up log says so.").
+	app.Flag("watch.max-objects", "Most directories and files that monitor-only filters follow at once; past it the rest is not followed and the log says so. Files of block and report_access filters are always marked.").
 		Default("1048576").IntVar(&f.maxObjects)
 	app.Flag("metrics.container-cap", "Distinct values of the container label before new containers are counted as other.").
 		Default(strconv.Itoa(collector.DefaultContainerCap)).IntVar(&f.containerCap)
@@ -284,7 +284,7 @@ func logApply(logger *slog.Logger, msg string, res engine.ApplyResult) {
 		attrs = append(attrs, "unmarked", res.Errors, "first_error", res.FirstError)
 	}
 	if res.Incomplete {
-		logger.Error(msg+", but not every mark could be placed: /-/ready stays 503 (raise --watch.max-objects or fs.inotify.max_user_watches)", attrs...)
+		logger.Error(msg+", but not every mark could be placed: /-/ready stays 503 (see first_error: raise --watch.max-objects or fs.inotify.max_user_watches, or narrow the filter)", attrs...)
 		return
 	}
 	logger.Info(msg, attrs...)

@@ -28,7 +28,7 @@ type stateCollector struct {
 	groups, pending, marks, rules *prometheus.Desc
 	watches, watchesLimit         *prometheus.Desc
 	overflows, dropped, timeouts  *prometheus.Desc
-	decisions, ready              *prometheus.Desc
+	decisions, ready, unmarked    *prometheus.Desc
 }
 
 // NewStateCollector returns a collector that reads src.Snapshot() once per
@@ -51,13 +51,14 @@ func NewStateCollector(src StateSource, logger *slog.Logger) prometheus.Collecto
 		timeouts:     desc("permission_decision_timeouts_total", "Permission decisions answered by the configured default because the deadline passed."),
 		decisions:    desc("permission_decision_duration_seconds", "Time from reading a permission event to writing its answer, in seconds."),
 		ready:        desc("ready", "1 once every mark of the current configuration is placed, else 0."),
+		unmarked:     desc("unmarked_objects", "Files and directories of the current configuration that could not be marked (out of room, or an error); the log says why."),
 	}
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.groups, c.pending, c.marks, c.rules, c.watches, c.watchesLimit,
-		c.overflows, c.dropped, c.timeouts, c.decisions, c.ready,
+		c.overflows, c.dropped, c.timeouts, c.decisions, c.ready, c.unmarked,
 	} {
 		ch <- d
 	}
@@ -93,6 +94,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ready = 1
 	}
 	gauge(c.ready, ready)
+	gauge(c.unmarked, float64(st.Unmarked))
 }
 
 func (c *stateCollector) collectDecisions(ch chan<- prometheus.Metric, h fsmon.HistogramSnapshot) {

@@ -27,6 +27,7 @@ func sampleState() *fakeState {
 			Drops:            map[fsmon.DropStage]uint64{fsmon.DropReportQueue: 7, fsmon.DropKernel: 1},
 			DecisionTimeouts: 2,
 			Ready:            true,
+			Unmarked:         6,
 			// Three decisions: 8µs, 30µs and 2ms.
 			Decisions: fsmon.HistogramSnapshot{Count: 3, Sum: 0.002038, Buckets: map[float64]uint64{
 				1e-6: 0, 2.5e-6: 0, 5e-6: 0, 1e-5: 1, 2.5e-5: 1, 5e-5: 2, 1e-4: 2, 2.5e-4: 2, 5e-4: 2,
@@ -96,6 +97,9 @@ fsmon_permission_decision_timeouts_total 2
 # HELP fsmon_ready 1 once every mark of the current configuration is placed, else 0.
 # TYPE fsmon_ready gauge
 fsmon_ready 1
+# HELP fsmon_unmarked_objects Files and directories of the current configuration that could not be marked (out of room, or an error); the log says why.
+# TYPE fsmon_unmarked_objects gauge
+fsmon_unmarked_objects 6
 `
 
 func TestStateCollector(t *testing.T) {
@@ -111,8 +115,8 @@ func TestStateCollectorZero(t *testing.T) {
 	c := NewStateCollector(&fakeState{}, nil)
 	// 1 groups + 1 pending + 4 marks + 1 rules + 2 watches + 2 overflows +
 	// 3 drops + 1 timeouts + 1 histogram + 1 ready.
-	if n := testutil.CollectAndCount(c); n != 17 {
-		t.Errorf("zero state: %d series, want 17", n)
+	if n := testutil.CollectAndCount(c); n != 18 {
+		t.Errorf("zero state: %d series, want 18", n)
 	}
 	const want = `# HELP fsmon_ready 1 once every mark of the current configuration is placed, else 0.
 # TYPE fsmon_ready gauge

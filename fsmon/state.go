@@ -63,6 +63,7 @@ type State struct {
 	PermissionEvents uint64 // permission events answered
 	NotifyEvents     uint64 // notification events read
 	Ready            bool   // every mark of the current configuration is placed
+	Unmarked         int64  // objects of the current configuration that could not be marked
 
 	// Decisions is the histogram of permission decision durations, event
 	// read to answer written.

@@ -19,6 +19,7 @@ import (
 var designAlerts = []string{
 	"FsmonAccessDenied",
 	"FsmonPermissionDefaultAnswers",
+	"FsmonProtectionIncomplete",
 	"FsmonAccessViolation",
 	"FsmonEventsDropped",
 	"FsmonKernelQueueOverflow",

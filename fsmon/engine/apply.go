@@ -42,6 +42,7 @@ func (e *Engine) Apply(p *policy.Policy) (ApplyResult, error) {
 	defer e.applyMu.Unlock()
 	start := time.Now()
 	e.ready.Store(false)
+	e.unmarked.Store(0) // what this configuration's walks fail to mark
 	t := newTables()
 	e.mu.RLock()
 	groups := make([]*group, 0, len(e.groups))
@@ -58,7 +59,7 @@ func (e *Engine) Apply(p *policy.Policy) (ApplyResult, error) {
 		if res.FirstError == nil {
 			res.FirstError = w.first
 		}
-		res.Incomplete = res.Incomplete || w.outOfRoom
+		res.Incomplete = res.Incomplete || w.incomplete
 		e.mu.Lock()
 		g.Rules = rules
 		e.mu.Unlock()

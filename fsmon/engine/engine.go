@@ -167,6 +167,7 @@ type Engine struct {
 	who          *procinfo.Reader // what the loops know of processes
 	recent       procinfo.Recent  // the notification loop's own, lock-free
 	readErrors   atomic.Uint64
+	unmarked     atomic.Int64       // objects of the configuration in force that could not be marked
 	allowIDs     allowIDs           // the permission loop's own
 	exes         *procinfo.ExeCache // who's
 	lastExec     execKey            // the permission loop's own
@@ -453,6 +454,7 @@ func (e *Engine) Snapshot() fsmon.State {
 		PermissionEvents: e.permEvents.Load(),
 		NotifyEvents:     e.notifyEvents.Load(),
 		Ready:            e.ready.Load(),
+		Unmarked:         e.unmarked.Load(),
 		Decisions:        e.decisions.Snapshot(),
 	}
 }

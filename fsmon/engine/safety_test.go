@@ -221,3 +221,82 @@ func TestStuckDecisionDoesNotHoldUpTheQueue(t *testing.T) {
 	// Back to deciding: denied again.
 	eventually(t, "the loop decides again", func() error { return denied(secret) })
 }
+
+// TestObjectLimitSparesBlockFilters: --watch.max-objects bounds what
+// monitor-only filters follow, never what a block filter covers: past
+// the limit, every file of a block filter still has marks of its own
+// (a hard link made elsewhere is denied too), and the engine is ready.
+// A monitor filter beside it is cut, counted and makes it not ready.
+func TestObjectLimitSparesBlockFilters(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys")
+	logs := filepath.Join(dir, "logs")
+	for _, d := range []string{keys, logs} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 30; i++ {
+			writeFile(t, filepath.Join(d, "f"+strconv.Itoa(i)), "x")
+		}
+	}
+	// Subdirectories too, reached when the tables hold more than the
+	// limit already.
+	sub := filepath.Join(keys, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(sub, "deep"), "x")
+	testroot.Require(t)
+	e, err := New(Options{Sink: newRecorder(), MaxObjects: 10, DecisionTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	block := "profiles:\n  - name: t\n    host: true\n    mode: protect\n    filters:\n      - path: " + keys + "\n        recursive: true\n        behavior: block\n        allow: [/usr/bin/head]\n"
+	res, err := e.Apply(compile(t, block))
+	if err != nil || res.Incomplete || !e.Ready() || res.Files != 31 {
+		t.Fatalf("a block filter past the object limit: err %v, result %+v, ready %v", err, res, e.Ready())
+	}
+	if n := e.Snapshot().Unmarked; n != 0 {
+		t.Fatalf("%d objects unmarked", n)
+	}
+	for i, f := range []string{filepath.Join(keys, "f0"), filepath.Join(keys, "f29"), filepath.Join(sub, "deep")} {
+		mustDeny(t, cmd(t, "cat", f))
+		link := filepath.Join(dir, "link"+strconv.Itoa(i))
+		if err := os.Link(f, link); err != nil {
+			t.Fatal(err)
+		}
+		mustDeny(t, cmd(t, "cat", link)) // by its own marks, not its name
+	}
+	res, err = e.Apply(compile(t, block+"      - path: "+logs+"\n"))
+	if !errors.Is(err, ErrTooMany) || !res.Incomplete || e.Ready() || res.Files < 31 {
+		t.Fatalf("a monitor filter past the limit: err %v, result %+v, ready %v", err, res, e.Ready())
+	}
+	if n := e.Snapshot().Unmarked; n == 0 {
+		t.Fatal("the objects cut by the limit are not counted")
+	}
+	mustDeny(t, cmd(t, "cat", filepath.Join(keys, "f29")))
+}
+
+// TestFailedPermissionMarkIsNotReady: a block filter whose file cannot
+// get a permission mark (the kernel refuses them on /proc) leaves the
+// configuration partly in force: Apply says so, the object is counted,
+// and the engine is not ready (/-/ready 503, fsmon_ready 0).
+func TestFailedPermissionMarkIsNotReady(t *testing.T) {
+	testroot.Require(t)
+	e, err := New(Options{Sink: newRecorder()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	res, err := e.Apply(compile(t, blockFile("protect", "/proc/version", "/usr/bin/head")))
+	if !errors.Is(err, ErrPartial) || !res.Incomplete || res.Errors == 0 || e.Ready() || e.Snapshot().Unmarked == 0 {
+		t.Fatalf("a permission mark the kernel refused: err %v, result %+v, ready %v", err, res, e.Ready())
+	}
+}

@@ -32,38 +32,69 @@ const (
 
 // walker places the marks of a set of rules below one root.
 type walker struct {
-	e         *Engine
-	t         *tables
-	g         *group
-	live      bool // placing into the tables in force, as events come (not a new set)
-	outOfRoom bool // ran out of room (objects or inotify watches)
-	rootFD    int  // O_PATH fd of the group's root every path is resolved in (not owned)
-	fsids     map[uint64][8]byte
-	errs      int
-	first     error
+	e    *Engine
+	t    *tables
+	g    *group
+	live bool // placing into the tables in force, as events come (not a new set)
+	// incomplete: something the configuration asks for could not be
+	// placed (out of room, or a mark of a block filter's object failed)
+	incomplete bool
+	rootFD     int // O_PATH fd of the group's root every path is resolved in (not owned)
+	fsids      map[uint64][8]byte
+	errs       int
+	first      error
 	// again: walking anew a tree the tables already hold (after an
 	// inotify overflow, whose dropped events may have been creations
 	// anywhere): known directories are read again, not passed over.
 	again bool
 }
 
-func (w *walker) fail(what string, err error) {
+// fail counts an object that could not be marked. guards says the
+// object is one that answers opens (covered by a block or report_access
+// filter, or on the way to one): then, as when the engine is out of
+// room, the configuration is not all in force, and /-/ready and
+// fsmon_ready must not say it is.
+func (w *walker) fail(what string, err error, guards bool) {
 	w.errs++
+	w.e.unmarked.Add(1)
 	if w.first == nil {
 		w.first = fmt.Errorf("%s: %w", what, err)
 	}
-	if errors.Is(err, ErrTooMany) || errors.Is(err, inotify.ErrWatchLimit) {
-		// Out of room: the configuration is not all in force, and
-		// /-/ready must not say it is.
-		if !w.outOfRoom {
-			w.outOfRoom = true
+	if guards || errors.Is(err, ErrTooMany) || errors.Is(err, inotify.ErrWatchLimit) {
+		if !w.incomplete {
+			w.incomplete = true
 			w.e.log.Error("marks could not all be placed: the configuration is only partly in force", "at", what, "err", err)
 		}
-		if w.live {
+		if w.t == w.e.tables {
+			// Placing into the tables in force (a tree event, a new
+			// container, a walk after an overflow): no longer ready
+			// until a reload places everything. Apply decides for the
+			// set it builds.
 			w.e.ready.Store(false)
 		}
 	}
 	w.e.log.Debug("placing marks", "what", what, "err", err)
+}
+
+// guarding reports whether any of the relations is to a rule that
+// answers opens: the directory, or what it leads to, protects something.
+func guarding(rels []ruleRel) bool {
+	for _, rr := range rels {
+		if rr.rule.WantsOpens() {
+			return true
+		}
+	}
+	return false
+}
+
+// guardingRules is guarding for the rules that cover a file.
+func guardingRules(rules []grule) bool {
+	for _, r := range rules {
+		if r.WantsOpens() {
+			return true
+		}
+	}
+	return false
 }
 
 // openIn resolves p (absolute, in the walker's root) confined to that
@@ -82,7 +113,7 @@ func (w *walker) walkRules(rules []*policy.Rule) {
 	}
 	fd, err := w.openIn("/", unix.O_DIRECTORY, 0)
 	if err != nil {
-		w.fail("/", err)
+		w.fail("/", err, guarding(rels))
 		return
 	}
 	defer unix.Close(fd)
@@ -126,7 +157,7 @@ func (w *walker) fsid(fd int, dev uint64) [8]byte {
 	}
 	f, err := fanotify.Fsid(fd)
 	if err != nil {
-		w.fail("fstatfs", err)
+		w.fail("fstatfs", err, false)
 	}
 	w.fsids[dev] = f
 	w.e.mu.RLock()
@@ -162,7 +193,10 @@ func (w *walker) handleKey(fd int, dev uint64) string {
 	return fidKey(w.fsid(fd, dev), typ, h)
 }
 
-// full reports whether the tables hold as many objects as allowed.
+// full reports whether the tables hold as many objects as allowed. The
+// limit bounds what monitor-only filters follow; objects that answer
+// opens are never cut by it (the caller does not ask), so a tree cannot
+// leave a block filter's file protected by its name only.
 func (w *walker) full(what string) bool {
 	w.e.mu.RLock()
 	n := len(w.t.dirs) + len(w.t.files)
@@ -170,7 +204,7 @@ func (w *walker) full(what string) bool {
 	if n < w.e.opts.MaxObjects {
 		return false
 	}
-	w.fail(what, ErrTooMany)
+	w.fail(what, ErrTooMany, false)
 	return true
 }
 
@@ -180,12 +214,13 @@ var ErrTooMany = errors.New("object limit reached (raise --watch.max-objects)")
 // visitDir records and marks the directory fd refers to, then its
 // children that the rules reach.
 func (w *walker) visitDir(fd int, logical string, comps []string, rels []ruleRel, depth int) {
-	if depth > maxDepth || len(rels) == 0 || w.full(logical) {
+	guards := guarding(rels)
+	if depth > maxDepth || len(rels) == 0 || !guards && w.full(logical) {
 		return
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		w.fail(logical, err)
+		w.fail(logical, err, guards)
 		return
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
@@ -249,7 +284,8 @@ func (w *walker) visitDir(fd int, logical string, comps []string, rels []ruleRel
 	if d.wd < 0 {
 		wd, err := w.e.ino.AddFD(fd, inotifyDirMask)
 		if err != nil {
-			w.fail(logical, err)
+			// Without a watch, new subdirectories are not covered.
+			w.fail(logical, err, guards)
 		} else {
 			w.e.mu.Lock()
 			d.wd = wd
@@ -264,7 +300,7 @@ func (w *walker) visitDir(fd int, logical string, comps []string, rels []ruleRel
 func (w *walker) mark(fd int, what string, havePerm *fanotify.Mask, perm fanotify.Mask, haveNotif *fanotify.Mask, notif fanotify.Mask) {
 	if add := perm &^ *havePerm; add != 0 {
 		if err := w.e.perm.Add(fd, *havePerm|add); err != nil {
-			w.fail(what, err)
+			w.fail(what, err, true)
 		} else {
 			w.e.mu.Lock()
 			*havePerm |= add
@@ -273,7 +309,7 @@ func (w *walker) mark(fd int, what string, havePerm *fanotify.Mask, perm fanotif
 	}
 	if add := notif &^ *haveNotif; add != 0 {
 		if err := w.e.notif.Add(fd, *haveNotif|add); err != nil {
-			w.fail(what, err)
+			w.fail(what, err, false)
 		} else {
 			w.e.mu.Lock()
 			*haveNotif |= add
@@ -312,7 +348,7 @@ func (w *walker) children(fd int, d *dirEntry, logical string, comps []string, r
 	}
 	dfd, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		w.fail(logical, err)
+		w.fail(logical, err, guarding(rels))
 		return
 	}
 	f := os.NewFile(uintptr(dfd), logical)
@@ -402,16 +438,17 @@ func (w *walker) child(parentFD int, logical string, comps []string, name string
 	default:
 		fd, err = unix.Openat(parentFD, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	}
+	guards := guarding(sub) || guardingRules(covering)
 	if err != nil {
 		if !errors.Is(err, unix.ENOENT) {
-			w.fail(p, err)
+			w.fail(p, err, guards)
 		}
 		return
 	}
 	defer unix.Close(fd)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		w.fail(p, err)
+		w.fail(p, err, guards)
 		return
 	}
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
@@ -433,7 +470,7 @@ func ownedByRoot(dirFD int, name string) bool {
 
 // markFile records and marks a covered file.
 func (w *walker) markFile(fd int, st *unix.Stat_t, p string, rules []grule) {
-	if w.full(p) {
+	if !guardingRules(rules) && w.full(p) {
 		return
 	}
 	id := devIno{st.Dev, st.Ino}
