@@ -50,6 +50,7 @@ type flags struct {
 	permTimeout     time.Duration
 	failClosed      bool
 	exeCache        string
+	priority        string
 	foldWindow      time.Duration
 	containerScan   time.Duration
 	maxObjects      int
@@ -77,6 +78,8 @@ func parseFlags(args []string) *flags {
 	app.Flag("fail-closed", "Deny, rather than allow, an open whose decision misses the deadline.").BoolVar(&f.failClosed)
 	app.Flag("permission.exe-cache", "How allow lists learn what a process runs: on caches it per process, read again after each exec, exit or rename (counted in the kernel by a BPF program); off reads /proc/PID/exe at every decision.").
 		Default("on").EnumVar(&f.exeCache, "on", "off")
+	app.Flag("permission.priority", "Scheduling of the threads that answer permission events: realtime (SCHED_FIFO 10, the watchdog 11; nice -20 where refused), so that a flood of openers cannot keep decisions from the CPU, or normal.").
+		Default("realtime").EnumVar(&f.priority, "realtime", "normal")
 	app.Flag("events.fold-window", "Identical events (same event, op, file, process, container) within this window are reported once with a count; 0 turns folding off. Metrics count every event.").
 		Default("500ms").DurationVar(&f.foldWindow)
 	app.Flag("containers.scan-interval", "How often /proc is scanned for containers that started or stopped; 0 watches the host only.").
@@ -201,6 +204,10 @@ func run(args []string) int {
 	if f.failClosed {
 		def = engine.FailClosed
 	}
+	priority := engine.PriorityRealtime
+	if f.priority == "normal" {
+		priority = engine.PriorityNormal
+	}
 	exeCache := engine.ExeCacheOn
 	if f.exeCache == "off" {
 		exeCache = engine.ExeCacheOff
@@ -214,6 +221,7 @@ func run(args []string) int {
 		ContainerScan:   f.containerScan,
 		MaxObjects:      f.maxObjects,
 		ExeCache:        exeCache,
+		Priority:        priority,
 	})
 	if err != nil {
 		if errors.Is(err, engine.ErrNotRoot) || os.Geteuid() != 0 {

@@ -105,6 +105,9 @@ type Options struct {
 	MaxObjects int
 	// ExeCache chooses how allow lists learn what a process runs.
 	ExeCache ExeCache
+	// Priority is how the permission loop and the watchdog are
+	// scheduled.
+	Priority Priority
 }
 
 // Engine is the monitor engine. New makes the kernel objects; Run reads

@@ -14,7 +14,14 @@ import (
 // its stop-the-world waits for that P forever and the responder never
 // runs (golang/go has the same deadlock for FUSE servers that exec from
 // their own mount). The daemon never forks, so only the tests need this.
+//
+// The test binary run with FSMON_TEST_FLOOD set is not the tests but a
+// flood of openers (flood_test.go): another process, since the engine
+// answers its own opens at once.
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(floodEnv); spec != "" {
+		os.Exit(runFlood(spec))
+	}
 	debug.SetGCPercent(-1)
 	os.Exit(m.Run())
 }

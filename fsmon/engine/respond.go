@@ -42,7 +42,7 @@ type permSlot struct {
 // watchdog.
 type permBatch struct {
 	gen   atomic.Uint64
-	start atomic.Int64 // unix nanoseconds the batch was read; 0 when idle
+	start atomic.Int64 // unix nanoseconds the current decision began; 0 when idle
 	n     atomic.Int32
 	slots [maxPermSlots]permSlot
 }
@@ -51,8 +51,15 @@ func (e *Engine) permLoop() error {
 	buf := make([]byte, permBufSize)
 	batch := e.batch
 	var d decision
+	// Locked for good: a thread whose priority was raised must not go
+	// back to run other goroutines; it ends with this one.
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	got, err := raisePriority(e.opts.Priority, rtPriority)
+	if err != nil {
+		e.log.Warn("the permission loop runs at "+got+": under a flood of openers decisions may wait for the CPU", "err", err)
+	} else {
+		e.log.Info("permission loop priority", "scheduling", got)
+	}
 	handle := func(b []byte) {
 		readAt := time.Now()
 		gen := batch.gen.Add(1)
@@ -72,9 +79,15 @@ func (e *Engine) permLoop() error {
 			cnt++
 		})
 		batch.n.Store(int32(cnt))
-		batch.start.Store(readAt.UnixNano())
 		d.cached = e.exes.Begin()
 		for i := 0; i < cnt; i++ {
+			// The deadline is the decision's own, from when the loop
+			// starts it, not the batch's age: under a flood of openers
+			// every answer wakes every waiting opener, so the last
+			// events of a batch wait for CPU (hundreds of ms even for a
+			// minimal responder) without anything being stuck. Timed
+			// by the batch, they would all get the default answer.
+			batch.start.Store(time.Now().UnixNano())
 			e.handlePerm(&batch.slots[i], gen, readAt, &d)
 		}
 		e.exes.End(d.cached)
@@ -201,9 +214,17 @@ type execKey struct {
 	id  devIno
 }
 
-// watchdog answers the loop's batch with the default once it is older
-// than the deadline.
+// watchdog answers what is pending of the loop's batch with the default
+// once the decision the loop is in is older than the deadline: the loop
+// is stuck (a /proc read that does not return), and what waits behind
+// that decision must not wait for it.
 func (e *Engine) watchdog(done <-chan struct{}) {
+	// Above the loop, so that a loop that spins cannot starve it; locked
+	// for good, as the loop's thread is.
+	runtime.LockOSThread()
+	if _, err := raisePriority(e.opts.Priority, rtPriority+1); err != nil {
+		e.log.Debug("watchdog priority", "err", err)
+	}
 	tick := e.opts.DecisionTimeout / 4
 	if tick < time.Millisecond {
 		tick = time.Millisecond
@@ -221,8 +242,8 @@ func (e *Engine) watchdog(done <-chan struct{}) {
 		case <-t.C:
 		}
 		b := e.batch
-		// Seqlock: start is only trusted as the start of batch gen when
-		// gen is the same before and after it is read. The loop zeroes
+		// Seqlock: start is only trusted as the start of a decision of
+		// batch gen when gen is the same before and after it is read. The loop zeroes
 		// start before it moves to the next generation, and a slot of a
 		// later batch never matches gen in the CAS below.
 		gen := b.gen.Load()
@@ -261,8 +282,8 @@ func (e *Engine) watchdog(done <-chan struct{}) {
 // loop is stuck in batch gen. It makes no decision (whatever held the
 // loop up could hold it up too): read, answer, close.
 func (e *Engine) rescue(gen uint64, v fanotify.Verdict, done chan struct{}) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	runtime.LockOSThread() // for good, as the loop's
+	raisePriority(e.opts.Priority, rtPriority)
 	defer close(done)
 	defer e.rescuing.Store(false)
 	buf := make([]byte, 4096)
