@@ -9,11 +9,12 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/testutil/testroot"
 )
 
 // clearOTelEnv unsets every OTEL_* variable for the test (restored after).
@@ -330,40 +331,76 @@ func testCollectorRestart(t *testing.T, protocol string) {
 	}
 }
 
+// TestNothingSetNothingConnects: with no OTEL_* variable naming an
+// exporter (or with the SDK disabled, or logs set to none), no exporter
+// is built and nothing connects, neither to an endpoint a variable names
+// nor to the SDK's defaults (localhost:4317 and :4318). The defaults are
+// watched in a network namespace of the test's own, where the ports are
+// free and no other test on the machine can connect to them or be hit by
+// the positive control; without root they are watched here if free.
 func TestNothingSetNothingConnects(t *testing.T) {
-	clearOTelEnv(t)
-	// Listen where the SDK would connect by default; any connection is a
-	// failure. A port already taken by something else is not watched.
-	var accepted atomic.Int32
-	for _, addr := range []string{"127.0.0.1:4317", "127.0.0.1:4318"} {
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			t.Logf("cannot watch %s: %v", addr, err)
-			continue
+	const name = "TestNothingSetNothingConnects"
+	if os.Getenv(inNetnsEnv) != "" {
+		loopbackUp(t)
+		nothingConnects(t, true)
+		return
+	}
+	if os.Geteuid() == 0 {
+		if !runInNetns(t, name) {
+			t.Fatal("root, but no network namespace could be made")
 		}
-		t.Cleanup(func() { l.Close() })
-		go func() {
-			for {
-				conn, err := l.Accept()
-				if err != nil {
-					return
-				}
-				accepted.Add(1)
-				conn.Close()
-			}
-		}()
+		return
 	}
-	cases := map[string]map[string]string{
-		"nothing set": {},
-		"sdk disabled": {"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
-			"OTEL_TRACES_EXPORTER": "otlp"},
-		"logs none":         {"OTEL_LOGS_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"},
-		"resource only":     {"OTEL_SERVICE_NAME": "x", "OTEL_RESOURCE_ATTRIBUTES": "a=b", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
-		"traces none alone": {"OTEL_TRACES_EXPORTER": "none"},
+	nothingConnects(t, false)
+}
+
+// nothingConnects is TestNothingSetNothingConnects's body. private: it
+// runs in a network namespace of its own, so the default ports must be
+// free and the SDK may be pointed at them for the positive control.
+func nothingConnects(t *testing.T, private bool) {
+	clearOTelEnv(t)
+	// Where the SDK would connect by default, both address families
+	// (localhost may resolve to either).
+	var defaults []*connWatch
+	var taken []string
+	for _, addr := range []string{"127.0.0.1:4317", "127.0.0.1:4318", "[::1]:4317", "[::1]:4318"} {
+		w, err := listenWatch(t, addr)
+		switch {
+		case err == nil:
+			defaults = append(defaults, w)
+		case errors.Is(err, syscall.EADDRNOTAVAIL) && strings.HasPrefix(addr, "[::1]"):
+			// No IPv6 loopback: nothing can connect there either.
+		case private:
+			t.Fatalf("cannot listen on %s in a network namespace of our own: %v", addr, err)
+		default:
+			taken = append(taken, addr)
+		}
 	}
-	for name, env := range cases {
-		t.Run(name, func(t *testing.T) {
-			for k, v := range env {
+	// An endpoint the variables name: a listener of the test's own.
+	own, err := listenWatch(t, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownURL := "http://" + own.addr()
+
+	cases := []struct {
+		name string
+		env  map[string]string
+	}{
+		{"nothing set", map[string]string{}},
+		{"sdk disabled", map[string]string{"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": ownURL,
+			"OTEL_TRACES_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "otlp"}},
+		{"sdk disabled grpc", map[string]string{"OTEL_SDK_DISABLED": "TRUE", "OTEL_EXPORTER_OTLP_ENDPOINT": ownURL,
+			"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_TRACES_EXPORTER": "otlp"}},
+		{"logs none", map[string]string{"OTEL_LOGS_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": ownURL}},
+		{"logs none, logs endpoint", map[string]string{"OTEL_LOGS_EXPORTER": "none", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": ownURL + "/v1/logs"}},
+		{"traces endpoint alone", map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": ownURL + "/v1/traces"}},
+		{"resource only", map[string]string{"OTEL_SERVICE_NAME": "x", "OTEL_RESOURCE_ATTRIBUTES": "a=b", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}},
+		{"traces none alone", map[string]string{"OTEL_TRACES_EXPORTER": "none"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
 				t.Setenv(k, v)
 			}
 			e, err := New(t.Context(), Options{Logger: testLogger(t)})
@@ -373,6 +410,11 @@ func TestNothingSetNothingConnects(t *testing.T) {
 			if e.Enabled() {
 				t.Fatal("enabled")
 			}
+			// No provider, hence no exporter and no goroutine of the SDK:
+			// nothing exists that could connect later.
+			if e.lp != nil || e.tp != nil || e.queue != nil {
+				t.Fatalf("disabled, but built logs %v, traces %v, queue %v", e.lp != nil, e.tp != nil, e.queue != nil)
+			}
 			e.Handle(deniedEvent())
 			if err := e.Shutdown(shutdownCtx(t, 5*time.Second)); err != nil {
 				t.Fatal(err)
@@ -380,11 +422,81 @@ func TestNothingSetNothingConnects(t *testing.T) {
 			if d := e.Dropped(); d != 0 {
 				t.Errorf("disabled exporter counts %d drops", d)
 			}
+			for _, w := range append([]*connWatch{own}, defaults...) {
+				if c := w.others(t); len(c) != 0 {
+					t.Errorf("%d connections to %s: %v", len(c), w.addr(), c)
+				}
+			}
 		})
 	}
-	time.Sleep(300 * time.Millisecond)
-	if n := accepted.Load(); n != 0 {
-		t.Fatalf("%d connections to the default OTLP ports with nothing configured", n)
+
+	// Positive controls: the watchers do see the SDK connect, when it is
+	// asked to, at a named endpoint and (in our own namespace only, where
+	// no other test listens) at its defaults.
+	type control struct {
+		name string
+		env  map[string]string
+		w    []*connWatch
+	}
+	controls := []control{{"named endpoint", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": ownURL}, []*connWatch{own}}}
+	if private {
+		byPort := map[string][]*connWatch{}
+		for _, w := range defaults {
+			_, port, _ := net.SplitHostPort(w.addr())
+			byPort[port] = append(byPort[port], w)
+		}
+		controls = append(controls,
+			control{"default http", map[string]string{"OTEL_LOGS_EXPORTER": "otlp"}, byPort["4318"]},
+			control{"default grpc", map[string]string{"OTEL_LOGS_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, byPort["4317"]})
+	}
+	for _, c := range controls {
+		t.Run("control "+c.name, func(t *testing.T) {
+			for k, v := range c.env {
+				t.Setenv(k, v)
+			}
+			t.Setenv("OTEL_BLRP_SCHEDULE_DELAY", "10")
+			e, err := New(t.Context(), Options{Logger: testLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !e.Enabled() {
+				t.Fatal("not enabled")
+			}
+			e.Handle(deniedEvent())
+			waitAny(t, c.w, c.name)
+			_ = e.Shutdown(shutdownCtx(t, 100*time.Millisecond)) // the watcher never answers: lost, and that is fine
+		})
+	}
+	if len(taken) > 0 {
+		testroot.Unavailable(t, "ports %v are taken, so the SDK's defaults were not watched (run as root: a network namespace of its own)", taken)
+	}
+}
+
+// waitAny waits until one of ws sees a connection.
+func waitAny(t testing.TB, ws []*connWatch, what string) {
+	t.Helper()
+	if len(ws) == 0 {
+		t.Errorf("%s: nothing to watch", what)
+		return
+	}
+	deadline := time.After(30 * time.Second)
+	for {
+		for _, w := range ws {
+			w.mu.Lock()
+			for _, r := range w.remotes {
+				if !w.markers[r] {
+					w.mu.Unlock()
+					return
+				}
+			}
+			w.mu.Unlock()
+		}
+		select {
+		case <-deadline:
+			t.Errorf("%s: no connection to any of %d listeners within 30s", what, len(ws))
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }
 
@@ -398,6 +510,8 @@ func TestEnvRule(t *testing.T) {
 		{map[string]string{"OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "http://x:4318/v1/logs"}, true, false},
 		{map[string]string{"OTEL_LOGS_EXPORTER": "console"}, true, false},
 		{map[string]string{"OTEL_TRACES_EXPORTER": "otlp"}, false, true},
+		{map[string]string{"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318"}, true, false},
+		{map[string]string{"OTEL_LOGS_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318"}, false, false},
 		{map[string]string{"OTEL_TRACES_EXPORTER": "console", "OTEL_LOGS_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x"}, false, true},
 		{map[string]string{"OTEL_SDK_DISABLED": "TRUE", "OTEL_LOGS_EXPORTER": "otlp"}, false, false},
 		{map[string]string{"OTEL_SDK_DISABLED": "false", "OTEL_LOGS_EXPORTER": "otlp"}, true, false},
