@@ -29,7 +29,9 @@ func NewQueue(w *Writer, size int) *Queue {
 	go func() {
 		defer close(q.done)
 		for ev := range q.ch {
-			q.w.Handle(&ev)
+			if !q.w.write(&ev) {
+				q.dropped.Add(1)
+			}
 		}
 	}()
 	return q
@@ -48,7 +50,8 @@ func (q *Queue) Handle(ev *fsmon.Event) {
 	}
 }
 
-// Dropped is the number of events that found the queue full.
+// Dropped is the number of events lost: they found the queue full, came
+// after Close, or could not be written (a closed stdout).
 func (q *Queue) Dropped() uint64 { return q.dropped.Load() }
 
 // Close writes what is queued, until ctx ends. Events handed over after
