@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -44,7 +45,11 @@ func startDaemonEnv(t *testing.T, env []string, args ...string) *daemon {
 	testroot.Require(t)
 	bin := testroot.Binary(t)
 	d := &daemon{addr: testroot.FreeAddr(t), stderr: &testroot.Buffer{}, done: make(chan error, 1)}
-	d.cmd = exec.Command(bin, append([]string{"--web.listen-address=" + d.addr, "--events.fold-window=0"}, args...)...)
+	base := []string{"--web.listen-address=" + d.addr}
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--events.fold-window=") }) {
+		base = append(base, "--events.fold-window=0")
+	}
+	d.cmd = exec.Command(bin, append(base, args...)...)
 	d.cmd.Stderr = d.stderr
 	d.cmd.Env = append(os.Environ(), env...)
 	out, err := d.cmd.StdoutPipe()

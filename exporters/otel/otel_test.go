@@ -2,6 +2,7 @@ package otel
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	otellog "go.opentelemetry.io/otel/log"
+	sdklog "go.opentelemetry.io/otel/sdk/log"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/testutil/testroot"
@@ -232,6 +237,24 @@ func seqEvent(i int) *fsmon.Event {
 	}
 }
 
+// foldedEvent is seqEvent as the folder hands it over: it stands for
+// 1 to 4 events (count), so that the tests of the accounting count
+// events, not records.
+func foldedEvent(i int) *fsmon.Event {
+	ev := seqEvent(i)
+	ev.Count = 1 + i%4
+	return ev
+}
+
+// eventsOf is the number of events records 0..n-1 of foldedEvent stand for.
+func eventsOf(from, n int) uint64 {
+	var sum uint64
+	for i := from; i < from+n; i++ {
+		sum += uint64(foldedEvent(i).Count)
+	}
+	return sum
+}
+
 func TestHundredThousandNothingLost(t *testing.T) {
 	const n = 100_000
 	c := startCollector(t)
@@ -261,8 +284,10 @@ func TestHundredThousandNothingLost(t *testing.T) {
 
 // TestCollectorRestart stops the collector mid-run and starts it again:
 // the later events arrive, and what the outage cost is exactly what
-// Dropped reports. Over HTTP the exporter does not retry a refused
-// connection itself, so this also tests countingExporter's retry.
+// Dropped reports, in events: the records are folded ones (count 1 to 4),
+// and a lost record of count 3 is 3 events lost. Over HTTP the exporter
+// does not retry a refused connection itself, so this also tests
+// countingExporter's retry.
 func TestCollectorRestart(t *testing.T) {
 	for _, protocol := range []string{"http/protobuf", "grpc"} {
 		t.Run(protocol, func(t *testing.T) { testCollectorRestart(t, protocol) })
@@ -288,7 +313,7 @@ func testCollectorRestart(t *testing.T, protocol string) {
 					time.Sleep(time.Millisecond)
 				}
 			}
-			e.Handle(seqEvent(sent))
+			e.Handle(foldedEvent(sent))
 			sent++
 			_ = i
 		}
@@ -312,18 +337,23 @@ func testCollectorRestart(t *testing.T, protocol string) {
 	recs := c.logRecords()
 	received := countReceived(recs)
 	dropped := e.Dropped()
-	t.Logf("sent %d, received %d, dropped %d (%+v)", sent, received, dropped, e.Stats())
-	if received+dropped != uint64(sent) {
-		t.Fatalf("sent %d != received %d + dropped %d", sent, received, dropped)
+	events := eventsOf(0, sent)
+	s := e.Stats()
+	t.Logf("sent %d records of %d events, received %d, dropped %d (%+v)", sent, events, received, dropped, s)
+	if received+dropped != events {
+		t.Fatalf("sent %d events != received %d + dropped %d", events, received, dropped)
 	}
-	if dropped == 0 {
-		t.Fatalf("nothing dropped: the outage did not overflow the queues, the accounting is untested")
+	if s.Queue == 0 {
+		t.Fatalf("nothing dropped (%+v): the outage did not overflow the queues, the accounting is untested", s)
 	}
 	late := 0
 	for _, r := range recs {
 		p, _ := r.Attributes.get("file.path")
 		if i, err := strconv.Atoi(strings.TrimPrefix(p, "/etc/f")); err == nil && i >= restartedAt {
 			late++
+			if c, _ := r.Attributes.get("count"); c != strconv.Itoa(foldedEvent(i).Count) {
+				t.Errorf("record %d has count %s, want %d", i, c, foldedEvent(i).Count)
+			}
 		}
 	}
 	if late != after {
@@ -556,6 +586,66 @@ func TestPartialSuccessRecognised(t *testing.T) {
 	}
 }
 
+// A partial success says how many records were rejected, not which: the
+// events lost are counted as the most they can be (every record delivered
+// stands for one at least), exact when nothing is folded.
+func TestPartialTally(t *testing.T) {
+	for _, tc := range []struct {
+		all      tally
+		rejected uint64
+		ok, lost tally
+	}{
+		{tally{10, 10}, 3, tally{7, 7}, tally{3, 3}},
+		{tally{10, 25}, 3, tally{7, 7}, tally{3, 18}},
+		{tally{10, 25}, 0, tally{10, 10}, tally{0, 15}},
+		{tally{10, 25}, 99, tally{0, 0}, tally{10, 25}},
+	} {
+		ok, lost := partialTally(tc.all, tc.rejected)
+		if ok != tc.ok || lost != tc.lost {
+			t.Errorf("partialTally(%+v, %d) = %+v, %+v; want %+v, %+v", tc.all, tc.rejected, ok, lost, tc.ok, tc.lost)
+		}
+	}
+}
+
+// The count attribute of a record, as the SDK hands it to the exporter,
+// is the events it stands for.
+func TestRecordEvents(t *testing.T) {
+	capture := &captureExporter{}
+	lp := sdklog.NewLoggerProvider(sdklog.WithProcessor(sdklog.NewSimpleProcessor(capture)))
+	defer lp.Shutdown(context.Background())
+	logger := lp.Logger(ScopeName)
+	buf := make([]attribute.KeyValue, 0, maxAttrs)
+	counts := []int{0, 1, 7}
+	for _, c := range counts {
+		ev := seqEvent(1)
+		ev.Count = c
+		var r otellog.Record
+		record(&r, ev, time.Now(), buf)
+		logger.Emit(context.Background(), r)
+	}
+	if len(capture.records) != len(counts) {
+		t.Fatalf("%d records exported, want %d", len(capture.records), len(counts))
+	}
+	for i, c := range counts {
+		if n, want := recordEvents(&capture.records[i]), uint64(max(c, 1)); n != want {
+			t.Errorf("count %d: recordEvents %d, want %d", c, n, want)
+		}
+	}
+}
+
+// captureExporter keeps what it is given (a SimpleProcessor calls it
+// synchronously, from Emit).
+type captureExporter struct{ records []sdklog.Record }
+
+func (c *captureExporter) Export(_ context.Context, rs []sdklog.Record) error {
+	for _, r := range rs {
+		c.records = append(c.records, r.Clone())
+	}
+	return nil
+}
+func (c *captureExporter) Shutdown(context.Context) error   { return nil }
+func (c *captureExporter) ForceFlush(context.Context) error { return nil }
+
 func TestDropsLoggedAtBoundedRate(t *testing.T) {
 	var buf bytes.Buffer
 	e := &Exporter{log: slog.New(slog.NewTextHandler(&buf, nil)), enabled: true}
@@ -612,7 +702,7 @@ func TestShutdownDeadlineCountsTheRest(t *testing.T) {
 	c.stop()
 	const n = 3000
 	for i := range n {
-		e.Handle(seqEvent(i))
+		e.Handle(foldedEvent(i))
 	}
 	start := time.Now()
 	err = e.Shutdown(shutdownCtx(t, 2*time.Second))
@@ -623,11 +713,11 @@ func TestShutdownDeadlineCountsTheRest(t *testing.T) {
 		t.Error("Shutdown reported success with nothing delivered")
 	}
 	s := e.Stats()
-	if e.Dropped() != n || s.Logs == 0 || s.Queue == 0 {
-		t.Fatalf("dropped %d (%+v), want all %d, some in the queue and some in the SDK", e.Dropped(), s, n)
+	if want := eventsOf(0, n); e.Dropped() != want || s.Logs == 0 || s.Queue == 0 {
+		t.Fatalf("dropped %d (%+v), want all %d events of the %d records, some in the queue and some in the SDK", e.Dropped(), s, want, n)
 	}
-	e.Handle(seqEvent(n)) // after Shutdown: counted, not sent
-	if e.Dropped() != n+1 {
-		t.Fatalf("event after Shutdown not counted: %d", e.Dropped())
+	e.Handle(foldedEvent(n + 2)) // after Shutdown: counted (3 events), not sent
+	if want := eventsOf(0, n) + 3; e.Dropped() != want {
+		t.Fatalf("folded event after Shutdown not counted as its 3 events: %d, want %d", e.Dropped(), want)
 	}
 }
