@@ -7,12 +7,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -43,7 +45,11 @@ func startDaemonEnv(t *testing.T, env []string, args ...string) *daemon {
 	testroot.Require(t)
 	bin := testroot.Binary(t)
 	d := &daemon{addr: testroot.FreeAddr(t), stderr: &testroot.Buffer{}, done: make(chan error, 1)}
-	d.cmd = exec.Command(bin, append([]string{"--web.listen-address=" + d.addr, "--events.fold-window=0"}, args...)...)
+	base := []string{"--web.listen-address=" + d.addr}
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--events.fold-window=") }) {
+		base = append(base, "--events.fold-window=0")
+	}
+	d.cmd = exec.Command(bin, append(base, args...)...)
 	d.cmd.Stderr = d.stderr
 	d.cmd.Env = append(os.Environ(), env...)
 	out, err := d.cmd.StdoutPipe()
@@ -169,6 +175,27 @@ func runCmd(t *testing.T, name string, args ...string) (string, error) {
 	return string(out), err
 }
 
+// mustBeDenied runs cat on file and fails t unless the open failed with
+// EPERM, the answer of a fanotify deny: cat exits 1 saying "Operation not
+// permitted" (C locale) and prints none of the file. Any other failure (a
+// missing file, EACCES, a crash) is not a deny and fails as well.
+func mustBeDenied(t *testing.T, file, when string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "cat", file)
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("%s: cat %s hung", when, file)
+	}
+	want := "cat: " + file + ": Operation not permitted\n"
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || string(out) != want {
+		t.Fatalf("%s: cat %s: err=%v output=%q, want exit 1 and %q (EPERM)", when, file, err, out, want)
+	}
+}
+
 func protectConfig(t *testing.T, file string) string {
 	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "fsmon.yml")
@@ -272,9 +299,7 @@ func TestDaemonDeniesReportsReloadsAndStops(t *testing.T) {
 	if code, body := d.get(t, "/"); code != 200 || !strings.Contains(body, "fsmon_exporter") {
 		t.Errorf("landing page: %d %q", code, body)
 	}
-	if out, err := runCmd(t, "cat", secret); err == nil {
-		t.Fatalf("cat read the protected file: %s", out)
-	}
+	mustBeDenied(t, secret, "protect mode")
 	ev := d.event(t, "denied", func(m map[string]any) bool { return m["event"] == "denied" && m["file.path"] == secret })
 	for _, k := range []string{"time", "op", "mode", "profile", "filter", "process.pid", "process.parent_pid",
 		"process.executable.path", "process.executable.name", "process.command_line", "process.user.id", "count"} {
@@ -296,9 +321,7 @@ func TestDaemonDeniesReportsReloadsAndStops(t *testing.T) {
 	writeConfig(t, cfg, "profiles: [\n")
 	d.signal(t, syscall.SIGHUP)
 	waitMetric(t, d, "fsmon_config_last_reload_successful", "0")
-	if _, err := runCmd(t, "cat", secret); err == nil {
-		t.Fatal("after a bad reload the file is no longer protected")
-	}
+	mustBeDenied(t, secret, "after a bad reload")
 	if !strings.Contains(d.stderr.String(), cfg+":") {
 		t.Errorf("reload error does not name the file:\n%s", d.stderr.String())
 	}
@@ -360,9 +383,7 @@ func waitMetric(t *testing.T, d *daemon, series, want string) {
 func TestSIGKILLLeavesNothingBlocked(t *testing.T) {
 	secret := secretFile(t)
 	d := startDaemon(t, "--config.file="+protectConfig(t, secret))
-	if _, err := runCmd(t, "cat", secret); err == nil {
-		t.Fatal("not protected")
-	}
+	mustBeDenied(t, secret, "before SIGKILL")
 	d.cmd.Process.Kill()
 	<-d.done
 	// The kernel answers for a dead daemon: allowed, at once (run fails
@@ -387,12 +408,26 @@ func TestDefaultProfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := startDaemon(t)
-	if out, err := runCmd(t, "sh", "-c", "echo 'ssh-ed25519 BBBB intruder' >> "+key+"; sleep 0.3"); err != nil {
-		t.Fatalf("%v %s", err, out)
+	// A change is read after the fact: the writer stays alive (blocked
+	// reading its stdin) until its event is seen, so that the daemon can
+	// still read what it runs, whatever the load.
+	sh := exec.Command("sh", "-c", "echo 'ssh-ed25519 BBBB intruder' >> "+key+"; read x || :")
+	stdin, err := sh.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shOut testroot.Buffer
+	sh.Stdout, sh.Stderr = &shOut, &shOut
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
 	}
 	ev := d.event(t, "change write", func(m map[string]any) bool {
 		return m["event"] == "change" && m["op"] == "write" && m["file.path"] == key
 	})
+	stdin.Close()
+	if err := sh.Wait(); err != nil {
+		t.Fatalf("sh: %v %s", err, shOut.String())
+	}
 	if ev["profile"] != "default" || ev["mode"] != "monitor" || ev["process.executable.name"] != "sh" {
 		t.Errorf("%v", ev)
 	}

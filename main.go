@@ -132,6 +132,12 @@ func loadPolicy(path string) (*policy.Policy, error) {
 func run(args []string) int {
 	f := parseFlags(args)
 	f.log.Writer = os.Stderr
+	// A reader of stdout or stderr that goes away (a log shipper
+	// restarted, `| head`) must not kill the daemon: with SIGPIPE at its
+	// default, Go exits on a write to a broken pipe on fd 1 or 2. Ignored,
+	// the write fails with EPIPE and the stdout queue counts the event as
+	// lost.
+	signal.Ignore(syscall.SIGPIPE)
 	logger := promslog.New(f.log)
 
 	pol, err := loadPolicy(f.configFile)

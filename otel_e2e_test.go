@@ -93,9 +93,7 @@ service:
 		"OTEL_TRACES_EXPORTER=otlp",
 		"OTEL_RESOURCE_ATTRIBUTES=deployment.environment.name=e2e",
 	}, "--config.file="+protectConfig(t, secret))
-	if _, err := runCmd(t, "cat", secret); err == nil {
-		t.Fatal("not denied")
-	}
+	mustBeDenied(t, secret, "protect mode")
 	d.event(t, "denied", func(m map[string]any) bool { return m["event"] == "denied" })
 	// SIGTERM flushes the exporters.
 	d.signal(t, syscall.SIGTERM)

@@ -23,7 +23,8 @@ type EventMetrics struct {
 
 // NewEventMetrics returns the event counters with the container label
 // capped at containerCap distinct values (past it: "other"; 0 counts every
-// container as "other"). profile and filter are capped at LabelCap.
+// container as "other"). A container named host, other or unknown shares
+// that series and takes no slot. profile and filter are capped at LabelCap.
 func NewEventMetrics(containerCap int) *EventMetrics {
 	return &EventMetrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -43,7 +44,7 @@ func NewEventMetrics(containerCap int) *EventMetrics {
 		}, []string{"profile", "filter", "container"}),
 		profiles:   newLimiter(LabelCap),
 		filters:    newLimiter(LabelCap),
-		containers: newLimiter(containerCap, labelHost),
+		containers: newLimiter(containerCap, labelHost, labelOther, labelUnknown),
 	}
 }
 

@@ -53,6 +53,13 @@ func (l *limiter) value(v string) string {
 	if full {
 		return labelOther
 	}
+	return l.admit(v)
+}
+
+// admit takes the write lock and admits v if a slot is still free. It
+// looks again: between value's look under the read lock and this lock,
+// another goroutine may have admitted v or taken the last free slot.
+func (l *limiter) admit(v string) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if _, ok := l.seen[v]; ok {

@@ -34,15 +34,23 @@ func New(w io.Writer, logger *slog.Logger) *Writer {
 
 // Handle writes one line. A failing stdout (a closed pipe) is logged
 // once and otherwise ignored: it must not stop the engine.
-func (w *Writer) Handle(ev *fsmon.Event) {
+func (w *Writer) Handle(ev *fsmon.Event) { w.write(ev) }
+
+// write writes one line and reports whether it was written; a Queue
+// counts a line that was not as a lost event.
+func (w *Writer) write(ev *fsmon.Event) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.buf = Append(w.buf[:0], ev)
 	w.buf = append(w.buf, '\n')
-	if _, err := w.w.Write(w.buf); err != nil && !w.failed {
-		w.failed = true
-		w.log.Error("writing events to stdout failed; further errors are not logged", "err", err)
+	if _, err := w.w.Write(w.buf); err != nil {
+		if !w.failed {
+			w.failed = true
+			w.log.Error("writing events to stdout failed; further errors are not logged, the events lost are counted", "err", err)
+		}
+		return false
 	}
+	return true
 }
 
 // Append appends the JSON object of ev to b.

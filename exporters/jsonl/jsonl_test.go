@@ -4,6 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -73,13 +78,23 @@ func TestWriterLines(t *testing.T) {
 }
 
 // blockedWriter never returns from Write until released: a stdout
-// nobody reads.
-type blockedWriter struct{ release chan struct{} }
+// nobody reads. It counts the lines it took.
+type blockedWriter struct {
+	release chan struct{}
+	lines   *atomic.Int64
+}
 
-func (b blockedWriter) Write(p []byte) (int, error) { <-b.release; return len(p), nil }
+func (b blockedWriter) Write(p []byte) (int, error) {
+	<-b.release
+	b.lines.Add(int64(bytes.Count(p, []byte("\n"))))
+	return len(p), nil
+}
 
+// Behind a stalled writer Handle never blocks, and every event is either
+// written or counted: written + dropped == handed over, exactly, once
+// Close has drained the queue.
 func TestQueueNeverBlocksAndCountsDrops(t *testing.T) {
-	bw := blockedWriter{release: make(chan struct{})}
+	bw := blockedWriter{release: make(chan struct{}), lines: new(atomic.Int64)}
 	q := NewQueue(New(bw, nil), 10)
 	ev := fsmon.Event{Time: time.Unix(1, 0), Kind: fsmon.KindDenied, Op: fsmon.OpOpen}
 	done := make(chan struct{})
@@ -101,5 +116,111 @@ func TestQueueNeverBlocksAndCountsDrops(t *testing.T) {
 	close(bw.release)
 	if err := q.Close(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	if w, d := bw.lines.Load(), q.Dropped(); uint64(w)+d != 1000 {
+		t.Fatalf("written %d + dropped %d != 1000", w, d)
+	}
+	q.Handle(&ev) // after Close: counted
+	if d := q.Dropped(); uint64(bw.lines.Load())+d != 1001 {
+		t.Fatalf("an event after Close was not counted: dropped %d", d)
+	}
+}
+
+// failingWriter is a stdout whose reader went away.
+type failingWriter struct{ calls *atomic.Int64 }
+
+func (f failingWriter) Write(p []byte) (int, error) {
+	f.calls.Add(1)
+	return 0, syscall.EPIPE
+}
+
+// An event that cannot be written (EPIPE: the reader went away) is lost,
+// so counted; the failure is logged once.
+func TestQueueCountsFailedWrites(t *testing.T) {
+	fw := failingWriter{calls: new(atomic.Int64)}
+	var log bytes.Buffer
+	q := NewQueue(New(fw, slog.New(slog.NewTextHandler(&log, nil))), 100)
+	ev := fsmon.Event{Time: time.Unix(1, 0), Kind: fsmon.KindDenied, Op: fsmon.OpOpen}
+	for range 7 {
+		q.Handle(&ev) // 7 < 100: none finds the queue full
+	}
+	if err := q.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := fw.calls.Load(); n != 7 {
+		t.Fatalf("%d writes tried, want 7", n)
+	}
+	if d := q.Dropped(); d != 7 {
+		t.Fatalf("dropped %d, want the 7 events that could not be written", d)
+	}
+	if n := strings.Count(log.String(), "writing events to stdout failed"); n != 1 {
+		t.Fatalf("the failure logged %d times, want once:\n%s", n, log.String())
+	}
+}
+
+// A folded event of count n stands for n events: lost, it counts n, the
+// way fsmon_events_total counted it. Every way of losing one: the queue
+// full, after Close, a failed write, and what Close's deadline leaves
+// queued.
+func TestQueueCountsFoldedEvents(t *testing.T) {
+	folded := fsmon.Event{Time: time.Unix(1, 0), Kind: fsmon.KindDenied, Op: fsmon.OpOpen, Count: 3}
+
+	bw := blockedWriter{release: make(chan struct{}), lines: new(atomic.Int64)}
+	q := NewQueue(New(bw, nil), 1)
+	for range 10 {
+		q.Handle(&folded) // 1 or 2 held (queue, blocked Write), the rest full
+	}
+	if d := q.Dropped(); d != 8*3 && d != 9*3 {
+		t.Fatalf("dropped %d with 8 or 9 folded events of 3 lost", d)
+	}
+	close(bw.release)
+	if err := q.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if w, d := uint64(bw.lines.Load()), q.Dropped(); 3*w+d != 30 {
+		t.Fatalf("written %d lines of 3 + dropped %d != 30 events", w, d)
+	}
+	before := q.Dropped()
+	q.Handle(&folded)
+	if d := q.Dropped() - before; d != 3 {
+		t.Fatalf("a folded event after Close counted %d, want 3", d)
+	}
+
+	fw := failingWriter{calls: new(atomic.Int64)}
+	q = NewQueue(New(fw, nil), 10)
+	q.Handle(&folded)
+	if err := q.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if d := q.Dropped(); d != 3 {
+		t.Fatalf("a folded event that could not be written counted %d, want 3", d)
+	}
+
+	// Close gives up on a writer stuck for good: what is queued is lost,
+	// counted in events, once: the stuck goroutine never writes it.
+	stuck := blockedWriter{release: make(chan struct{}), lines: new(atomic.Int64)}
+	defer close(stuck.release)
+	q = NewQueue(New(stuck, nil), 4)
+	first := folded
+	first.Count = 5
+	q.Handle(&first)
+	// Wait until the writer goroutine holds the first (stuck in Write):
+	// then the queue is empty and takes four more.
+	for len(q.ch) != 0 {
+		runtime.Gosched()
+	}
+	for range 4 {
+		q.Handle(&folded)
+	}
+	if d := q.Dropped(); d != 0 {
+		t.Fatalf("dropped %d before Close with room in the queue", d)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := q.Close(ctx); err == nil {
+		t.Fatal("Close with a stuck writer and an ended context returned nil")
+	}
+	if d := q.Dropped(); d != 4*3 {
+		t.Fatalf("Close's deadline counted %d lost, want the 4 queued events of 3 (the one in the stuck Write is not counted)", d)
 	}
 }

@@ -29,7 +29,9 @@ func NewQueue(w *Writer, size int) *Queue {
 	go func() {
 		defer close(q.done)
 		for ev := range q.ch {
-			q.w.Handle(&ev)
+			if !q.w.write(&ev) {
+				q.dropped.Add(events(&ev))
+			}
 		}
 	}()
 	return q
@@ -38,17 +40,19 @@ func NewQueue(w *Writer, size int) *Queue {
 // Handle queues ev without ever blocking.
 func (q *Queue) Handle(ev *fsmon.Event) {
 	if q.closed.Load() {
-		q.dropped.Add(1)
+		q.dropped.Add(events(ev))
 		return
 	}
 	select {
 	case q.ch <- *ev:
 	default:
-		q.dropped.Add(1)
+		q.dropped.Add(events(ev))
 	}
 }
 
-// Dropped is the number of events that found the queue full.
+// Dropped is the number of events lost (a folded one of count n is n):
+// they found the queue full, came after Close, or could not be written (a
+// closed stdout).
 func (q *Queue) Dropped() uint64 { return q.dropped.Load() }
 
 // Close writes what is queued, until ctx ends. Events handed over after
@@ -62,7 +66,21 @@ func (q *Queue) Close(ctx context.Context) error {
 	case <-q.done:
 		return nil
 	case <-ctx.Done():
-		q.dropped.Add(uint64(len(q.ch)))
+		// What is still queued is lost. Taken from the queue here, so
+		// that the writer goroutine (stuck in a Write) cannot write it
+		// too: each event is either written or counted.
+		for ev := range q.ch {
+			q.dropped.Add(events(&ev))
+		}
 		return ctx.Err()
 	}
+}
+
+// events is the number of events ev stands for: Count when folded, else
+// 1. Losses are counted in events, as fsmon_events_total counts them.
+func events(ev *fsmon.Event) uint64 {
+	if ev.Count > 1 {
+		return uint64(ev.Count)
+	}
+	return 1
 }

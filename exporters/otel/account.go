@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	sdklog "go.opentelemetry.io/otel/sdk/log"
 )
 
@@ -21,36 +22,47 @@ import (
 // processor's drop-oldest overflow, which it reports nowhere we can read,
 // cannot happen. What is still in flight when Shutdown gives up is lost
 // and counted then (settle).
+//
+// It keeps the sum twice: in records, which is what fills the
+// processor's queue, and in events, which is what is reported lost: a
+// folded record stands for count events (its count attribute).
 type ledger struct {
 	mu       sync.Mutex
-	emitted  uint64
-	exported uint64
-	failed   uint64
+	emitted  tally
+	exported tally
+	failed   tally
 	settled  bool
 	progress chan struct{} // signalled after every Export
 }
+
+// tally is a number of records and the number of events they stand for.
+type tally struct{ records, events uint64 }
+
+func (a *tally) add(b tally) { a.records += b.records; a.events += b.events }
 
 func newLedger() *ledger {
 	return &ledger{progress: make(chan struct{}, 1)}
 }
 
-func (l *ledger) emit() {
+// emit notes one record, standing for events events, handed to the SDK.
+func (l *ledger) emit(events uint64) {
 	l.mu.Lock()
-	l.emitted++
+	l.emitted.add(tally{1, events})
 	l.mu.Unlock()
 }
 
+// inFlight is the records in the SDK.
 func (l *ledger) inFlight() uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.emitted - l.exported - l.failed
+	return l.emitted.records - l.exported.records - l.failed.records
 }
 
-func (l *ledger) done(ok, lost uint64) {
+func (l *ledger) done(ok, lost tally) {
 	l.mu.Lock()
 	if !l.settled {
-		l.exported += ok
-		l.failed += lost
+		l.exported.add(ok)
+		l.failed.add(lost)
 	}
 	l.mu.Unlock()
 	select {
@@ -59,12 +71,12 @@ func (l *ledger) done(ok, lost uint64) {
 	}
 }
 
-// lost is what the SDK lost: failed exports, and after settle also what
-// never left it.
+// lost is the events the SDK lost: failed exports, and after settle also
+// what never left it.
 func (l *ledger) lost() uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.failed
+	return l.failed.events
 }
 
 // settle counts whatever is still in flight as lost and stops counting:
@@ -76,7 +88,7 @@ func (l *ledger) settle() {
 	if l.settled {
 		return
 	}
-	l.failed += l.emitted - l.exported - l.failed
+	l.failed = tally{l.emitted.records - l.exported.records, l.emitted.events - l.exported.events}
 	l.settled = true
 }
 
@@ -106,6 +118,10 @@ func (c *countingExporter) Export(ctx context.Context, records []sdklog.Record) 
 	if n == 0 {
 		return c.next.Export(ctx, records)
 	}
+	all := tally{n, 0}
+	for i := range records {
+		all.events += recordEvents(&records[i])
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(c.abort, cancel)
@@ -115,30 +131,56 @@ func (c *countingExporter) Export(ctx context.Context, records []sdklog.Record) 
 	for {
 		err := c.next.Export(ctx, records)
 		if err == nil {
-			c.ledger.done(n, 0)
+			c.ledger.done(all, tally{})
 			return nil
 		}
 		if rejected, ok := partialSuccess(err); ok {
 			// The collector took the request and refused some records:
 			// a retry would duplicate the rest.
-			rejected = min(rejected, n)
-			c.ledger.done(n-rejected, rejected)
+			c.ledger.done(partialTally(all, rejected))
 			return err
 		}
 		if errors.Is(err, sdklog.ErrExporterShutdown) {
-			c.ledger.done(0, n)
+			c.ledger.done(tally{}, all)
 			return err
 		}
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			c.ledger.done(0, n)
+			c.ledger.done(tally{}, all)
 			return errors.Join(err, ctx.Err())
 		case <-t.C:
 		}
 		backoff = min(2*backoff, retryMax)
 	}
+}
+
+// recordEvents is the events a record stands for: its count attribute
+// (record sets it on every record, 1 for an event not folded).
+func recordEvents(r *sdklog.Record) uint64 {
+	n := uint64(1)
+	r.WalkAttributes(func(kv attribute.KeyValue) bool {
+		if kv.Key != keyCount {
+			return true
+		}
+		if c := kv.Value.AsInt64(); c > 1 {
+			n = uint64(c)
+		}
+		return false
+	})
+	return n
+}
+
+// partialTally splits a batch of which the collector rejected rejected
+// records. It says how many, not which: each record delivered stands for
+// at least one event, so the events lost are counted as the most they can
+// be, all but one per record delivered (exact when no record is folded).
+func partialTally(all tally, rejected uint64) (ok, lost tally) {
+	rejected = min(rejected, all.records)
+	delivered := all.records - rejected
+	lost = tally{rejected, all.events - delivered}
+	return tally{delivered, delivered}, lost
 }
 
 func (c *countingExporter) Shutdown(ctx context.Context) error { return c.next.Shutdown(ctx) }

@@ -56,15 +56,17 @@ type Options struct {
 	ServiceVersion string
 }
 
-// Stats are the events lost on the way to OpenTelemetry, by stage.
+// Stats are the events lost on the way to OpenTelemetry, by stage. A
+// folded record of count n lost is n events lost.
 type Stats struct {
 	// Queue: events that found the queue full (or came after Shutdown).
 	Queue uint64
-	// Logs: log records the SDK took but could not deliver: failed
-	// exports after retries, records the collector rejected (partial
-	// success), and what Shutdown's deadline left unsent.
+	// Logs: events of the log records the SDK took but could not
+	// deliver: failed exports after retries, records the collector
+	// rejected (partial success), and what Shutdown's deadline left unsent.
 	Logs uint64
-	// Spans: spans in failed exports, and what Shutdown left unsent.
+	// Spans: events of the spans in failed exports, and of what Shutdown
+	// left unsent.
 	Spans uint64
 }
 
@@ -217,13 +219,13 @@ func (e *Exporter) Handle(ev *fsmon.Event) {
 		return
 	}
 	if e.closed.Load() {
-		e.dropped.Add(1)
+		e.dropped.Add(events(ev))
 		return
 	}
 	select {
 	case e.queue <- *ev:
 	default:
-		e.dropped.Add(1)
+		e.dropped.Add(events(ev))
 	}
 }
 
@@ -279,26 +281,27 @@ func (e *Exporter) run() {
 }
 
 func (e *Exporter) export(ev *fsmon.Event, buf []attribute.KeyValue) {
+	n := events(ev)
 	if e.abort.Err() != nil {
 		// Shutdown's deadline passed: what is left is lost.
-		e.dropped.Add(1)
+		e.dropped.Add(n)
 		return
 	}
 	now := time.Now()
 	if e.logger != nil {
 		if !e.waitForRoom(e.ledger, e.sdkQueue) {
-			e.dropped.Add(1)
+			e.dropped.Add(n)
 			return
 		}
 		var r otellog.Record
 		record(&r, ev, now, buf)
-		e.ledger.emit()
+		e.ledger.emit(n)
 		e.logger.Emit(context.Background(), r)
 	}
 	if e.tracer != nil && ev.Decision > 0 {
 		if !e.waitForRoom(e.spanCount, e.spanQueue) {
 			// The record (if any) went out; only the span is lost.
-			e.spanCount.emit()
+			e.spanCount.emit(n)
 			return
 		}
 		_, span := e.tracer.Start(context.Background(), "fsmon.permission",
@@ -309,9 +312,18 @@ func (e *Exporter) export(ev *fsmon.Event, buf []attribute.KeyValue) {
 		if ev.Kind == fsmon.KindDenied {
 			span.SetStatus(codes.Error, "denied")
 		}
-		e.spanCount.emit()
+		e.spanCount.emit(n)
 		span.End(trace.WithTimestamp(ev.Time.Add(ev.Decision)))
 	}
+}
+
+// events is the number of events ev stands for: Count when folded, else 1.
+// Losses are counted in events, as fsmon_events_total counts them.
+func events(ev *fsmon.Event) uint64 {
+	if ev.Count > 1 {
+		return uint64(ev.Count)
+	}
+	return 1
 }
 
 // waitForRoom holds the record back while the BatchProcessor's queue

@@ -2,6 +2,7 @@ package otel
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,11 +10,16 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	otellog "go.opentelemetry.io/otel/log"
+	sdklog "go.opentelemetry.io/otel/sdk/log"
+
 	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/testutil/testroot"
 )
 
 // clearOTelEnv unsets every OTEL_* variable for the test (restored after).
@@ -231,6 +237,24 @@ func seqEvent(i int) *fsmon.Event {
 	}
 }
 
+// foldedEvent is seqEvent as the folder hands it over: it stands for
+// 1 to 4 events (count), so that the tests of the accounting count
+// events, not records.
+func foldedEvent(i int) *fsmon.Event {
+	ev := seqEvent(i)
+	ev.Count = 1 + i%4
+	return ev
+}
+
+// eventsOf is the number of events records 0..n-1 of foldedEvent stand for.
+func eventsOf(from, n int) uint64 {
+	var sum uint64
+	for i := from; i < from+n; i++ {
+		sum += uint64(foldedEvent(i).Count)
+	}
+	return sum
+}
+
 func TestHundredThousandNothingLost(t *testing.T) {
 	const n = 100_000
 	c := startCollector(t)
@@ -260,8 +284,10 @@ func TestHundredThousandNothingLost(t *testing.T) {
 
 // TestCollectorRestart stops the collector mid-run and starts it again:
 // the later events arrive, and what the outage cost is exactly what
-// Dropped reports. Over HTTP the exporter does not retry a refused
-// connection itself, so this also tests countingExporter's retry.
+// Dropped reports, in events: the records are folded ones (count 1 to 4),
+// and a lost record of count 3 is 3 events lost. Over HTTP the exporter
+// does not retry a refused connection itself, so this also tests
+// countingExporter's retry.
 func TestCollectorRestart(t *testing.T) {
 	for _, protocol := range []string{"http/protobuf", "grpc"} {
 		t.Run(protocol, func(t *testing.T) { testCollectorRestart(t, protocol) })
@@ -287,7 +313,7 @@ func testCollectorRestart(t *testing.T, protocol string) {
 					time.Sleep(time.Millisecond)
 				}
 			}
-			e.Handle(seqEvent(sent))
+			e.Handle(foldedEvent(sent))
 			sent++
 			_ = i
 		}
@@ -311,18 +337,23 @@ func testCollectorRestart(t *testing.T, protocol string) {
 	recs := c.logRecords()
 	received := countReceived(recs)
 	dropped := e.Dropped()
-	t.Logf("sent %d, received %d, dropped %d (%+v)", sent, received, dropped, e.Stats())
-	if received+dropped != uint64(sent) {
-		t.Fatalf("sent %d != received %d + dropped %d", sent, received, dropped)
+	events := eventsOf(0, sent)
+	s := e.Stats()
+	t.Logf("sent %d records of %d events, received %d, dropped %d (%+v)", sent, events, received, dropped, s)
+	if received+dropped != events {
+		t.Fatalf("sent %d events != received %d + dropped %d", events, received, dropped)
 	}
-	if dropped == 0 {
-		t.Fatalf("nothing dropped: the outage did not overflow the queues, the accounting is untested")
+	if s.Queue == 0 {
+		t.Fatalf("nothing dropped (%+v): the outage did not overflow the queues, the accounting is untested", s)
 	}
 	late := 0
 	for _, r := range recs {
 		p, _ := r.Attributes.get("file.path")
 		if i, err := strconv.Atoi(strings.TrimPrefix(p, "/etc/f")); err == nil && i >= restartedAt {
 			late++
+			if c, _ := r.Attributes.get("count"); c != strconv.Itoa(foldedEvent(i).Count) {
+				t.Errorf("record %d has count %s, want %d", i, c, foldedEvent(i).Count)
+			}
 		}
 	}
 	if late != after {
@@ -330,40 +361,76 @@ func testCollectorRestart(t *testing.T, protocol string) {
 	}
 }
 
+// TestNothingSetNothingConnects: with no OTEL_* variable naming an
+// exporter (or with the SDK disabled, or logs set to none), no exporter
+// is built and nothing connects, neither to an endpoint a variable names
+// nor to the SDK's defaults (localhost:4317 and :4318). The defaults are
+// watched in a network namespace of the test's own, where the ports are
+// free and no other test on the machine can connect to them or be hit by
+// the positive control; without root they are watched here if free.
 func TestNothingSetNothingConnects(t *testing.T) {
-	clearOTelEnv(t)
-	// Listen where the SDK would connect by default; any connection is a
-	// failure. A port already taken by something else is not watched.
-	var accepted atomic.Int32
-	for _, addr := range []string{"127.0.0.1:4317", "127.0.0.1:4318"} {
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			t.Logf("cannot watch %s: %v", addr, err)
-			continue
+	const name = "TestNothingSetNothingConnects"
+	if os.Getenv(inNetnsEnv) != "" {
+		loopbackUp(t)
+		nothingConnects(t, true)
+		return
+	}
+	if os.Geteuid() == 0 {
+		if !runInNetns(t, name) {
+			t.Fatal("root, but no network namespace could be made")
 		}
-		t.Cleanup(func() { l.Close() })
-		go func() {
-			for {
-				conn, err := l.Accept()
-				if err != nil {
-					return
-				}
-				accepted.Add(1)
-				conn.Close()
-			}
-		}()
+		return
 	}
-	cases := map[string]map[string]string{
-		"nothing set": {},
-		"sdk disabled": {"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
-			"OTEL_TRACES_EXPORTER": "otlp"},
-		"logs none":         {"OTEL_LOGS_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"},
-		"resource only":     {"OTEL_SERVICE_NAME": "x", "OTEL_RESOURCE_ATTRIBUTES": "a=b", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
-		"traces none alone": {"OTEL_TRACES_EXPORTER": "none"},
+	nothingConnects(t, false)
+}
+
+// nothingConnects is TestNothingSetNothingConnects's body. private: it
+// runs in a network namespace of its own, so the default ports must be
+// free and the SDK may be pointed at them for the positive control.
+func nothingConnects(t *testing.T, private bool) {
+	clearOTelEnv(t)
+	// Where the SDK would connect by default, both address families
+	// (localhost may resolve to either).
+	var defaults []*connWatch
+	var taken []string
+	for _, addr := range []string{"127.0.0.1:4317", "127.0.0.1:4318", "[::1]:4317", "[::1]:4318"} {
+		w, err := listenWatch(t, addr)
+		switch {
+		case err == nil:
+			defaults = append(defaults, w)
+		case errors.Is(err, syscall.EADDRNOTAVAIL) && strings.HasPrefix(addr, "[::1]"):
+			// No IPv6 loopback: nothing can connect there either.
+		case private:
+			t.Fatalf("cannot listen on %s in a network namespace of our own: %v", addr, err)
+		default:
+			taken = append(taken, addr)
+		}
 	}
-	for name, env := range cases {
-		t.Run(name, func(t *testing.T) {
-			for k, v := range env {
+	// An endpoint the variables name: a listener of the test's own.
+	own, err := listenWatch(t, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownURL := "http://" + own.addr()
+
+	cases := []struct {
+		name string
+		env  map[string]string
+	}{
+		{"nothing set", map[string]string{}},
+		{"sdk disabled", map[string]string{"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": ownURL,
+			"OTEL_TRACES_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "otlp"}},
+		{"sdk disabled grpc", map[string]string{"OTEL_SDK_DISABLED": "TRUE", "OTEL_EXPORTER_OTLP_ENDPOINT": ownURL,
+			"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_TRACES_EXPORTER": "otlp"}},
+		{"logs none", map[string]string{"OTEL_LOGS_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": ownURL}},
+		{"logs none, logs endpoint", map[string]string{"OTEL_LOGS_EXPORTER": "none", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": ownURL + "/v1/logs"}},
+		{"traces endpoint alone", map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": ownURL + "/v1/traces"}},
+		{"resource only", map[string]string{"OTEL_SERVICE_NAME": "x", "OTEL_RESOURCE_ATTRIBUTES": "a=b", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}},
+		{"traces none alone", map[string]string{"OTEL_TRACES_EXPORTER": "none"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
 				t.Setenv(k, v)
 			}
 			e, err := New(t.Context(), Options{Logger: testLogger(t)})
@@ -373,6 +440,11 @@ func TestNothingSetNothingConnects(t *testing.T) {
 			if e.Enabled() {
 				t.Fatal("enabled")
 			}
+			// No provider, hence no exporter and no goroutine of the SDK:
+			// nothing exists that could connect later.
+			if e.lp != nil || e.tp != nil || e.queue != nil {
+				t.Fatalf("disabled, but built logs %v, traces %v, queue %v", e.lp != nil, e.tp != nil, e.queue != nil)
+			}
 			e.Handle(deniedEvent())
 			if err := e.Shutdown(shutdownCtx(t, 5*time.Second)); err != nil {
 				t.Fatal(err)
@@ -380,11 +452,81 @@ func TestNothingSetNothingConnects(t *testing.T) {
 			if d := e.Dropped(); d != 0 {
 				t.Errorf("disabled exporter counts %d drops", d)
 			}
+			for _, w := range append([]*connWatch{own}, defaults...) {
+				if c := w.others(t); len(c) != 0 {
+					t.Errorf("%d connections to %s: %v", len(c), w.addr(), c)
+				}
+			}
 		})
 	}
-	time.Sleep(300 * time.Millisecond)
-	if n := accepted.Load(); n != 0 {
-		t.Fatalf("%d connections to the default OTLP ports with nothing configured", n)
+
+	// Positive controls: the watchers do see the SDK connect, when it is
+	// asked to, at a named endpoint and (in our own namespace only, where
+	// no other test listens) at its defaults.
+	type control struct {
+		name string
+		env  map[string]string
+		w    []*connWatch
+	}
+	controls := []control{{"named endpoint", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": ownURL}, []*connWatch{own}}}
+	if private {
+		byPort := map[string][]*connWatch{}
+		for _, w := range defaults {
+			_, port, _ := net.SplitHostPort(w.addr())
+			byPort[port] = append(byPort[port], w)
+		}
+		controls = append(controls,
+			control{"default http", map[string]string{"OTEL_LOGS_EXPORTER": "otlp"}, byPort["4318"]},
+			control{"default grpc", map[string]string{"OTEL_LOGS_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, byPort["4317"]})
+	}
+	for _, c := range controls {
+		t.Run("control "+c.name, func(t *testing.T) {
+			for k, v := range c.env {
+				t.Setenv(k, v)
+			}
+			t.Setenv("OTEL_BLRP_SCHEDULE_DELAY", "10")
+			e, err := New(t.Context(), Options{Logger: testLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !e.Enabled() {
+				t.Fatal("not enabled")
+			}
+			e.Handle(deniedEvent())
+			waitAny(t, c.w, c.name)
+			_ = e.Shutdown(shutdownCtx(t, 100*time.Millisecond)) // the watcher never answers: lost, and that is fine
+		})
+	}
+	if len(taken) > 0 {
+		testroot.Unavailable(t, "ports %v are taken, so the SDK's defaults were not watched (run as root: a network namespace of its own)", taken)
+	}
+}
+
+// waitAny waits until one of ws sees a connection.
+func waitAny(t testing.TB, ws []*connWatch, what string) {
+	t.Helper()
+	if len(ws) == 0 {
+		t.Errorf("%s: nothing to watch", what)
+		return
+	}
+	deadline := time.After(30 * time.Second)
+	for {
+		for _, w := range ws {
+			w.mu.Lock()
+			for _, r := range w.remotes {
+				if !w.markers[r] {
+					w.mu.Unlock()
+					return
+				}
+			}
+			w.mu.Unlock()
+		}
+		select {
+		case <-deadline:
+			t.Errorf("%s: no connection to any of %d listeners within 30s", what, len(ws))
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }
 
@@ -398,6 +540,8 @@ func TestEnvRule(t *testing.T) {
 		{map[string]string{"OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "http://x:4318/v1/logs"}, true, false},
 		{map[string]string{"OTEL_LOGS_EXPORTER": "console"}, true, false},
 		{map[string]string{"OTEL_TRACES_EXPORTER": "otlp"}, false, true},
+		{map[string]string{"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318"}, true, false},
+		{map[string]string{"OTEL_LOGS_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318"}, false, false},
 		{map[string]string{"OTEL_TRACES_EXPORTER": "console", "OTEL_LOGS_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x"}, false, true},
 		{map[string]string{"OTEL_SDK_DISABLED": "TRUE", "OTEL_LOGS_EXPORTER": "otlp"}, false, false},
 		{map[string]string{"OTEL_SDK_DISABLED": "false", "OTEL_LOGS_EXPORTER": "otlp"}, true, false},
@@ -441,6 +585,66 @@ func TestPartialSuccessRecognised(t *testing.T) {
 		t.Fatal("plain error taken for a partial success")
 	}
 }
+
+// A partial success says how many records were rejected, not which: the
+// events lost are counted as the most they can be (every record delivered
+// stands for one at least), exact when nothing is folded.
+func TestPartialTally(t *testing.T) {
+	for _, tc := range []struct {
+		all      tally
+		rejected uint64
+		ok, lost tally
+	}{
+		{tally{10, 10}, 3, tally{7, 7}, tally{3, 3}},
+		{tally{10, 25}, 3, tally{7, 7}, tally{3, 18}},
+		{tally{10, 25}, 0, tally{10, 10}, tally{0, 15}},
+		{tally{10, 25}, 99, tally{0, 0}, tally{10, 25}},
+	} {
+		ok, lost := partialTally(tc.all, tc.rejected)
+		if ok != tc.ok || lost != tc.lost {
+			t.Errorf("partialTally(%+v, %d) = %+v, %+v; want %+v, %+v", tc.all, tc.rejected, ok, lost, tc.ok, tc.lost)
+		}
+	}
+}
+
+// The count attribute of a record, as the SDK hands it to the exporter,
+// is the events it stands for.
+func TestRecordEvents(t *testing.T) {
+	capture := &captureExporter{}
+	lp := sdklog.NewLoggerProvider(sdklog.WithProcessor(sdklog.NewSimpleProcessor(capture)))
+	defer lp.Shutdown(context.Background())
+	logger := lp.Logger(ScopeName)
+	buf := make([]attribute.KeyValue, 0, maxAttrs)
+	counts := []int{0, 1, 7}
+	for _, c := range counts {
+		ev := seqEvent(1)
+		ev.Count = c
+		var r otellog.Record
+		record(&r, ev, time.Now(), buf)
+		logger.Emit(context.Background(), r)
+	}
+	if len(capture.records) != len(counts) {
+		t.Fatalf("%d records exported, want %d", len(capture.records), len(counts))
+	}
+	for i, c := range counts {
+		if n, want := recordEvents(&capture.records[i]), uint64(max(c, 1)); n != want {
+			t.Errorf("count %d: recordEvents %d, want %d", c, n, want)
+		}
+	}
+}
+
+// captureExporter keeps what it is given (a SimpleProcessor calls it
+// synchronously, from Emit).
+type captureExporter struct{ records []sdklog.Record }
+
+func (c *captureExporter) Export(_ context.Context, rs []sdklog.Record) error {
+	for _, r := range rs {
+		c.records = append(c.records, r.Clone())
+	}
+	return nil
+}
+func (c *captureExporter) Shutdown(context.Context) error   { return nil }
+func (c *captureExporter) ForceFlush(context.Context) error { return nil }
 
 func TestDropsLoggedAtBoundedRate(t *testing.T) {
 	var buf bytes.Buffer
@@ -498,7 +702,7 @@ func TestShutdownDeadlineCountsTheRest(t *testing.T) {
 	c.stop()
 	const n = 3000
 	for i := range n {
-		e.Handle(seqEvent(i))
+		e.Handle(foldedEvent(i))
 	}
 	start := time.Now()
 	err = e.Shutdown(shutdownCtx(t, 2*time.Second))
@@ -509,11 +713,11 @@ func TestShutdownDeadlineCountsTheRest(t *testing.T) {
 		t.Error("Shutdown reported success with nothing delivered")
 	}
 	s := e.Stats()
-	if e.Dropped() != n || s.Logs == 0 || s.Queue == 0 {
-		t.Fatalf("dropped %d (%+v), want all %d, some in the queue and some in the SDK", e.Dropped(), s, n)
+	if want := eventsOf(0, n); e.Dropped() != want || s.Logs == 0 || s.Queue == 0 {
+		t.Fatalf("dropped %d (%+v), want all %d events of the %d records, some in the queue and some in the SDK", e.Dropped(), s, want, n)
 	}
-	e.Handle(seqEvent(n)) // after Shutdown: counted, not sent
-	if e.Dropped() != n+1 {
-		t.Fatalf("event after Shutdown not counted: %d", e.Dropped())
+	e.Handle(foldedEvent(n + 2)) // after Shutdown: counted (3 events), not sent
+	if want := eventsOf(0, n) + 3; e.Dropped() != want {
+		t.Fatalf("folded event after Shutdown not counted as its 3 events: %d, want %d", e.Dropped(), want)
 	}
 }

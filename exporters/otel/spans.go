@@ -21,13 +21,30 @@ type countingSpanExporter struct {
 }
 
 func (c *countingSpanExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	all := tally{records: uint64(len(spans))}
+	for _, s := range spans {
+		all.events += spanEvents(s)
+	}
 	err := c.next.ExportSpans(ctx, spans)
 	if err != nil {
-		c.ledger.done(0, uint64(len(spans)))
+		c.ledger.done(tally{}, all)
 		return err
 	}
-	c.ledger.done(uint64(len(spans)), 0)
+	c.ledger.done(all, tally{})
 	return nil
+}
+
+// spanEvents is the events a span stands for: its count attribute.
+func spanEvents(s sdktrace.ReadOnlySpan) uint64 {
+	for _, kv := range s.Attributes() {
+		if kv.Key == keyCount {
+			if c := kv.Value.AsInt64(); c > 1 {
+				return uint64(c)
+			}
+			break
+		}
+	}
+	return 1
 }
 
 func (c *countingSpanExporter) Shutdown(ctx context.Context) error { return c.next.Shutdown(ctx) }
