@@ -68,8 +68,8 @@ bench: $(BIN)
 # the tests it names, and fails if any survives. MUTATE_ARGS='-only REGEX'
 # runs some of them. Not part of `make test`: it runs the suites once per
 # mutation.
-mutate: deps-debian
-	$(GO) run ./tools/mutate $(MUTATE_ARGS)
+mutate: deps-debian $(OTELCOL_BIN)
+	OTELCOL_BINARY=$(CURDIR)/$(OTELCOL_BIN) $(GO) run ./tools/mutate $(MUTATE_ARGS)
 
 # Part of `make test`: every mutation of the list still applies, so code
 # that moves cannot leave the list testing nothing.

@@ -396,7 +396,9 @@ func (r *runner) test(ctx context.Context, args string) ([]byte, error) {
 	script := fmt.Sprintf("go build -o %s . && exec go test -count=1 -timeout %s %s", bin, r.timeout-10*time.Second, args)
 	c := exec.CommandContext(ctx, "bash", "-c", script)
 	c.Dir = r.dir
-	c.Env = append(os.Environ(), "FSMON_BINARY="+bin)
+	// CI=true: a test that would skip (its program or feature missing)
+	// fails instead, so that a baseline cannot pass by testing nothing.
+	c.Env = append(os.Environ(), "FSMON_BINARY="+bin, "CI=true")
 	// Its own process group, so that a hung test's children go with it.
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
