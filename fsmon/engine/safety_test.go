@@ -146,14 +146,7 @@ func TestObjectLimitBoundsTheTables(t *testing.T) {
 	}
 	testroot.Require(t)
 	rec := newRecorder()
-	e, err := New(Options{Sink: rec, MaxObjects: 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	e := runEngine(t, Options{Sink: rec, MaxObjects: 10})
 	res, err := e.Apply(compile(t, "profiles:\n  - name: t\n    host: true\n    filters:\n      - path: "+dir+"\n"))
 	if !errors.Is(err, ErrPartial) || !errors.Is(err, ErrTooMany) {
 		t.Fatalf("Apply past the object limit: %v, want ErrPartial and ErrTooMany", err)
@@ -247,14 +240,7 @@ func TestObjectLimitSparesBlockFilters(t *testing.T) {
 	}
 	writeFile(t, filepath.Join(sub, "deep"), "x")
 	testroot.Require(t)
-	e, err := New(Options{Sink: newRecorder(), MaxObjects: 10, DecisionTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	e := runEngine(t, Options{Sink: newRecorder(), MaxObjects: 10, DecisionTimeout: 2 * time.Second})
 	block := "profiles:\n  - name: t\n    host: true\n    mode: protect\n    filters:\n      - path: " + keys + "\n        recursive: true\n        behavior: block\n        allow: [/usr/bin/head]\n"
 	res, err := e.Apply(compile(t, block))
 	if err != nil || res.Incomplete || !e.Ready() || res.Files != 31 {
@@ -287,16 +273,25 @@ func TestObjectLimitSparesBlockFilters(t *testing.T) {
 // and the engine is not ready (/-/ready 503, fsmon_ready 0).
 func TestFailedPermissionMarkIsNotReady(t *testing.T) {
 	testroot.Require(t)
-	e, err := New(Options{Sink: newRecorder()})
+	e := runEngine(t, Options{Sink: newRecorder()})
+	res, err := e.Apply(compile(t, blockFile("protect", "/proc/version", "/usr/bin/head")))
+	if !errors.Is(err, ErrPartial) || !res.Incomplete || res.Errors == 0 || e.Ready() || e.Snapshot().Unmarked == 0 {
+		t.Fatalf("a permission mark the kernel refused: err %v, result %+v, ready %v", err, res, e.Ready())
+	}
+}
+
+// runEngine runs an engine with opts until the test ends, without
+// applying a policy (start does, and fails the test if it is not all in
+// force): for tests of Apply's result itself.
+func runEngine(t *testing.T, opts Options) *Engine {
+	t.Helper()
+	e, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	res, err := e.Apply(compile(t, blockFile("protect", "/proc/version", "/usr/bin/head")))
-	if !errors.Is(err, ErrPartial) || !res.Incomplete || res.Errors == 0 || e.Ready() || e.Snapshot().Unmarked == 0 {
-		t.Fatalf("a permission mark the kernel refused: err %v, result %+v, ready %v", err, res, e.Ready())
-	}
+	t.Cleanup(func() { cancel(); <-done })
+	return e
 }
