@@ -431,7 +431,13 @@ func TestDefaultProfile(t *testing.T) {
 	if ev["profile"] != "default" || ev["mode"] != "monitor" || ev["process.executable.name"] != "sh" {
 		t.Errorf("%v", ev)
 	}
-	if !strings.Contains(d.stderr.String(), "msg=ready") {
-		t.Errorf("no ready log line:\n%s", d.stderr.String())
+	// /-/ready answers 200 as soon as the engine has placed the marks;
+	// main logs the line after that: wait for it, do not race it.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(d.stderr.String(), "msg=ready") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no ready log line within 10s of ready:\n%s", d.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

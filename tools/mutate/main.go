@@ -377,7 +377,7 @@ func (r *runner) try(ctx context.Context, m Mutation) (Verdict, string) {
 		}
 		return Survived, ""
 	}
-	if bytes.Contains(out, []byte("[build failed]")) || bytes.Contains(out, []byte("build failed:")) {
+	if bytes.Contains(out, []byte("[build failed]")) || bytes.Contains(out, []byte("build failed:")) || bytes.HasPrefix(out, []byte(buildMarker)) {
 		// A mutation that does not compile proves nothing about the tests.
 		return Invalid, ": it does not compile\n" + tail(out, 10)
 	}
@@ -393,7 +393,8 @@ func (r *runner) test(ctx context.Context, args string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	bin := filepath.Join(r.dir, "fsmon_exporter")
-	script := fmt.Sprintf("go build -o %s . && exec go test -count=1 -timeout %s %s", bin, r.timeout-10*time.Second, args)
+	script := fmt.Sprintf("go build -o %s . 2>/dev/null || { echo '%s'; go build -o %s .; exit 1; }; exec go test -count=1 -timeout %s %s",
+		bin, buildMarker, bin, r.timeout-10*time.Second, args)
 	c := exec.CommandContext(ctx, "bash", "-c", script)
 	c.Dir = r.dir
 	// CI=true: a test that would skip (its program or feature missing)
@@ -419,6 +420,9 @@ func ranTests(out []byte) bool {
 	}
 	return false
 }
+
+// buildMarker starts the output of a run whose daemon did not build.
+const buildMarker = "mutate: the daemon does not build"
 
 var failLine = regexp.MustCompile(`(?m)^\s*--- FAIL: \S+`)
 
