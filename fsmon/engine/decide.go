@@ -12,6 +12,7 @@ import (
 	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/procinfo"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fsys"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
 	"github.com/fsmon/fsmon_exporter/fsmon/policy"
 )
 
@@ -208,17 +209,8 @@ func (e *Engine) fdPath(fd int32, d *decision) string {
 	if err != nil {
 		return ""
 	}
-	d.real, d.haveReal = unsafeString(d.pathBuf[:n]), true
+	d.real, d.haveReal = proc.View(d.pathBuf[:n]), true
 	return d.real
-}
-
-// unsafeString views b as a string without copying; the caller must not
-// keep it past b's next change.
-func unsafeString(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	return unsafe.String(&b[0], len(b))
 }
 
 // allowIDs caches the identity (device, inode) of the executables that

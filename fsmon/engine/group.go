@@ -9,6 +9,7 @@ import (
 
 	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/groups"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/container"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
 )
 
 // group is the host or one container (groups.Group).
@@ -25,7 +26,7 @@ func (e *Engine) groupOf(pid int32) *group {
 	p = strconv.AppendInt(p, int64(pid), 10)
 	p = append(p, "/ns/mnt"...)
 	var buf [64]byte
-	n, err := unix.Readlink(unsafeString(p), buf[:])
+	n, err := unix.Readlink(proc.View(p), buf[:])
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	if err == nil {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
 )
 
 // changeOps maps notification bits to report operations, in the order
@@ -86,7 +87,7 @@ func (e *Engine) notifyEvent(ev *fanotify.Event, now time.Time, rules []grule) [
 	}
 	var p string
 	// A view for the lookups; join copies it into the reported path.
-	name := unsafeString(ev.Name)
+	name := proc.View(ev.Name)
 	e.mu.RLock()
 	var dir *dirEntry
 	if ev.Dir.Valid() {

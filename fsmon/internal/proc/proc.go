@@ -245,3 +245,12 @@ func ParseEUID(b []byte) (int64, error) {
 	}
 	return strconv.ParseInt(string(f[1]), 10, 64)
 }
+
+// View views b as a string without copying, for look-ups on the
+// permission path; the caller must not keep it past b's next change.
+func View(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}

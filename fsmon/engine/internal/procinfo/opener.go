@@ -3,7 +3,6 @@ package procinfo
 import (
 	"strings"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -111,18 +110,18 @@ func (r *Reader) Names(o *Opener, b *Buffers) (comm, base string) {
 	en := r.entry(o)
 	if en != nil && en.names {
 		b.comm = en.comm
-		return unsafeString(b.comm[:en.commLen]), en.base
+		return proc.View(b.comm[:en.commLen]), en.base
 	}
 	var raw []byte
 	if x, err := r.fs.ReadExe(o.PID, b.exe[:]); err == nil {
 		raw = x
 	}
-	base = unsafeString(raw)
+	base = proc.View(raw)
 	if i := strings.LastIndexByte(base, '/'); i >= 0 {
 		base = base[i+1:]
 	}
 	if v, ok := r.statOf(o, b); ok {
-		comm = unsafeString(v.Comm)
+		comm = proc.View(v.Comm)
 	}
 	if en != nil && len(raw) > 0 {
 		en.names = true
@@ -199,15 +198,6 @@ func (r *Reader) cmdlineAndUser(pid int32, start uint64, exe string) (string, in
 	}
 	r.procs.put(pid, f)
 	return f.cmdline, f.uid
-}
-
-// unsafeString views b as a string without copying; the caller must not
-// keep it past b's next change.
-func unsafeString(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	return unsafe.String(&b[0], len(b))
 }
 
 // Recent remembers the facts of the processes behind recent
