@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/marks"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/container"
 	"github.com/fsmon/fsmon_exporter/testutil/testroot"
 )
@@ -388,10 +389,7 @@ func TestContainerIsWatchedInItsRoot(t *testing.T) {
 		if err := syscall.Stat(hostFile, &st); err != nil {
 			continue
 		}
-		id := devIno{uint64(st.Dev), st.Ino}
-		h.mu.RLock()
-		f, d := h.tables.files[id], h.tables.dirs[id]
-		h.mu.RUnlock()
+		f, d := h.marks.Entries(marks.DevIno{Dev: uint64(st.Dev), Ino: st.Ino})
 		if f != nil || d != nil {
 			t.Errorf("host %s is in the tables: %+v %+v", hostFile, f, d)
 		}
@@ -410,23 +408,17 @@ func TestContainerIsWatchedInItsRoot(t *testing.T) {
 	c.stop()
 	waitGroup(t, h, c, false)
 	// The group is gone from the snapshot when dropGroup has taken it out
-	// of the map; its entries go right after, under the same lock.
+	// of the map; its entries go right after, under the same placement
+	// lock.
 	eventually(t, "table entries of the gone container removed", func() error {
-		h.applyMu.Lock()
-		defer h.applyMu.Unlock()
-		h.mu.RLock()
-		defer h.mu.RUnlock()
+		p := h.marks.Place()
+		defer p.Done()
 		var left []string
-		for _, d := range h.tables.dirs {
-			if !d.g.IsHost() {
-				left = append(left, "dir "+d.path)
+		h.marks.EachEntry(func(e *marks.Entry) {
+			if !e.Group.IsHost() {
+				left = append(left, e.Type.String()+" "+e.Path)
 			}
-		}
-		for _, f := range h.tables.files {
-			if !f.g.IsHost() {
-				left = append(left, "file "+f.path)
-			}
-		}
+		})
 		if len(left) > 0 {
 			return fmt.Errorf("%d entries remain: %v", len(left), left)
 		}
@@ -470,8 +462,8 @@ func waitPassedOver(t *testing.T, h *harness, c *fakeContainer) {
 		t.Fatal(err)
 	}
 	eventually(t, "scan passes over the container", func() error {
-		h.applyMu.Lock()
-		defer h.applyMu.Unlock()
+		p := h.marks.Place()
+		defer p.Done()
 		if _, ok := h.unmonitored[ns]; !ok {
 			return fmt.Errorf("namespace %d of %s not looked at yet", ns, c.id)
 		}

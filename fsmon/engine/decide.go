@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/marks"
 	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/procinfo"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fsys"
@@ -134,52 +135,22 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 
 // fileRules appends the rules of the marked file id.
 func (e *Engine) fileRules(id devIno, rules []grule) []grule {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	if f := e.tables.files[id]; f != nil {
-		rules = append(rules, f.rules...)
-	}
-	return rules
+	return e.marks.FileRules(marks.DevIno(id), rules)
 }
 
 // dirRules appends to d.rules the rules that cover name in the marked
 // directory dir, and returns the directory when any does.
 func (e *Engine) dirRules(dir realKey, name string, d *decision) *dirEntry {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	de := e.tables.dirsByReal[dir]
-	if de == nil {
-		return nil
-	}
-	n := len(d.rules)
-	d.rules = de.covers(name, d.rules)
-	if len(d.rules) == n {
-		return nil
-	}
+	var de *dirEntry
+	d.rules, de = e.marks.DirRules(marks.RealKey(dir), name, d.rules)
 	return de
 }
 
 // adopt marks a file that was covered by its directory only, through
-// the event's fd. It runs on the permission loop after the answer, and
-// never waits for placement (applyMu): when a walk or a tree event is
-// running, it leaves the file to them (the tree event for its creation
-// marks it).
+// the event's fd (marks.Adopt).
 func (e *Engine) adopt(fd int32, d *decision) {
-	if !e.applyMu.TryLock() {
-		return
-	}
-	defer e.applyMu.Unlock()
-	de := d.viaDir
 	name := d.real[strings.LastIndexByte(d.real, '/')+1:]
-	if !e.wantsInodeMark(de, name) {
-		return
-	}
-	e.mu.RLock()
-	rules := de.covers(name, nil)
-	t := e.tables
-	e.mu.RUnlock()
-	w := e.newWalker(t, de.g)
-	w.markFile(int(fd), &d.st, join(de.path, name), rules)
+	e.marks.Adopt(int(fd), d.viaDir, name, &d.st)
 }
 
 // learnFacts gathers what policy.Judge asked for about the opener pid
@@ -190,7 +161,7 @@ func (e *Engine) adopt(fd int32, d *decision) {
 func (e *Engine) learnFacts(need policy.Need, r grule, d *decision) {
 	if need&policy.NeedExe != 0 {
 		id := devIno(e.who.ExeID(&d.who))
-		d.subject.ExeAllowed = policy.FactOf(id != (devIno{}) && e.allowIDs.has(e, r.g, r.AllowExePaths(), id))
+		d.subject.ExeAllowed = policy.FactOf(id != (devIno{}) && e.allowIDs.has(e, r.Group, r.AllowExePaths(), id))
 	}
 	if need&policy.NeedNames != 0 {
 		d.subject.Comm, d.subject.ExeBase = e.who.Names(&d.who, &d.bufs)
@@ -277,8 +248,7 @@ func (a *allowIDs) has(e *Engine, g *group, paths []string, id devIno) bool {
 
 // resolveID stats path in g's root (confined to it), following links.
 func (e *Engine) resolveID(g *group, path string) devIno {
-	w := walker{e: e, g: g, rootFD: g.RootFD}
-	fd, err := w.openIn(path, 0, 0)
+	fd, err := fsys.OpenInRoot(g.RootFD, path, 0, 0)
 	if err != nil {
 		return devIno{}
 	}

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/marks"
 )
 
 // decRun runs a program in a child process and returns its pid with what
@@ -44,38 +45,26 @@ func byPID(pid int32) func(*fsmon.Event) bool {
 
 // decFile returns a copy of the engine's table entry of the file p, nil
 // when the engine does not track it.
-func decFile(t *testing.T, h *harness, p string) *fileEntry {
+func decFile(t *testing.T, h *harness, p string) *marks.Entry {
 	t.Helper()
 	var st unix.Stat_t
 	if err := unix.Stat(p, &st); err != nil {
 		t.Fatal(err)
 	}
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	f := h.tables.files[devIno{st.Dev, st.Ino}]
-	if f == nil {
-		return nil
-	}
-	c := *f
-	return &c
+	f, _ := h.marks.Entries(marks.DevIno{Dev: st.Dev, Ino: st.Ino})
+	return f
 }
 
 // decDir returns a copy of the engine's table entry of the directory p,
 // nil when the engine does not track it.
-func decDir(t *testing.T, h *harness, p string) *dirEntry {
+func decDir(t *testing.T, h *harness, p string) *marks.Entry {
 	t.Helper()
 	var st unix.Stat_t
 	if err := unix.Stat(p, &st); err != nil {
 		t.Fatal(err)
 	}
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	d := h.tables.dirs[devIno{st.Dev, st.Ino}]
-	if d == nil {
-		return nil
-	}
-	c := *d
-	return &c
+	_, d := h.marks.Entries(marks.DevIno{Dev: st.Dev, Ino: st.Ino})
+	return d
 }
 
 // twoFilterWant is what one opener's open of the file must come to.
@@ -298,7 +287,7 @@ profiles:
 				mustAllow(t, cmd(t, "cat", via))
 				mustAllow(t, cmd(t, "cat", target))
 				if fe := decFile(t, h, target); fe != nil {
-					t.Fatalf("the target of a link owned by uid %d is tracked, as %s", tc.owner, fe.path)
+					t.Fatalf("the target of a link owned by uid %d is tracked, as %s", tc.owner, fe.Path)
 				}
 				return
 			}

@@ -2,6 +2,13 @@
 // inotify watches for a compiled policy, answers permission events, and
 // turns kernel events into fsmon.Events for the sinks.
 //
+// The engine wires parts that each own their state: internal/marks
+// (the tables, the walks, the marks and their upkeep as the tree
+// changes), internal/procinfo (the executable cache, the facts of
+// processes) and internal/groups (the host and the containers). The
+// engine's files depend on them and they never on the engine; marks
+// uses groups, nothing else of the engine.
+//
 // Three kernel objects, each with one job:
 //   - a content-class fanotify group with an unlimited queue answers opens
 //     (FAN_OPEN_PERM) of files that block filters or report_access cover;
@@ -9,7 +16,8 @@
 //     reports changes (write, attrib, create, delete, rename) with the pid
 //     of the process that made them;
 //   - inotify keeps the marks in step with the tree: new files and
-//     directories get marks, directories that go lose theirs.
+//     directories get marks, directories that go lose theirs
+//     (marks.TreeEvent).
 //
 // Protection belongs to the file: an inode mark on every covered file
 // (hard links and renames keep it), and a mark on the directory for its
@@ -20,14 +28,19 @@
 //
 //	permLoop       read(2) a batch of permission events (respond.go)
 //	handlePerm     the daemon's own opens: allow at once
-//	decide         fstat the event fd; the rules of the inode (fileRules),
-//	               or of its name in a marked directory (dirRules)
+//	decide         fstat the event fd; the rules of the inode
+//	               (fileRules: marks.FileRules, one map look-up under the
+//	               tables' read lock), or of its name in a marked
+//	               directory (dirRules: marks.DirRules, by the fd's path
+//	               and mount id)
 //	policy.Judge   per rule: mode, behaviour, allow list; asks for facts
 //	learnFacts     the facts it asks for: the executable's identity
 //	               (exeID, from the executable cache: one load), the
 //	               allow entries' identities (allowIDs), the names
 //	               (exeNames); policy.Outcome keeps the most severe
 //	answer         write the verdict, unless the watchdog has
+//	adopt          after the answer, a file covered by its name only gets
+//	               marks of its own (marks.Adopt; never waits for a walk)
 //	reportProcess  only for reported events, while the opener waits:
 //	               the process's facts, its group (groupOf), the path
 //	enqueue        the event, to the sinks, after the answer
@@ -51,6 +64,7 @@ import (
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/groups"
+	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/marks"
 	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/procinfo"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/container"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
@@ -110,6 +124,17 @@ type Options struct {
 	Priority Priority
 }
 
+// The marks package's types under the names the decision reads them by.
+// devIno and realKey are types of their own, not aliases, so that the
+// decision's literals of them stay short (vet wants the fields of other
+// packages' structs named).
+type (
+	devIno   marks.DevIno
+	realKey  marks.RealKey
+	grule    = marks.Rule
+	dirEntry = marks.Dir
+)
+
 // Engine is the monitor engine. New makes the kernel objects; Run reads
 // events until its context ends; Apply places a policy's marks.
 type Engine struct {
@@ -130,27 +155,24 @@ type Engine struct {
 	rescuing atomic.Bool
 	rescued  chan struct{}
 
-	// applyMu serialises placement (Apply and the inotify loop).
-	applyMu sync.Mutex
-	// mu guards the tables the event loops read.
+	// marks places the marks, keeps their tables and the tree in step,
+	// with its own locks: the tables' lock, and the placement lock that
+	// Apply, the inotify loop and container discovery take.
+	marks *marks.Marks
+	// mu guards the policy, the groups and their rules.
 	mu     sync.RWMutex
-	tables *tables
 	policy *policy.Policy
-	// mountFDs holds one directory fd per file system, for
-	// open_by_handle_at of fids the tables do not know.
-	mountFDs map[[8]byte]mountFD
 	// host is the host's group; groups maps mount namespaces to groups,
 	// the host's included.
 	host   *group
 	groups map[uint64]*group
 	// unmonitored are namespaces seen that no profile covers (or with
-	// no container id); applyMu guards it.
+	// no container id); the placement lock guards it.
 	unmonitored    map[uint64]time.Time
 	hostNS, selfNS uint64
 	finder         *groups.Finder // makes container groups
 	cfs            container.FS
 
-	ready atomic.Bool
 	// containers is set while any container group exists: until then a
 	// decision need not ask which namespace the process is in.
 	containers atomic.Bool
@@ -170,7 +192,6 @@ type Engine struct {
 	who          *procinfo.Reader // what the loops know of processes
 	recent       procinfo.Recent  // the notification loop's own, lock-free
 	readErrors   atomic.Uint64
-	unmarked     atomic.Int64       // objects of the configuration in force that could not be marked
 	allowIDs     allowIDs           // the permission loop's own
 	exes         *procinfo.ExeCache // who's
 	lastExec     execKey            // the permission loop's own
@@ -219,8 +240,6 @@ func New(opts Options) (*Engine, error) {
 		opts:         opts,
 		proc:         proc.FS{Root: opts.ProcRoot},
 		selfPID:      int32(os.Getpid()),
-		tables:       newTables(),
-		mountFDs:     map[[8]byte]mountFD{},
 		batch:        &permBatch{},
 		groups:       map[uint64]*group{},
 		unmonitored:  map[uint64]time.Time{},
@@ -268,6 +287,7 @@ func New(opts Options) (*Engine, error) {
 		e.ino.Close()
 		return nil, err
 	}
+	e.marks = marks.New(marks.Options{Logger: e.log, Perm: e.perm, Notif: e.notif, Ino: e.ino, MaxObjects: opts.MaxObjects})
 	mode := procinfo.CacheOn
 	if opts.ExeCache == ExeCacheOff {
 		mode = procinfo.CacheOff
@@ -339,17 +359,132 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.ino.Close()
 	e.wake.close()
 	e.exes.Close()
-	// The directory fds kept per file system would keep them busy (an
-	// unmount fails with EBUSY) after the engine has stopped.
-	e.mu.Lock()
-	for fsid, m := range e.mountFDs {
-		unix.Close(m.fd)
-		delete(e.mountFDs, fsid)
-	}
-	e.mu.Unlock()
+	e.marks.Close()
 	close(e.queue)
 	<-dispatched
 	return err
+}
+
+// ApplyResult says what placing a policy did.
+type ApplyResult struct {
+	Groups      int
+	Dirs, Files int
+	Errors      int   // objects that could not be marked
+	FirstError  error // the first of them
+	// Incomplete: the object or inotify watch limit was reached; the
+	// engine does not report itself ready.
+	Incomplete bool
+	Took       time.Duration
+}
+
+// ErrPartial says a policy is in force, but only partly: some objects
+// could not be marked (ApplyResult says how many, and why the first).
+var ErrPartial = errors.New("the configuration is only partly in force")
+
+// ErrTooMany says the engine tracks as many objects as it may.
+var ErrTooMany = marks.ErrTooMany
+
+// Apply places the marks of p in every group and makes it the policy in
+// force. The old policy's marks stay until the new ones are placed, so
+// nothing covered by both is ever uncovered. When some objects could not
+// be marked, p is in force all the same and the error wraps ErrPartial
+// and the first cause.
+func (e *Engine) Apply(p *policy.Policy) (ApplyResult, error) {
+	pl := e.marks.Place()
+	defer pl.Done()
+	start := time.Now()
+	t := pl.Begin()
+	res := ApplyResult{}
+	for _, g := range e.groupList() {
+		rules := p.RulesFor(g.Target())
+		w := pl.Walk(t, g, rules)
+		res.Errors += w.Errors
+		if res.FirstError == nil {
+			res.FirstError = w.First
+		}
+		res.Incomplete = res.Incomplete || w.Incomplete
+		e.mu.Lock()
+		g.Rules = rules
+		e.mu.Unlock()
+		e.checkAllowPaths(g, rules)
+		if len(rules) > 0 || g.IsHost() {
+			res.Groups++
+		}
+	}
+	old := pl.Swap(t)
+	e.mu.Lock()
+	e.policy = p
+	e.mu.Unlock()
+	res.Dirs, res.Files = t.Len()
+	// Namespaces no profile covered may be covered now.
+	clear(e.unmonitored)
+	e.allowGen.Add(1)
+	pl.Retire(old)
+	res.Took = time.Since(start)
+	if res.Errors > 0 {
+		return res, fmt.Errorf("%w: %d objects not marked, the first: %w", ErrPartial, res.Errors, res.FirstError)
+	}
+	return res, nil
+}
+
+// groupList returns the groups, the host's included.
+func (e *Engine) groupList() []*group {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	groups := make([]*group, 0, len(e.groups))
+	for _, g := range e.groups {
+		groups = append(groups, g)
+	}
+	return groups
+}
+
+// checkAllowPaths warns of allow entries that name no file in the
+// group's root: a typo (/usr/sbin/ngnix) would deny the real program
+// without a hint.
+func (e *Engine) checkAllowPaths(g *group, rules []*policy.Rule) {
+	for _, r := range rules {
+		if !r.Blocks() {
+			continue
+		}
+		for _, p := range r.AllowExePaths() {
+			if e.resolveID(g, p) == (devIno{}) {
+				e.log.Warn("allow entry names no file: it allows nobody", "entry", p, "filter", r.Name, "profile", r.Profile.Name, "group", g.Name)
+			}
+		}
+	}
+}
+
+// inotifyLoop hands inotify's events to the marks, which keep the tables
+// in step with the tree.
+func (e *Engine) inotifyLoop() error {
+	buf := make([]byte, 64<<10)
+	return e.readLoop("inotify", e.ino.File(), e.ino.Read, buf, func(b []byte) {
+		overflow := false
+		perr := inotify.Parse(b, func(ev *inotify.Event) {
+			if ev.Mask.Has(inotify.QOverflow) {
+				overflow = true
+				return
+			}
+			e.marks.TreeEvent(ev)
+		})
+		if perr != nil {
+			e.log.Warn("malformed inotify batch", "err", perr)
+		}
+		if overflow {
+			// Some creations were missed: walk again, which adds what is
+			// missing and keeps what is there.
+			e.overflowIno.Add(1)
+			e.log.Warn("inotify queue overflowed; walking the tree again (raise fs.inotify.max_queued_events)")
+			e.rewalk()
+		}
+	})
+}
+
+// rewalk places the current policy again, in every group.
+func (e *Engine) rewalk() {
+	p := e.marks.Place()
+	defer p.Done()
+	p.Rewalk(e.groupList())
 }
 
 // logLosses says in the log, at most every 10 seconds, how many events
@@ -364,7 +499,7 @@ func (e *Engine) logLosses(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		e.sweepGone(time.Now())
+		e.marks.SweepGone(time.Now())
 		q, k, i := e.dropQueue.Load(), e.overflowFan.Load(), e.overflowIno.Load()
 		if q != queue {
 			e.log.Warn("events dropped: the report queue was full (raise --events.queue-size, or check the sinks)", "dropped", q-queue)
@@ -384,7 +519,7 @@ func (e *Engine) logLosses(ctx context.Context) {
 }
 
 // Ready reports whether every mark of the current policy is placed.
-func (e *Engine) Ready() bool { return e.ready.Load() }
+func (e *Engine) Ready() bool { return e.marks.Ready() }
 
 // LearnedSet returns the (profile, filter, executable) triples seen in
 // learn mode, for turning into a profile.
@@ -408,10 +543,8 @@ func (e *Engine) learn(l Learned) {
 
 // Snapshot returns the state of the engine.
 func (e *Engine) Snapshot() fsmon.State {
+	counts := e.marks.Counts()
 	e.mu.RLock()
-	groups := e.tables.groupCounts()
-	total := e.tables.markCounts(nil)
-	watches := len(e.tables.wds)
 	rules := 0
 	for _, g := range e.groups {
 		for _, r := range g.Rules {
@@ -423,11 +556,8 @@ func (e *Engine) Snapshot() fsmon.State {
 	var states []fsmon.GroupState
 	for _, g := range e.groups {
 		if g.IsHost() || len(g.Rules) > 0 {
-			gs := groups[g]
+			gs := counts.Group(g)
 			gs.Name, gs.ContainerID = g.Name, g.ContainerID
-			if gs.Marks == nil {
-				gs.Marks = e.tables.markCounts(g)
-			}
 			states = append(states, gs)
 		}
 	}
@@ -441,9 +571,9 @@ func (e *Engine) Snapshot() fsmon.State {
 	return fsmon.State{
 		Groups:         states,
 		PendingEvents:  len(e.queue),
-		Marks:          total,
+		Marks:          counts.Total,
 		Rules:          rules,
-		InotifyWatches: watches,
+		InotifyWatches: counts.Watches,
 		InotifyLimit:   e.inotifyLimit,
 		Overflows: map[fsmon.OverflowSource]uint64{
 			fsmon.OverflowFanotify: e.overflowFan.Load(),
@@ -456,8 +586,8 @@ func (e *Engine) Snapshot() fsmon.State {
 		DecisionTimeouts: e.timeouts.Load(),
 		PermissionEvents: e.permEvents.Load(),
 		NotifyEvents:     e.notifyEvents.Load(),
-		Ready:            e.ready.Load(),
-		Unmarked:         e.unmarked.Load(),
+		Ready:            e.marks.Ready(),
+		Unmarked:         e.marks.Unmarked(),
 		Decisions:        e.decisions.Snapshot(),
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/groups"
+	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/marks"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/container"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
 )
@@ -65,8 +66,8 @@ func (e *Engine) scanContainers() {
 		e.log.Warn("scanning /proc for containers", "err", err)
 		return
 	}
-	e.applyMu.Lock()
-	defer e.applyMu.Unlock()
+	pl := e.marks.Place()
+	defer pl.Done()
 	e.mu.RLock()
 	p := e.policy
 	var gone []*group
@@ -83,7 +84,7 @@ func (e *Engine) scanContainers() {
 	}
 	e.mu.RUnlock()
 	for _, g := range gone {
-		e.dropGroup(g)
+		e.dropGroup(pl, g)
 	}
 	for ns := range e.unmonitored {
 		if _, ok := nss[ns]; !ok {
@@ -120,82 +121,24 @@ func (e *Engine) scanContainers() {
 		e.groups[ns] = g
 		e.containers.Store(true)
 		e.mu.Unlock()
-		w := e.newWalker(e.tables, g)
-		w.walkRules(g.Rules)
+		w := pl.Walk(pl.Live(), g, g.Rules)
 		e.log.Info("watching container", "container", g.Name, "id", g.ContainerID, "runtime", string(g.Runtime),
-			"root_pid", g.RootPID, "rules", len(g.Rules), "unmarked", w.errs)
+			"root_pid", g.RootPID, "rules", len(g.Rules), "unmarked", w.Errors)
 	}
 }
 
 // unmonitoredFor is how long a namespace passed over stays passed over.
 const unmonitoredFor = 10 * time.Second
 
-// dropGroup forgets a container that is gone: its marks, watches and
-// table entries.
-func (e *Engine) dropGroup(g *group) {
+// dropGroup forgets a container that is gone: its group, and its marks,
+// watches and table entries (marks.DropGroup).
+func (e *Engine) dropGroup(pl marks.Placement, g *group) {
 	e.mu.Lock()
 	delete(e.groups, g.NS)
 	e.containers.Store(len(e.groups) > 1)
 	e.allowGen.Add(1)
-	// An inode two groups reach (a volume two containers mount, a host
-	// directory bind-mounted into one) keeps its entry and marks for the
-	// groups that remain: only g's rules go. Entries left without rules
-	// go with their marks.
-	var dirs []*dirEntry
-	var files []*fileEntry
-	for _, d := range e.tables.dirs {
-		n := 0
-		for _, rr := range d.rels {
-			if rr.rule.g != g {
-				d.rels[n] = rr
-				n++
-			}
-		}
-		d.rels = d.rels[:n]
-		switch {
-		case n == 0:
-			dirs = append(dirs, d)
-		case d.g == g:
-			d.g = d.rels[0].rule.g
-		}
-	}
-	for _, f := range e.tables.files {
-		n := 0
-		for _, r := range f.rules {
-			if r.g != g {
-				f.rules[n] = r
-				n++
-			}
-		}
-		f.rules = f.rules[:n]
-		switch {
-		case n == 0:
-			files = append(files, f)
-		case f.g == g:
-			f.g = f.rules[0].g
-		}
-	}
-	for _, f := range files {
-		delete(e.tables.files, f.id)
-		if e.tables.filesByHandle[f.handle] == f {
-			delete(e.tables.filesByHandle, f.handle)
-		}
-	}
-	// The directory fds kept for open_by_handle_at of the group's file
-	// systems would pin them (a pod's tmpfs volume) after it is gone.
-	for fsid, m := range e.mountFDs {
-		if m.g == g {
-			unix.Close(m.fd)
-			delete(e.mountFDs, fsid)
-		}
-	}
 	e.mu.Unlock()
-	for _, d := range dirs {
-		e.dropDir(d, false)
-	}
-	for _, f := range files {
-		e.unmark(f.handle, f.perm, f.notif)
-	}
+	dirs, files := pl.DropGroup(g)
 	unix.Close(g.RootFD)
-	e.log.Info("container gone", "container", g.Name, "id", g.ContainerID, "dirs", len(dirs), "files", len(files))
+	e.log.Info("container gone", "container", g.Name, "id", g.ContainerID, "dirs", dirs, "files", files)
 }

@@ -524,7 +524,7 @@ func TestInotifyOverflowForgetsWhatWent(t *testing.T) {
 
 // fillInotifyQueue runs during while the engine's inotify queue is full,
 // so that the kernel drops the events of what during does, for one
-// IN_Q_OVERFLOW. The inotify loop handles each event under applyMu (as it
+// IN_Q_OVERFLOW. The inotify loop handles each event under the placement lock (as it
 // waits while a reload walks a large tree): holding it, the loop stops
 // at its first event, and the kernel queue, fs.inotify.max_queued_events
 // long, fills. Beyond what the loop read into its buffer before stopping
@@ -547,8 +547,8 @@ func fillInotifyQueue(t *testing.T, h *harness, watched string, during func()) {
 	}
 	filler := filepath.Join(watched, "filler")
 	writeFile(t, filler, "")
-	h.applyMu.Lock()
-	defer h.applyMu.Unlock()
+	p := h.marks.Place()
+	defer p.Done()
 	for i := 0; i < max+4096; i++ {
 		if err := os.Link(filler, filler+strconv.Itoa(i)); err != nil {
 			t.Fatal(err)

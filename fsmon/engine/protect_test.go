@@ -410,7 +410,7 @@ profiles:
 	conf := filepath.Join(dir, "conf.d")
 	mustAllow(t, cmd(t, "mkdir", conf))
 	eventually(t, "conf.d marked", func() error {
-		if d := decDir(t, h, conf); d == nil || d.notif == 0 {
+		if d := decDir(t, h, conf); d == nil || d.Notif == 0 {
 			return fmt.Errorf("conf.d has no notification mark")
 		}
 		return nil
@@ -497,7 +497,7 @@ profiles:
 	})
 	mustAllow(t, cmd(t, "cat", victim))
 	if fe := decFile(t, h, victim); fe != nil {
-		t.Fatalf("the victim is tracked through a link, as %s", fe.path)
+		t.Fatalf("the victim is tracked through a link, as %s", fe.Path)
 	}
 	// The real key in the directory is protected as ever.
 	mustDeny(t, cmd(t, "cat", real))
@@ -554,7 +554,7 @@ func TestRenamedSubdirectoryStaysCovered(t *testing.T) {
 		}
 		return nil
 	})
-	if d := decDir(t, h, filepath.Join(dir, "b")); d == nil || d.path != filepath.Join(dir, "b") {
+	if d := decDir(t, h, filepath.Join(dir, "b")); d == nil || d.Path != filepath.Join(dir, "b") {
 		t.Fatalf("the renamed directory's entry: %+v", d)
 	}
 	mustDeny(t, cmd(t, "cat", filepath.Join(dir, "b", "new.key")))

@@ -42,8 +42,7 @@ func (e *Engine) notifyLoop() error {
 				// all the same, or a file that gets its number later
 				// inherits its rules.
 				if ev.Mask.Any(fanotify.DeleteSelf) && ev.File.Valid() {
-					var kb [160]byte
-					e.forgetFile(keyBuf(kb[:0], ev.File))
+					e.marks.ForgetFile(ev.File)
 				}
 				return
 			}
@@ -67,62 +66,22 @@ func (e *Engine) notifyEventSafe(ev *fanotify.Event, now time.Time, rules []grul
 	return e.notifyEvent(ev, now, rules)
 }
 
-// keyBuf builds a fid key without allocating; map lookups with
-// string(keyBuf) do not allocate either.
-func keyBuf(buf []byte, f fanotify.FID) []byte {
-	buf = append(buf[:0], f.FSID[:]...)
-	t := f.HandleType
-	buf = append(buf, byte(t), byte(t>>8), byte(t>>16), byte(t>>24))
-	return append(buf, f.Handle...)
-}
-
 func (e *Engine) notifyEvent(ev *fanotify.Event, now time.Time, rules []grule) []grule {
-	var kb [160]byte
 	if ev.Mask.Any(fanotify.DeleteSelf) && ev.File.Valid() {
 		// The last link is gone and the inode freed: forget it, so a
 		// file that gets its number later does not inherit its rules.
 		// The unlink itself was reported by the directory's event.
-		e.forgetFile(keyBuf(kb[:0], ev.File))
+		e.marks.ForgetFile(ev.File)
 		return rules
 	}
-	var p string
-	// A view for the lookups; join copies it into the reported path.
-	name := proc.View(ev.Name)
-	e.mu.RLock()
-	var dir *dirEntry
-	if ev.Dir.Valid() {
-		dir = e.tables.dirsByHandle[string(keyBuf(kb[:0], ev.Dir))]
-	}
-	if dir != nil && name != "" {
-		rules = dir.covers(name, rules)
-		p = join(dir.path, name)
-	}
-	var file *fileEntry
-	if len(rules) == 0 && ev.File.Valid() {
-		// Not through a directory we mark: a covered file reached by
-		// another link.
-		if file = e.tables.filesByHandle[string(keyBuf(kb[:0], ev.File))]; file != nil {
-			rules = append(rules, file.rules...)
-		}
-	}
-	e.mu.RUnlock()
+	// A view for the lookups; the reported path is a copy.
+	rules, p := e.marks.Changed(ev.Dir, ev.File, proc.View(ev.Name), rules)
 	if len(rules) == 0 {
 		return rules
 	}
-	if file != nil {
-		// Reached through a link elsewhere, or an event of the inode
-		// alone (a link count change): where is it now? The path noted
-		// when it was marked may be stale (a parent renamed since).
-		p = file.path
-		if dp := e.resolveFID(ev.Dir); dp != "" && name != "" {
-			p = file.g.Inside(join(dp, name))
-		} else if fp := e.resolveFID(ev.File); fp != "" {
-			p = file.g.Inside(fp)
-		}
-	}
 	rule := pickRule(rules)
 	// The file's group: the process may be gone before it can be asked.
-	proc := e.processOf(rule.g, ev.PID, now)
+	proc := e.processOf(rule.Group, ev.PID, now)
 	for _, co := range changeOps {
 		if !ev.Mask.Any(co.mask) {
 			continue
@@ -136,7 +95,7 @@ func (e *Engine) notifyEvent(ev *fanotify.Event, now time.Time, rules []grule) [
 			Filter:    rule.Name,
 			Path:      p,
 			Process:   proc,
-			Container: rule.g.Container(),
+			Container: rule.Group.Container(),
 			Count:     1,
 		}
 		e.enqueue(&out)

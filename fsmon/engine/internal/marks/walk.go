@@ -1,4 +1,4 @@
-package engine
+package marks
 
 import (
 	"errors"
@@ -32,8 +32,8 @@ const (
 
 // walker places the marks of a set of rules below one root.
 type walker struct {
-	e    *Engine
-	t    *tables
+	m    *Marks
+	t    *Tables
 	g    *group
 	live bool // placing into the tables in force, as events come (not a new set)
 	// incomplete: something the configuration asks for could not be
@@ -56,24 +56,25 @@ type walker struct {
 // fsmon_ready must not say it is.
 func (w *walker) fail(what string, err error, guards bool) {
 	w.errs++
-	w.e.unmarked.Add(1)
+	w.m.unmarked.Add(1)
 	if w.first == nil {
 		w.first = fmt.Errorf("%s: %w", what, err)
 	}
 	if guards || errors.Is(err, ErrTooMany) || errors.Is(err, inotify.ErrWatchLimit) {
+		w.t.incomplete = true
 		if !w.incomplete {
 			w.incomplete = true
-			w.e.log.Error("marks could not all be placed: the configuration is only partly in force", "at", what, "err", err)
+			w.m.log.Error("marks could not all be placed: the configuration is only partly in force", "at", what, "err", err)
 		}
-		if w.t == w.e.tables {
+		if w.t == w.m.tables {
 			// Placing into the tables in force (a tree event, a new
 			// container, a walk after an overflow): no longer ready
 			// until a reload places everything. Apply decides for the
 			// set it builds.
-			w.e.ready.Store(false)
+			w.m.ready.Store(false)
 		}
 	}
-	w.e.log.Debug("placing marks", "what", what, "err", err)
+	w.m.log.Debug("placing marks", "what", what, "err", err)
 }
 
 // guarding reports whether any of the relations is to a rule that
@@ -88,7 +89,7 @@ func guarding(rels []ruleRel) bool {
 }
 
 // guardingRules is guarding for the rules that cover a file.
-func guardingRules(rules []grule) bool {
+func guardingRules(rules []Rule) bool {
 	for _, r := range rules {
 		if r.WantsOpens() {
 			return true
@@ -108,7 +109,7 @@ func (w *walker) walkRules(rules []*policy.Rule) {
 	var rels []ruleRel
 	for _, r := range rules {
 		if rel := r.RelationOf(nil); rel != 0 {
-			rels = append(rels, ruleRel{grule{w.g, r}, rel})
+			rels = append(rels, ruleRel{Rule{w.g, r}, rel})
 		}
 	}
 	fd, err := w.openIn("/", unix.O_DIRECTORY, 0)
@@ -129,7 +130,7 @@ func join(dir, name string) string {
 
 // mergeRels adds the pairs of add that d lacks, and reports whether any
 // was added.
-func mergeRels(d *dirEntry, add []ruleRel) bool {
+func mergeRels(d *Dir, add []ruleRel) bool {
 	added := false
 	for _, a := range add {
 		found := false
@@ -160,9 +161,9 @@ func (w *walker) fsid(fd int, dev uint64) [8]byte {
 		w.fail("fstatfs", err, false)
 	}
 	w.fsids[dev] = f
-	w.e.mu.RLock()
-	_, ok := w.e.mountFDs[f]
-	w.e.mu.RUnlock()
+	w.m.mu.RLock()
+	_, ok := w.m.mountFDs[f]
+	w.m.mu.RUnlock()
 	if ok {
 		return f
 	}
@@ -175,13 +176,13 @@ func (w *walker) fsid(fd int, dev uint64) [8]byte {
 		delete(w.fsids, dev)
 		return f
 	}
-	w.e.mu.Lock()
-	if _, ok := w.e.mountFDs[f]; ok {
+	w.m.mu.Lock()
+	if _, ok := w.m.mountFDs[f]; ok {
 		unix.Close(dfd)
 	} else {
-		w.e.mountFDs[f] = mountFD{fd: dfd, g: w.g}
+		w.m.mountFDs[f] = mountFD{fd: dfd, g: w.g}
 	}
-	w.e.mu.Unlock()
+	w.m.mu.Unlock()
 	return f
 }
 
@@ -198,10 +199,10 @@ func (w *walker) handleKey(fd int, dev uint64) string {
 // opens are never cut by it (the caller does not ask), so a tree cannot
 // leave a block filter's file protected by its name only.
 func (w *walker) full(what string) bool {
-	w.e.mu.RLock()
+	w.m.mu.RLock()
 	n := len(w.t.dirs) + len(w.t.files)
-	w.e.mu.RUnlock()
-	if n < w.e.opts.MaxObjects {
+	w.m.mu.RUnlock()
+	if n < w.m.maxObjects {
 		return false
 	}
 	w.fail(what, ErrTooMany, false)
@@ -226,50 +227,50 @@ func (w *walker) visitDir(fd int, logical string, comps []string, rels []ruleRel
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return
 	}
-	id := devIno{st.Dev, st.Ino}
-	w.e.mu.Lock()
+	id := DevIno{st.Dev, st.Ino}
+	w.m.mu.Lock()
 	d := w.t.dirs[id]
 	isNew := d == nil
 	moved := false
 	if isNew {
-		d = &dirEntry{g: w.g, id: id, path: logical, comps: comps, wd: -1}
+		d = &Dir{g: w.g, id: id, path: logical, comps: comps, wd: -1}
 		w.t.dirs[id] = d
 	} else if d.g == w.g && d.path != logical && w.live {
 		// Renamed within the covered tree: the same directory under a
 		// new name, with the relations of its new place. Its inotify
 		// watch reports the move next (IN_MOVE_SELF) and must keep it.
-		if k := (realKey{d.mnt, d.real}); w.t.dirsByReal[k] == d {
+		if k := (RealKey{d.mnt, d.real}); w.t.dirsByReal[k] == d {
 			delete(w.t.dirsByReal, k)
 		}
 		d.path, d.comps, d.rels, d.rehomed = logical, comps, nil, true
 		moved = true
 	}
 	if !mergeRels(d, rels) && !isNew && !moved && !w.again {
-		w.e.mu.Unlock()
+		w.m.mu.Unlock()
 		return
 	}
-	w.e.mu.Unlock()
+	w.m.mu.Unlock()
 	if moved {
 		real, mnt := fsys.Path(fd), fsys.MountID(fd)
-		w.e.mu.Lock()
+		w.m.mu.Lock()
 		d.real, d.mnt = real, mnt
 		if real != "" {
-			w.t.dirsByReal[realKey{d.mnt, real}] = d
+			w.t.dirsByReal[RealKey{d.mnt, real}] = d
 		}
-		w.e.mu.Unlock()
+		w.m.mu.Unlock()
 	}
 	if isNew {
 		real, mnt := fsys.Path(fd), fsys.MountID(fd)
 		key := w.handleKey(fd, st.Dev)
-		w.e.mu.Lock()
+		w.m.mu.Lock()
 		d.real, d.mnt, d.handle = real, mnt, key
 		if real != "" {
-			w.t.dirsByReal[realKey{d.mnt, real}] = d
+			w.t.dirsByReal[RealKey{d.mnt, real}] = d
 		}
 		if key != "" {
 			w.t.dirsByHandle[key] = d
 		}
-		w.e.mu.Unlock()
+		w.m.mu.Unlock()
 	}
 	var perm, notif fanotify.Mask
 	for _, rr := range d.rels {
@@ -282,15 +283,15 @@ func (w *walker) visitDir(fd int, logical string, comps []string, rels []ruleRel
 	}
 	w.mark(fd, logical, &d.perm, perm, &d.notif, notif)
 	if d.wd < 0 {
-		wd, err := w.e.ino.AddFD(fd, inotifyDirMask)
+		wd, err := w.m.ino.AddFD(fd, inotifyDirMask)
 		if err != nil {
 			// Without a watch, new subdirectories are not covered.
 			w.fail(logical, err, guards)
 		} else {
-			w.e.mu.Lock()
+			w.m.mu.Lock()
 			d.wd = wd
 			w.t.wds[wd] = d
-			w.e.mu.Unlock()
+			w.m.mu.Unlock()
 		}
 	}
 	w.children(fd, d, logical, comps, rels, depth)
@@ -299,28 +300,28 @@ func (w *walker) visitDir(fd int, logical string, comps []string, rels []ruleRel
 // mark adds the missing bits of the wanted masks to both groups.
 func (w *walker) mark(fd int, what string, havePerm *fanotify.Mask, perm fanotify.Mask, haveNotif *fanotify.Mask, notif fanotify.Mask) {
 	if add := perm &^ *havePerm; add != 0 {
-		if err := w.e.perm.Add(fd, *havePerm|add); err != nil {
+		if err := w.m.perm.Add(fd, *havePerm|add); err != nil {
 			w.fail(what, err, true)
 		} else {
-			w.e.mu.Lock()
+			w.m.mu.Lock()
 			*havePerm |= add
-			w.e.mu.Unlock()
+			w.m.mu.Unlock()
 		}
 	}
 	if add := notif &^ *haveNotif; add != 0 {
-		if err := w.e.notif.Add(fd, *haveNotif|add); err != nil {
+		if err := w.m.notif.Add(fd, *haveNotif|add); err != nil {
 			w.fail(what, err, false)
 		} else {
-			w.e.mu.Lock()
+			w.m.mu.Lock()
 			*haveNotif |= add
-			w.e.mu.Unlock()
+			w.m.mu.Unlock()
 		}
 	}
 }
 
 // children visits what the rules reach below the directory: by name when
 // every rule spells the next component out, by reading it otherwise.
-func (w *walker) children(fd int, d *dirEntry, logical string, comps []string, rels []ruleRel, depth int) {
+func (w *walker) children(fd int, d *Dir, logical string, comps []string, rels []ruleRel, depth int) {
 	k := len(comps)
 	var names []string
 	needList := false
@@ -385,7 +386,7 @@ func (w *walker) child(parentFD int, logical string, comps []string, name string
 			}
 		}
 	}
-	var covering []grule
+	var covering []Rule
 	for _, rr := range rels {
 		if rr.rel.Covers() && rr.rule.MatchName(rr.rel, name) {
 			covering = appendRule(covering, rr.rule)
@@ -469,16 +470,16 @@ func ownedByRoot(dirFD int, name string) bool {
 }
 
 // markFile records and marks a covered file.
-func (w *walker) markFile(fd int, st *unix.Stat_t, p string, rules []grule) {
+func (w *walker) markFile(fd int, st *unix.Stat_t, p string, rules []Rule) {
 	if !guardingRules(rules) && w.full(p) {
 		return
 	}
-	id := devIno{st.Dev, st.Ino}
+	id := DevIno{st.Dev, st.Ino}
 	// The handle holds the inode's generation: an entry for the same
 	// inode number with another handle is a file that is gone, whose
 	// number was reused, and its marks went with it.
 	key := w.handleKey(fd, st.Dev)
-	w.e.mu.Lock()
+	w.m.mu.Lock()
 	f := w.t.files[id]
 	if f == nil || f.handle != key {
 		if f != nil && w.t.filesByHandle[f.handle] == f {
@@ -493,7 +494,7 @@ func (w *walker) markFile(fd int, st *unix.Stat_t, p string, rules []grule) {
 	for _, r := range rules {
 		f.rules = appendRule(f.rules, r)
 	}
-	w.e.mu.Unlock()
+	w.m.mu.Unlock()
 	var perm fanotify.Mask
 	for _, r := range f.rules {
 		if r.WantsOpens() {

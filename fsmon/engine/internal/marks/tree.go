@@ -1,4 +1,4 @@
-package engine
+package marks
 
 import (
 	"time"
@@ -10,27 +10,14 @@ import (
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/inotify"
 )
 
-func (e *Engine) forgetFile(key []byte) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	f := e.tables.filesByHandle[string(key)]
-	if f == nil {
-		return
-	}
-	delete(e.tables.filesByHandle, f.handle)
-	if e.tables.files[f.id] == f {
-		delete(e.tables.files, f.id)
-	}
-}
-
 // resolveFID finds the path of a directory fid the tables do not know.
-func (e *Engine) resolveFID(f fanotify.FID) string {
+func (m *Marks) resolveFID(f fanotify.FID) string {
 	if !f.Valid() {
 		return ""
 	}
-	e.mu.RLock()
-	mfd, ok := e.mountFDs[f.FSID]
-	e.mu.RUnlock()
+	m.mu.RLock()
+	mfd, ok := m.mountFDs[f.FSID]
+	m.mu.RUnlock()
 	if !ok {
 		return ""
 	}
@@ -42,49 +29,26 @@ func (e *Engine) resolveFID(f fanotify.FID) string {
 	return fsys.Path(fd)
 }
 
-// inotifyLoop keeps the tables in step with the tree.
-func (e *Engine) inotifyLoop() error {
-	buf := make([]byte, 64<<10)
-	return e.readLoop("inotify", e.ino.File(), e.ino.Read, buf, func(b []byte) {
-		overflow := false
-		perr := inotify.Parse(b, func(ev *inotify.Event) {
-			if ev.Mask.Has(inotify.QOverflow) {
-				overflow = true
-				return
-			}
-			e.treeEvent(ev)
-		})
-		if perr != nil {
-			e.log.Warn("malformed inotify batch", "err", perr)
-		}
-		if overflow {
-			// Some creations were missed: walk again, which adds what is
-			// missing and keeps what is there.
-			e.overflowIno.Add(1)
-			e.log.Warn("inotify queue overflowed; walking the tree again (raise fs.inotify.max_queued_events)")
-			e.rewalk()
-		}
-	})
-}
-
-func (e *Engine) treeEvent(ev *inotify.Event) {
-	e.applyMu.Lock()
-	defer e.applyMu.Unlock()
-	e.mu.RLock()
-	d := e.tables.wds[ev.WD]
-	e.mu.RUnlock()
+// TreeEvent keeps the tables in step with the tree: an inotify event
+// of a watched directory.
+func (m *Marks) TreeEvent(ev *inotify.Event) {
+	p := m.Place()
+	defer p.Done()
+	m.mu.RLock()
+	d := m.tables.wds[ev.WD]
+	m.mu.RUnlock()
 	if d == nil {
 		return
 	}
 	switch {
 	case ev.Mask.Has(inotify.MoveSelf) && d.rehomed:
-		e.mu.Lock()
+		m.mu.Lock()
 		d.rehomed = false
-		e.mu.Unlock()
+		m.mu.Unlock()
 	case ev.Mask.Any(inotify.Ignored | inotify.DeleteSelf | inotify.MoveSelf):
 		// The directory is gone or elsewhere: its name no longer leads
 		// to it. Files in it keep their own marks.
-		e.dropDir(d, ev.Mask.Has(inotify.Ignored))
+		m.dropDir(d, ev.Mask.Has(inotify.Ignored))
 	case ev.Mask.Any(inotify.Create | inotify.MovedTo):
 		name := string(ev.Name)
 		if name == "" {
@@ -93,13 +57,13 @@ func (e *Engine) treeEvent(ev *inotify.Event) {
 		typ := uint8(unix.DT_UNKNOWN)
 		if ev.Mask.Has(inotify.IsDir) {
 			typ = unix.DT_DIR
-		} else if !e.wantsInodeMark(d, name) {
+		} else if !m.wantsInodeMark(d, name) {
 			// Covered by the directory's marks already: a file that only
 			// monitor filters cover is reported through its directory,
 			// so a burst of new files costs no syscall here.
 			return
 		}
-		w := e.newWalker(e.tables, d.g)
+		w := m.newWalker(m.tables, d.g)
 		w.live = true
 		pfd, err := w.openIn(d.path, unix.O_DIRECTORY, 0)
 		if err != nil {
@@ -107,7 +71,7 @@ func (e *Engine) treeEvent(ev *inotify.Event) {
 		}
 		defer unix.Close(pfd)
 		var st unix.Stat_t
-		if unix.Fstat(pfd, &st) != nil || (devIno{st.Dev, st.Ino}) != d.id {
+		if unix.Fstat(pfd, &st) != nil || (DevIno{st.Dev, st.Ino}) != d.id {
 			return
 		}
 		w.child(pfd, d.path, d.comps, name, typ, d.rels, len(d.comps))
@@ -117,9 +81,9 @@ func (e *Engine) treeEvent(ev *inotify.Event) {
 // wantsInodeMark reports whether a new file called name in d needs marks
 // of its own: when a rule that answers opens covers it, so that the
 // protection follows the file through links and renames.
-func (e *Engine) wantsInodeMark(d *dirEntry, name string) bool {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
+func (m *Marks) wantsInodeMark(d *Dir, name string) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	for _, rr := range d.rels {
 		if rr.rel.Covers() && rr.rule.WantsOpens() && rr.rule.MatchName(rr.rel, name) {
 			return true
@@ -129,11 +93,11 @@ func (e *Engine) wantsInodeMark(d *dirEntry, name string) bool {
 }
 
 // dropDir forgets a directory and removes its marks and watch.
-func (e *Engine) dropDir(d *dirEntry, watchGone bool) {
-	e.mu.Lock()
-	delete(e.tables.dirs, d.id)
-	if k := (realKey{d.mnt, d.real}); e.tables.dirsByReal[k] == d {
-		delete(e.tables.dirsByReal, k)
+func (m *Marks) dropDir(d *Dir, watchGone bool) {
+	m.mu.Lock()
+	delete(m.tables.dirs, d.id)
+	if k := (RealKey{d.mnt, d.real}); m.tables.dirsByReal[k] == d {
+		delete(m.tables.dirsByReal, k)
 	}
 	// The handle stays for a while: the notification loop may still hold
 	// events of the directory's last moments (rm -r deletes the files,
@@ -141,24 +105,24 @@ func (e *Engine) dropDir(d *dirEntry, watchGone bool) {
 	// before those deletes are read). Its generation keeps it from
 	// naming another directory; sweepGone forgets it later.
 	d.goneAt = time.Now()
-	delete(e.tables.wds, d.wd)
-	e.mu.Unlock()
+	delete(m.tables.wds, d.wd)
+	m.mu.Unlock()
 	if !watchGone && d.wd >= 0 {
-		e.ino.Remove(d.wd)
+		m.ino.Remove(d.wd)
 	}
-	e.unmark(d.handle, d.perm, d.notif)
+	m.unmark(d.handle, d.perm, d.notif)
 }
 
 // goneFor is how long the handle of a gone directory is kept.
 const goneFor = 10 * time.Second
 
-// sweepGone forgets the handles of directories gone for goneFor.
-func (e *Engine) sweepGone(now time.Time) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for k, d := range e.tables.dirsByHandle {
+// SweepGone forgets the handles of directories gone for goneFor.
+func (m *Marks) SweepGone(now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, d := range m.tables.dirsByHandle {
 		if !d.goneAt.IsZero() && now.Sub(d.goneAt) > goneFor {
-			delete(e.tables.dirsByHandle, k)
+			delete(m.tables.dirsByHandle, k)
 		}
 	}
 }
@@ -166,7 +130,7 @@ func (e *Engine) sweepGone(now time.Time) {
 // openKey opens (O_PATH) the object a fid key names. ok is false when
 // the key or its file system is unknown; err is ESTALE when the object
 // is gone.
-func (e *Engine) openKey(key string) (fd int, ok bool, err error) {
+func (m *Marks) openKey(key string) (fd int, ok bool, err error) {
 	if len(key) < 12 {
 		return -1, false, nil
 	}
@@ -174,9 +138,9 @@ func (e *Engine) openKey(key string) (fd int, ok bool, err error) {
 	copy(f.FSID[:], key[:8])
 	f.HandleType = int32(uint32(key[8]) | uint32(key[9])<<8 | uint32(key[10])<<16 | uint32(key[11])<<24)
 	f.Handle = []byte(key[12:])
-	e.mu.RLock()
-	mfd, ok := e.mountFDs[f.FSID]
-	e.mu.RUnlock()
+	m.mu.RLock()
+	mfd, ok := m.mountFDs[f.FSID]
+	m.mu.RUnlock()
 	if !ok {
 		return -1, false, nil
 	}
@@ -185,19 +149,19 @@ func (e *Engine) openKey(key string) (fd int, ok bool, err error) {
 }
 
 // unmark removes mask bits from the object a fid key names.
-func (e *Engine) unmark(key string, perm, notif fanotify.Mask) {
+func (m *Marks) unmark(key string, perm, notif fanotify.Mask) {
 	if perm == 0 && notif == 0 {
 		return
 	}
-	fd, ok, err := e.openKey(key)
+	fd, ok, err := m.openKey(key)
 	if !ok || err != nil {
 		return // unknown, or gone: so are its marks
 	}
 	defer unix.Close(fd)
 	if perm != 0 {
-		e.perm.Remove(fd, perm)
+		m.perm.Remove(fd, perm)
 	}
 	if notif != 0 {
-		e.notif.Remove(fd, notif)
+		m.notif.Remove(fd, notif)
 	}
 }

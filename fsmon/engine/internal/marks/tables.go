@@ -1,4 +1,4 @@
-package engine
+package marks
 
 import (
 	"time"
@@ -8,29 +8,29 @@ import (
 	"github.com/fsmon/fsmon_exporter/fsmon/policy"
 )
 
-// devIno identifies an inode (st_dev, st_ino): what a permission event's
+// DevIno identifies an inode (st_dev, st_ino): what a permission event's
 // fd is looked up by, with one fstat.
-type devIno struct {
+type DevIno struct {
 	Dev, Ino uint64 // as fsys.FileID, which converts to it
 }
 
-// grule is a rule as it applies to one group: the same filter of a
-// profile that covers every container is one grule per container.
-type grule struct {
-	g *group
+// Rule is a rule as it applies to one group: the same filter of a
+// profile that covers every container is one Rule per container.
+type Rule struct {
+	Group *group
 	*policy.Rule
 }
 
 // ruleRel is a rule and how a directory relates to it.
 type ruleRel struct {
-	rule grule
+	rule Rule
 	rel  policy.Relation
 }
 
-// dirEntry is a directory the engine marks or watches.
-type dirEntry struct {
+// Dir is a directory the engine marks or watches.
+type Dir struct {
 	g      *group // whose walk found it: paths are in its root
-	id     devIno
+	id     DevIno
 	path   string   // as walked (the configured spelling), for reports
 	real   string   // as the kernel names it (readlink of the fd)
 	mnt    uint64   // mount id, with real the key of dirsByReal
@@ -49,7 +49,7 @@ type dirEntry struct {
 
 // covers returns the rules that cover the file called name in the
 // directory.
-func (d *dirEntry) covers(name string, out []grule) []grule {
+func (d *Dir) covers(name string, out []Rule) []Rule {
 	for _, rr := range d.rels {
 		if rr.rel.Covers() && rr.rule.MatchName(rr.rel, name) {
 			out = appendRule(out, rr.rule)
@@ -58,7 +58,7 @@ func (d *dirEntry) covers(name string, out []grule) []grule {
 	return out
 }
 
-func appendRule(rs []grule, r grule) []grule {
+func appendRule(rs []Rule, r Rule) []Rule {
 	for _, x := range rs {
 		if x == r {
 			return rs
@@ -70,21 +70,21 @@ func appendRule(rs []grule, r grule) []grule {
 // fileEntry is a covered file with inode marks.
 type fileEntry struct {
 	g      *group
-	id     devIno
+	id     DevIno
 	path   string
 	handle string
-	rules  []grule
+	rules  []Rule
 	perm   fanotify.Mask
 	notif  fanotify.Mask
 }
 
-// realKey names a directory as the kernel does for an event fd: its
+// RealKey names a directory as the kernel does for an event fd: its
 // path in the daemon's view and the mount it is on. The path alone is
 // not enough: a container's /etc and the host's both read "/etc" when
 // the container's mount is not in the daemon's namespace.
-type realKey struct {
-	mnt  uint64
-	path string
+type RealKey struct {
+	Mnt  uint64
+	Path string
 }
 
 // mountFD is a directory fd on one file system, for open_by_handle_at,
@@ -94,38 +94,47 @@ type mountFD struct {
 	g  *group
 }
 
-// tables are what the event loops look events up in.
-type tables struct {
-	dirs          map[devIno]*dirEntry
-	dirsByReal    map[realKey]*dirEntry
-	dirsByHandle  map[string]*dirEntry
-	files         map[devIno]*fileEntry
+// Tables are what the event loops look events up in: the set in force,
+// or one a reload builds.
+type Tables struct {
+	dirs          map[DevIno]*Dir
+	dirsByReal    map[RealKey]*Dir
+	dirsByHandle  map[string]*Dir
+	files         map[DevIno]*fileEntry
 	filesByHandle map[string]*fileEntry
-	wds           map[int]*dirEntry
+	wds           map[int]*Dir
+	// incomplete: something the configuration asks for could not be
+	// placed into this set (see walker.fail).
+	incomplete bool
 }
 
-func newTables() *tables {
-	return &tables{
-		dirs:          map[devIno]*dirEntry{},
-		dirsByReal:    map[realKey]*dirEntry{},
-		dirsByHandle:  map[string]*dirEntry{},
-		files:         map[devIno]*fileEntry{},
+func newTables() *Tables {
+	return &Tables{
+		dirs:          map[DevIno]*Dir{},
+		dirsByReal:    map[RealKey]*Dir{},
+		dirsByHandle:  map[string]*Dir{},
+		files:         map[DevIno]*fileEntry{},
 		filesByHandle: map[string]*fileEntry{},
-		wds:           map[int]*dirEntry{},
+		wds:           map[int]*Dir{},
 	}
 }
 
-// markCounts counts the marks of group g, or of every group when g is
-// nil.
-func (t *tables) markCounts(g *group) map[fsmon.MarkType]int {
+// Len is how many directories and files the set holds.
+func (t *Tables) Len() (dirs, files int) { return len(t.dirs), len(t.files) }
+
+// zeroMarks is a count of no marks of each type.
+func zeroMarks() map[fsmon.MarkType]int {
 	m := map[fsmon.MarkType]int{}
 	for _, mt := range fsmon.MarkTypes {
 		m[mt] = 0
 	}
+	return m
+}
+
+// markCounts counts the marks of every group.
+func (t *Tables) markCounts() map[fsmon.MarkType]int {
+	m := zeroMarks()
 	for _, d := range t.dirs {
-		if g != nil && d.g != g {
-			continue
-		}
 		if d.perm != 0 {
 			m[fsmon.MarkDir]++
 		}
@@ -134,9 +143,6 @@ func (t *tables) markCounts(g *group) map[fsmon.MarkType]int {
 		}
 	}
 	for _, f := range t.files {
-		if g != nil && f.g != g {
-			continue
-		}
 		if f.perm != 0 {
 			m[fsmon.MarkFile]++
 		}
@@ -148,15 +154,12 @@ func (t *tables) markCounts(g *group) map[fsmon.MarkType]int {
 }
 
 // groupCounts counts marks and watches per group in one pass.
-func (t *tables) groupCounts() map[*group]fsmon.GroupState {
+func (t *Tables) groupCounts() map[*group]fsmon.GroupState {
 	out := map[*group]fsmon.GroupState{}
 	get := func(g *group) fsmon.GroupState {
 		s, ok := out[g]
 		if !ok {
-			s.Marks = map[fsmon.MarkType]int{}
-			for _, mt := range fsmon.MarkTypes {
-				s.Marks[mt] = 0
-			}
+			s.Marks = zeroMarks()
 		}
 		return s
 	}

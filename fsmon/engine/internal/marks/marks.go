@@ -1,0 +1,237 @@
+// Package marks places the engine's marks and keeps them: the tables the
+// event loops look files and directories up in, the walks that fill them
+// from a policy's rules, the fanotify marks and inotify watches placed
+// on what they find, and the upkeep as the tree changes (new files and
+// directories get marks, directories that go lose theirs).
+//
+// A Marks owns its state and its two locks. The tables' lock is held
+// only for map work, never across a system call, so the permission
+// loop's look-ups (FileRules, DirRules) never wait for a walk. The
+// placement lock serialises what changes which marks are placed: a
+// reload, a tree event, a walk after an overflow, a container found or
+// gone. Those operations are methods of Placement, which only Place
+// hands out, so none of them can run without it.
+package marks
+
+import (
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/groups"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/inotify"
+)
+
+// group is the host or one container.
+type group = groups.Group
+
+// Options are what a Marks places its marks with.
+type Options struct {
+	Logger *slog.Logger
+	// Perm and Notif are the engine's permission and notification
+	// groups; Ino its inotify instance. The engine owns and closes them.
+	Perm, Notif *fanotify.Group
+	Ino         *inotify.Instance
+	// MaxObjects bounds the directories and files tracked (see
+	// engine.Options).
+	MaxObjects int
+}
+
+// Marks is the engine's marks, their tables and their upkeep.
+type Marks struct {
+	log         *slog.Logger
+	perm, notif *fanotify.Group
+	ino         *inotify.Instance
+	maxObjects  int
+
+	// applyMu serialises placement (see Placement).
+	applyMu sync.Mutex
+	// mu guards the tables in force and mountFDs.
+	mu     sync.RWMutex
+	tables *Tables
+	// mountFDs holds one directory fd per file system, for
+	// open_by_handle_at of fids the tables do not know.
+	mountFDs map[[8]byte]mountFD
+
+	ready    atomic.Bool
+	unmarked atomic.Int64 // objects of the configuration in force that could not be marked
+}
+
+// New makes an empty Marks: nothing placed, not ready.
+func New(opts Options) *Marks {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Marks{
+		log:        opts.Logger,
+		perm:       opts.Perm,
+		notif:      opts.Notif,
+		ino:        opts.Ino,
+		maxObjects: opts.MaxObjects,
+		tables:     newTables(),
+		mountFDs:   map[[8]byte]mountFD{},
+	}
+}
+
+// Ready reports whether every mark of the configuration in force is
+// placed.
+func (m *Marks) Ready() bool { return m.ready.Load() }
+
+// Unmarked is how many objects of the configuration in force could not
+// be marked.
+func (m *Marks) Unmarked() int64 { return m.unmarked.Load() }
+
+// Close closes the directory fds kept per file system: they would keep
+// the file systems busy (an unmount fails with EBUSY) after the engine
+// has stopped.
+func (m *Marks) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for fsid, mfd := range m.mountFDs {
+		unix.Close(mfd.fd)
+		delete(m.mountFDs, fsid)
+	}
+}
+
+// Placement is the placement lock, held. The operations that change
+// which marks are placed are its methods.
+type Placement struct{ m *Marks }
+
+// Place waits for the placement lock. Done releases it.
+func (m *Marks) Place() Placement {
+	m.applyMu.Lock()
+	return Placement{m}
+}
+
+// TryPlace takes the placement lock if it is free.
+func (m *Marks) TryPlace() (Placement, bool) {
+	if !m.applyMu.TryLock() {
+		return Placement{}, false
+	}
+	return Placement{m}, true
+}
+
+// Done releases the placement lock.
+func (p Placement) Done() { p.m.applyMu.Unlock() }
+
+// FileRules appends the rules of the marked file id. It runs on the
+// permission loop for every open: one map look-up under a read lock.
+func (m *Marks) FileRules(id DevIno, rules []Rule) []Rule {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if f := m.tables.files[id]; f != nil {
+		rules = append(rules, f.rules...)
+	}
+	return rules
+}
+
+// DirRules appends the rules that cover name in the marked directory
+// dir, and returns the directory when any does.
+func (m *Marks) DirRules(dir RealKey, name string, rules []Rule) ([]Rule, *Dir) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	de := m.tables.dirsByReal[dir]
+	if de == nil {
+		return rules, nil
+	}
+	n := len(rules)
+	rules = de.covers(name, rules)
+	if len(rules) == n {
+		return rules, nil
+	}
+	return rules, de
+}
+
+// Changed appends the rules that cover a change the notification group
+// reported of the entry name in the directory fid dir, or of the file
+// fid file, and returns the path to report it at. A covered file reached
+// through a link elsewhere (or an event of the inode alone, a link count
+// change) is looked for where it is now: the path noted when it was
+// marked may be stale (a parent renamed since).
+func (m *Marks) Changed(dir, file fanotify.FID, name string, rules []Rule) ([]Rule, string) {
+	var kb [160]byte
+	var p string
+	m.mu.RLock()
+	var d *Dir
+	if dir.Valid() {
+		d = m.tables.dirsByHandle[string(keyBuf(kb[:0], dir))]
+	}
+	if d != nil && name != "" {
+		rules = d.covers(name, rules)
+		p = join(d.path, name)
+	}
+	var f *fileEntry
+	if len(rules) == 0 && file.Valid() {
+		// Not through a directory we mark: a covered file reached by
+		// another link.
+		if f = m.tables.filesByHandle[string(keyBuf(kb[:0], file))]; f != nil {
+			rules = append(rules, f.rules...)
+		}
+	}
+	m.mu.RUnlock()
+	if len(rules) == 0 || f == nil {
+		return rules, p
+	}
+	p = f.path
+	if dp := m.resolveFID(dir); dp != "" && name != "" {
+		p = f.g.Inside(join(dp, name))
+	} else if fp := m.resolveFID(file); fp != "" {
+		p = f.g.Inside(fp)
+	}
+	return rules, p
+}
+
+// ForgetFile forgets the file whose fid the notification group says is
+// gone for good (FAN_DELETE_SELF: the last link is gone and the inode
+// freed), so that a file that gets its number later does not inherit
+// its rules.
+func (m *Marks) ForgetFile(fid fanotify.FID) {
+	var kb [160]byte
+	key := keyBuf(kb[:0], fid)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f := m.tables.filesByHandle[string(key)]
+	if f == nil {
+		return
+	}
+	delete(m.tables.filesByHandle, f.handle)
+	if m.tables.files[f.id] == f {
+		delete(m.tables.files, f.id)
+	}
+}
+
+// keyBuf builds a fid key without allocating; map lookups with
+// string(keyBuf) do not allocate either.
+func keyBuf(buf []byte, f fanotify.FID) []byte {
+	buf = append(buf[:0], f.FSID[:]...)
+	t := f.HandleType
+	buf = append(buf, byte(t), byte(t>>8), byte(t>>16), byte(t>>24))
+	return append(buf, f.Handle...)
+}
+
+// Counts are the marks and watches in force, for the engine's
+// Snapshot.
+type Counts struct {
+	Total   map[fsmon.MarkType]int
+	Watches int
+	groups  map[*group]fsmon.GroupState
+}
+
+// Group returns g's marks and inotify watches.
+func (c Counts) Group(g *group) fsmon.GroupState {
+	if s, ok := c.groups[g]; ok {
+		return s
+	}
+	return fsmon.GroupState{Marks: zeroMarks()}
+}
+
+// Counts counts the marks and watches in force.
+func (m *Marks) Counts() Counts {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return Counts{Total: m.tables.markCounts(), Watches: len(m.tables.wds), groups: m.tables.groupCounts()}
+}
