@@ -1,9 +1,6 @@
 package fsmon
 
-import (
-	"bytes"
-	"strings"
-)
+import "strings"
 
 // LoaderEnv is what a process's initial environment told its dynamic
 // loader to load besides the program (docs/design/deny.md §7), recorded
@@ -59,24 +56,42 @@ func (l LoaderEnv) String() string {
 // LoaderEnvOf scans an environment block (NUL-separated NAME=value
 // strings, as /proc/PID/environ holds it) for the variables.
 func LoaderEnvOf(env []byte) LoaderEnv {
-	var l LoaderEnv
-	for len(env) > 0 {
-		s := env
-		if i := bytes.IndexByte(env, 0); i >= 0 {
-			s, env = env[:i], env[i+1:]
-		} else {
-			env = nil
-		}
-		switch {
-		case hasPrefix(s, "LD_PRELOAD="):
-			l |= LoaderPreload
-		case hasPrefix(s, "LD_AUDIT="):
-			l |= LoaderAudit
-		case hasPrefix(s, "LD_LIBRARY_PATH="):
-			l |= LoaderLibraryPath
-		}
-	}
-	return l
+	var s LoaderScan
+	s.Scan(env)
+	return s.Env
 }
 
-func hasPrefix(b []byte, p string) bool { return len(b) >= len(p) && string(b[:len(p)]) == p }
+// LoaderScan scans an environment block given in pieces, a string
+// possibly split between two: it keeps the start of the current string
+// up to its '=' (the longest name is 16 bytes with it).
+type LoaderScan struct {
+	Env LoaderEnv
+	pre [16]byte
+	n   int8 // bytes of the current string kept; -1: past its name
+}
+
+// Scan takes the next piece of the block.
+func (s *LoaderScan) Scan(b []byte) {
+	for _, c := range b {
+		switch {
+		case c == 0:
+			s.n = 0
+		case s.n < 0:
+		case c == '=':
+			switch string(s.pre[:s.n]) {
+			case "LD_PRELOAD":
+				s.Env |= LoaderPreload
+			case "LD_AUDIT":
+				s.Env |= LoaderAudit
+			case "LD_LIBRARY_PATH":
+				s.Env |= LoaderLibraryPath
+			}
+			s.n = -1
+		case int(s.n) == len(s.pre):
+			s.n = -1 // longer than any of the names
+		default:
+			s.pre[s.n] = c
+			s.n++
+		}
+	}
+}

@@ -184,11 +184,15 @@ func (e *Engine) adopt(fd int32, d *decision) {
 // under rule r: whether its executable is one the rule's executable
 // entries name (by identity: the inode that runs against the inodes the
 // entries name in the rule's group's root), or its names (comm and the
-// base name of its executable, which cost a read of /proc/PID/stat).
+// base name of its executable, which cost a read of /proc/PID/stat), or
+// what its loader was told at exec (LD_PRELOAD and the like).
 func (e *Engine) learnFacts(need policy.Need, r grule, d *decision) {
 	if need&policy.NeedExe != 0 {
 		id := devIno(e.who.ExeID(&d.who))
-		d.subject.ExeAllowed = policy.FactOf(id != (devIno{}) && e.allowIDs.has(e, r.g, r.AllowExePaths(), id))
+		d.subject.ExeAllowed = policy.FactOf(id != (devIno{}) && e.allowIDs.has(e, r.g, r.AllowExePaths(), id, d))
+	}
+	if need&policy.NeedLoader != 0 {
+		d.subject.Loader, d.subject.LoaderKnown = e.who.LoaderEnv(&d.who), true
 	}
 	if need&policy.NeedNames != 0 {
 		d.subject.Comm, d.subject.ExeBase = e.who.Names(&d.who, &d.bufs)
