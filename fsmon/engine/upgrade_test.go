@@ -148,3 +148,41 @@ func TestSweepDropsGoneFormerResolutions(t *testing.T) {
 		t.Fatalf("after the sweep %d former resolutions, want only the one that exists", len(x.former))
 	}
 }
+
+// TestReusedInodeOfTheCurrentResolutionIsDenied: the entry resolved to
+// a binary that no process runs any more; a new build is renamed over
+// it, and a new file gets the freed inode number before anything looks
+// the entry up again (the engine's clock stands still, and the new
+// file's path is not the entry's). Its (device, inode) is the one the
+// entry last resolved to, but not its file handle: denied.
+func TestReusedInodeOfTheCurrentResolutionIsDenied(t *testing.T) {
+	dash := testroot.RequireCommand(t, "dash")
+	dir := freshExt4(t)
+	secret := filepath.Join(dir, "secret")
+	writeFile(t, secret, "s\n")
+	prog := filepath.Join(dir, "prog")
+	newBuild(t, dash, prog, "build-1")
+	h := start(t, blockFile("protect", secret, prog))
+	h.allowIDs.fakeNow.Store(time.Now().UnixNano())
+	mustAllow(t, cmd(t, prog, "-c", `: < "$0"`, secret)) // resolved to build-1
+	oldIno := inode(t, prog)
+
+	newBuild(t, dash, prog, "build-2") // build-1's inode is freed
+	impostor := filepath.Join(dir, "impostor")
+	b, err := os.ReadFile(dash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(impostor, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if inode(t, impostor) != oldIno {
+		t.Fatalf("the new file got inode %d, not the freed %d: the test shows nothing", inode(t, impostor), oldIno)
+	}
+	r := cmd(t, impostor, "-c", `: < "$0" && echo read`, secret)
+	if r.err == nil {
+		t.Fatalf("a program that got the inode number the entry last resolved to read the file: %s", r.out)
+	}
+	mustDeny(t, r)
+	mustAllow(t, cmd(t, prog, "-c", `: < "$0"`, secret))
+}
