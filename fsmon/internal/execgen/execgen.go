@@ -12,6 +12,10 @@
 // moved it. Nothing outside the daemon can write the array (it is not
 // pinned, and its fd is the daemon's own), and two processes sharing a
 // slot only cost each other a cache miss.
+//
+// At exec the program also records what the new program's initial
+// environment tells its dynamic loader (LD_PRELOAD and the like; see
+// loader.go), in a second mapped array, before the count moves.
 package execgen
 
 import (
