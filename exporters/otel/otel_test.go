@@ -134,7 +134,7 @@ func TestRecordAndSpanArrive(t *testing.T) {
 				"process.executable.path": "/usr/bin/cat", "process.executable.name": "cat",
 				"process.command_line": "cat /etc/shadow", "process.user.id": "0",
 				"process.loader_env": "LD_PRELOAD",
-				"container.id": strings.Repeat("ab", 32), "container.name": "web-1",
+				"container.id":       strings.Repeat("ab", 32), "container.name": "web-1",
 			}
 			checkAttrs(t, "denied record", r.Attributes, want)
 			host, _ := os.Hostname()
