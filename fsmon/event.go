@@ -90,6 +90,9 @@ type Process struct {
 	ExecutableName string // comm
 	CommandLine    string // arguments joined by spaces
 	UserID         int64  // effective uid; -1 when unknown
+	// LoaderEnv is set when what the loader was told at exec kept the
+	// process from matching an executable allow entry.
+	LoaderEnv LoaderEnv
 }
 
 // Container names the container an event came from; empty on the host.

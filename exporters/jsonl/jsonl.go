@@ -75,6 +75,7 @@ func Append(b []byte, ev *fsmon.Event) []byte {
 	b = str(b, "process.executable.name", p.ExecutableName)
 	b = str(b, "process.command_line", p.CommandLine)
 	b = num(b, "process.user.id", p.UserID, p.UserID >= 0 && p.PID > 0)
+	b = str(b, "process.loader_env", p.LoaderEnv.String())
 	b = str(b, "container.id", ev.Container.ID)
 	b = str(b, "container.name", ev.Container.Name)
 	count := ev.Count

@@ -24,11 +24,11 @@ func TestAppendKeys(t *testing.T) {
 		Profile: "host",
 		Filter:  "shadow",
 		Path:    "/etc/shadow",
-		Process: fsmon.Process{PID: 42, ParentPID: 1, ExecutablePath: "/usr/bin/cat", ExecutableName: "cat", CommandLine: "cat /etc/shadow", UserID: 0},
+		Process: fsmon.Process{PID: 42, ParentPID: 1, ExecutablePath: "/usr/bin/cat", ExecutableName: "cat", CommandLine: "cat /etc/shadow", UserID: 0, LoaderEnv: fsmon.LoaderPreload | fsmon.LoaderAudit},
 		Count:   1,
 	}
 	got := string(Append(nil, &ev))
-	want := `{"time":"2026-12-01T08:00:00.123456789Z","event":"denied","op":"open","mode":"protect","profile":"host","filter":"shadow","file.path":"/etc/shadow","process.pid":42,"process.parent_pid":1,"process.executable.path":"/usr/bin/cat","process.executable.name":"cat","process.command_line":"cat /etc/shadow","process.user.id":0,"count":1}`
+	want := `{"time":"2026-12-01T08:00:00.123456789Z","event":"denied","op":"open","mode":"protect","profile":"host","filter":"shadow","file.path":"/etc/shadow","process.pid":42,"process.parent_pid":1,"process.executable.path":"/usr/bin/cat","process.executable.name":"cat","process.command_line":"cat /etc/shadow","process.user.id":0,"process.loader_env":"LD_PRELOAD,LD_AUDIT","count":1}`
 	if got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
@@ -40,7 +40,7 @@ func TestUnknownLeftOut(t *testing.T) {
 	if err := json.Unmarshal(Append(nil, &ev), &m); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"process.pid", "process.user.id", "container.id", "file.path"} {
+	for _, k := range []string{"process.pid", "process.user.id", "container.id", "file.path", "process.loader_env"} {
 		if _, ok := m[k]; ok {
 			t.Errorf("key %s present though unknown: %v", k, m)
 		}

@@ -68,7 +68,7 @@ func deniedEvent() *fsmon.Event {
 		Profile: "web", Filter: "shadow", Path: "/etc/shadow", Count: 3,
 		Process: fsmon.Process{
 			PID: 4242, ParentPID: 1, ExecutablePath: "/usr/bin/cat", ExecutableName: "cat",
-			CommandLine: "cat /etc/shadow", UserID: 0,
+			CommandLine: "cat /etc/shadow", UserID: 0, LoaderEnv: fsmon.LoaderPreload,
 		},
 		Container: fsmon.Container{ID: strings.Repeat("ab", 32), Name: "web-1"},
 		Decision:  1500 * time.Microsecond,
@@ -133,7 +133,8 @@ func TestRecordAndSpanArrive(t *testing.T) {
 				"count": "3", "file.path": "/etc/shadow", "process.pid": "4242", "process.parent_pid": "1",
 				"process.executable.path": "/usr/bin/cat", "process.executable.name": "cat",
 				"process.command_line": "cat /etc/shadow", "process.user.id": "0",
-				"container.id": strings.Repeat("ab", 32), "container.name": "web-1",
+				"process.loader_env": "LD_PRELOAD",
+				"container.id":       strings.Repeat("ab", 32), "container.name": "web-1",
 			}
 			checkAttrs(t, "denied record", r.Attributes, want)
 			host, _ := os.Hostname()
@@ -153,7 +154,7 @@ func TestRecordAndSpanArrive(t *testing.T) {
 				t.Errorf("change: %q %d %q", ch.EventName, ch.SeverityNumber, ch.SeverityText)
 			}
 			// Unknown facts are absent, not invented.
-			for _, k := range []string{"process.pid", "process.user.id", "container.id", "container.name", "mode", "profile", "process.executable.path"} {
+			for _, k := range []string{"process.pid", "process.user.id", "container.id", "container.name", "mode", "profile", "process.executable.path", "process.loader_env"} {
 				if v, ok := ch.Attributes.get(k); ok {
 					t.Errorf("change record has %s=%q for an unknown value", k, v)
 				}

@@ -19,12 +19,15 @@ const (
 	keyMode    = attribute.Key("mode")
 	keyProfile = attribute.Key("profile")
 	keyFilter  = attribute.Key("filter")
-	keyCount   = attribute.Key("count")
+	// keyLoaderEnv has no semantic convention: what the loader was told
+	// that kept the process from matching an executable allow entry.
+	keyLoaderEnv = attribute.Key("process.loader_env")
+	keyCount     = attribute.Key("count")
 )
 
 // maxAttrs is the most attributes an event carries, so that one slice
 // allocation holds them all.
-const maxAttrs = 15
+const maxAttrs = 16
 
 // attributes turns ev into record/span attributes. Unknown values are left
 // out, never filled in: zero pids, empty strings, a negative user id.
@@ -50,6 +53,7 @@ func attributes(ev *fsmon.Event, buf []attribute.KeyValue) []attribute.KeyValue 
 	kv = appendString(kv, semconv.ProcessExecutablePathKey, p.ExecutablePath)
 	kv = appendString(kv, semconv.ProcessExecutableNameKey, p.ExecutableName)
 	kv = appendString(kv, semconv.ProcessCommandLineKey, p.CommandLine)
+	kv = appendString(kv, keyLoaderEnv, p.LoaderEnv.String())
 	if p.UserID >= 0 {
 		// uid 0 is root, not unknown: the engine writes -1 for unknown.
 		kv = append(kv, semconv.ProcessUserIDKey.Int64(p.UserID))

@@ -27,36 +27,51 @@ func copyExe(t *testing.T, src, dst string) {
 }
 
 // TestUpgradedAllowedBinaryIsAllowedAgain: an allow entry is matched by
-// the inode its path names, and an upgrade puts a new inode there. The
-// entries are looked up again when an executable matches none of them,
-// at most every allowRecheck: the upgraded binary is denied until that
-// much time has passed since the last look-up, and allowed after. The
-// engine's clock for this is the test's (allowIDs.fakeNow), so nothing
-// waits for time.
+// the inode its path names. When the entry is a symlink that is pointed
+// at another file (no rename of the entry's path itself, and the new
+// process's /proc/PID/exe names the new target, neither the entry nor
+// its old target), only the periodic look-up finds the change: entries
+// are looked up again when an executable matches none of them, at most
+// every allowRecheck. The new target is denied until that much time has
+// passed since the last look-up, and allowed after. The engine's clock
+// for this is the test's (allowIDs.fakeNow), so nothing waits for time.
+// (A binary renamed over the entry's path is allowed at once:
+// TestUpgradeKeepsRunningProcessesAllowed.)
 func TestUpgradedAllowedBinaryIsAllowedAgain(t *testing.T) {
 	dir := t.TempDir()
 	secret := filepath.Join(dir, "secret")
 	writeFile(t, secret, "s\n")
-	prog := filepath.Join(dir, "cat")
-	copyExe(t, "/usr/bin/cat", prog)
-	h := start(t, blockFile("protect", secret, prog))
+	a, b := filepath.Join(dir, "cat-a"), filepath.Join(dir, "cat-b")
+	copyExe(t, "/usr/bin/cat", a)
+	copyExe(t, "/usr/bin/cat", b)
+	link := filepath.Join(dir, "cat")
+	if err := os.Symlink(a, link); err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, blockFile("protect", secret, link))
 	t0 := time.Now().UnixNano()
 	h.allowIDs.fakeNow.Store(t0)
 
-	mustAllow(t, cmd(t, prog, secret)) // the entry is looked up at t0
-	copyExe(t, "/usr/bin/cat", prog)   // the upgrade: a new inode
-	r := cmd(t, prog, secret)
+	mustAllow(t, cmd(t, link, secret)) // the entry is looked up at t0
+	// The entry now names cat-b.
+	if err := os.Symlink(b, link+".new"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(link+".new", link); err != nil {
+		t.Fatal(err)
+	}
+	r := cmd(t, link, secret)
 	if r.err == nil {
 		t.Fatal("the entries were looked up again within allowRecheck of the last look-up: a process outside the list would make every open walk them")
 	}
 	mustDeny(t, r)
 	h.allowIDs.fakeNow.Store(t0 + int64(allowRecheck))
-	if r := cmd(t, prog, secret); r.err != nil {
-		t.Fatalf("the upgraded binary, allowRecheck after the last look-up, was not allowed: %v: %s", r.err, r.out)
+	if r := cmd(t, link, secret); r.err != nil {
+		t.Fatalf("the new target, allowRecheck after the last look-up, was not allowed: %v: %s", r.err, r.out)
 	}
 	// It stays allowed without a look-up (its inode is the known one),
 	// and a binary the list does not name is still denied.
-	mustAllow(t, cmd(t, prog, secret))
+	mustAllow(t, cmd(t, link, secret))
 	h.allowIDs.fakeNow.Store(t0 + 2*int64(allowRecheck))
 	mustDeny(t, cmd(t, "/usr/bin/cat", secret))
 }

@@ -36,6 +36,10 @@ const (
 	// NeedNames: the opener's process name (comm) and the base name of
 	// its executable, for name entries.
 	NeedNames
+	// NeedLoader: what the opener's initial environment told its
+	// dynamic loader to load besides the program (LD_PRELOAD and the
+	// like), asked only once its executable matched an entry.
+	NeedLoader
 )
 
 // Subject is what is known of the opener for one rule. The engine fills
@@ -48,6 +52,10 @@ type Subject struct {
 	// NamesKnown says Comm and ExeBase are filled.
 	NamesKnown    bool
 	Comm, ExeBase string
+	// LoaderKnown says Loader is filled: what the loader was told at the
+	// opener's exec. The process's, not the rule's.
+	LoaderKnown bool
+	Loader      fsmon.LoaderEnv
 }
 
 // Judge says what the rule makes of an open by the subject: 0 when
@@ -55,7 +63,8 @@ type Subject struct {
 // report_access), else the kind of event. When a fact is missing it
 // returns the Need instead; the caller fills it and asks again. Only
 // the facts that can change the answer are asked for: the executable
-// first, the names only when it does not match and the list has names.
+// first, the loader's environment only when it matches, the names only
+// when it does not count and the list has names.
 func Judge(r *Rule, s *Subject) (fsmon.Kind, Need) {
 	if r.Blocks() {
 		allowed := false
@@ -64,6 +73,14 @@ func Judge(r *Rule, s *Subject) (fsmon.Kind, Need) {
 				return 0, NeedExe
 			}
 			allowed = s.ExeAllowed == Yes
+			if allowed {
+				// An executable entry trusts a program, not whatever
+				// code its loader was told to run inside it first.
+				if !s.LoaderKnown {
+					return 0, NeedLoader
+				}
+				allowed = !s.Loader.Refuses()
+			}
 		}
 		if !allowed && len(r.allowName) > 0 {
 			if !s.NamesKnown {

@@ -23,11 +23,11 @@ func ruleIn(t *testing.T, mode, filter string) *Rule {
 
 // judge runs Judge to the end, answering its needs from the facts given,
 // and returns the kind and the needs it asked for.
-func judge(t *testing.T, r *Rule, exeAllowed bool, comm, base string) (fsmon.Kind, Need) {
+func judge(t *testing.T, r *Rule, exeAllowed bool, loader fsmon.LoaderEnv, comm, base string) (fsmon.Kind, Need) {
 	t.Helper()
 	var s Subject
 	var asked Need
-	for range 3 {
+	for range 4 {
 		k, need := Judge(r, &s)
 		if need == 0 {
 			return k, asked
@@ -42,6 +42,9 @@ func judge(t *testing.T, r *Rule, exeAllowed bool, comm, base string) (fsmon.Kin
 		if need&NeedNames != 0 {
 			s.NamesKnown, s.Comm, s.ExeBase = true, comm, base
 		}
+		if need&NeedLoader != 0 {
+			s.LoaderKnown, s.Loader = true, loader
+		}
 	}
 	t.Fatal("Judge kept asking")
 	return 0, 0
@@ -53,7 +56,8 @@ func TestJudgeTable(t *testing.T) {
 	outsider := map[string]fsmon.Kind{"protect": fsmon.KindDenied, "monitor": fsmon.KindViolation, "learn": fsmon.KindLearned}
 	type opener struct {
 		name        string
-		exe         bool   // the executable is an entry's
+		exe         bool // the executable is an entry's
+		loader      fsmon.LoaderEnv
 		comm, base  string // names
 		matchesExe  bool   // in the list by executable
 		matchesName bool   // in the list by name
@@ -64,6 +68,16 @@ func TestJudgeTable(t *testing.T) {
 		{name: "by exe base name", comm: "x", base: "nginx", matchesName: true},
 		{name: "empty names", comm: "", base: ""},
 		{name: "outsider", comm: "cat", base: "cat"},
+		// The loader told to load other code: not the program an
+		// executable entry names; name entries are unaffected.
+		{name: "by exe, LD_PRELOAD", exe: true, loader: fsmon.LoaderPreload, comm: "x", base: "x"},
+		{name: "by exe, LD_AUDIT", exe: true, loader: fsmon.LoaderAudit, comm: "x", base: "x"},
+		{name: "by exe, LD_LIBRARY_PATH", exe: true, loader: fsmon.LoaderLibraryPath, comm: "x", base: "x"},
+		{name: "by exe, environment not all scanned", exe: true, loader: fsmon.LoaderTruncated, comm: "x", base: "x"},
+		{name: "by exe, environment unreadable", exe: true, loader: fsmon.LoaderUnreadable, comm: "x", base: "x"},
+		{name: "by exe and name, LD_PRELOAD", exe: true, loader: fsmon.LoaderPreload, comm: "nginx", base: "nginx", matchesName: true},
+		{name: "by exe, LD_PRELOAD in secure-exec", exe: true, loader: fsmon.LoaderPreload | fsmon.LoaderSecure, comm: "x", base: "x", matchesExe: true},
+		{name: "by name, LD_PRELOAD", loader: fsmon.LoaderPreload, comm: "nginx", base: "x", matchesName: true},
 	}
 	lists := []struct {
 		name        string
@@ -93,7 +107,7 @@ func TestJudgeTable(t *testing.T) {
 						case access:
 							want = fsmon.KindAccess
 						}
-						got, asked := judge(t, r, o.exe, o.comm, o.base)
+						got, asked := judge(t, r, o.exe, o.loader, o.comm, o.base)
 						if got != want {
 							t.Errorf("%s: %v, want %v", name, got, want)
 						}
@@ -106,6 +120,9 @@ func TestJudgeTable(t *testing.T) {
 						}
 						if asked&NeedNames != 0 && (!l.names || l.exes && o.matchesExe) {
 							t.Errorf("%s: asked for names needlessly", name)
+						}
+						if asked&NeedLoader != 0 && !(l.exes && o.exe) {
+							t.Errorf("%s: asked for the loader's environment, no executable entry matched", name)
 						}
 					}
 				}

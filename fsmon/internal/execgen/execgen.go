@@ -12,6 +12,10 @@
 // moved it. Nothing outside the daemon can write the array (it is not
 // pinned, and its fd is the daemon's own), and two processes sharing a
 // slot only cost each other a cache miss.
+//
+// At exec the program also records what the new program's initial
+// environment tells its dynamic loader (LD_PRELOAD and the like; see
+// loader.go), in a second mapped array, before the count moves.
 package execgen
 
 import (
@@ -35,12 +39,20 @@ const Slots = 1 << 16
 // a process starts running another program, ends, or takes another name.
 var Tracepoints = []string{"sched_process_exec", "sched_process_exit", "task_rename"}
 
-// Counter is the loaded program and its mapped array.
+// Counter is the loaded programs and their mapped arrays.
 type Counter struct {
 	m     *ebpf.Map
-	prog  *ebpf.Program
+	prog  *ebpf.Program // counts exits and renames (and execs without env)
 	links []link.Link
 	mem   []byte
+
+	// env, execProg and envMem record the loader's environment at exec
+	// (loader.go); nil where the kernel's BTF is missing (envErr says
+	// why), and execs are then counted by prog.
+	env      *ebpf.Map
+	execProg *ebpf.Program
+	envMem   []byte
+	envErr   error
 }
 
 // Open loads and attaches the program. It needs CAP_BPF and CAP_PERFMON
@@ -77,8 +89,15 @@ func Open() (_ *Counter, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading the exec counter program: %w", err)
 	}
+	if err := c.openEnv(); err != nil {
+		c.envErr = err
+	}
 	for _, tp := range Tracepoints {
-		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: c.prog})
+		prog := c.prog
+		if tp == "sched_process_exec" && c.execProg != nil {
+			prog = c.execProg
+		}
+		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: prog})
 		if err != nil {
 			return nil, fmt.Errorf("attaching to raw tracepoint %s: %w", tp, err)
 		}
@@ -92,6 +111,45 @@ func Open() (_ *Counter, err error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// openEnv loads the exec program that also records the loader's
+// environment, and maps its array. Without it (no kernel BTF, an older
+// verifier) execs are still counted, by the plain program.
+func (c *Counter) openEnv() (err error) {
+	o, err := kernelOffsets()
+	if err != nil {
+		return err
+	}
+	env, err := ebpf.NewMap(&ebpf.MapSpec{
+		Name:       "fsmon_execenv",
+		Type:       ebpf.Array,
+		KeySize:    4,
+		ValueSize:  8,
+		MaxEntries: Slots,
+		Flags:      unix.BPF_F_MMAPABLE,
+	})
+	if err != nil {
+		return fmt.Errorf("creating the loader environment array: %w", err)
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         "fsmon_exec",
+		Type:         ebpf.RawTracepoint,
+		Instructions: execProgram(c.m.FD(), env.FD(), o),
+		License:      "Dual MIT/GPL",
+	})
+	if err != nil {
+		env.Close()
+		return fmt.Errorf("loading the exec program that records the loader's environment: %w", err)
+	}
+	mem, err := unix.Mmap(env.FD(), 0, Slots*8, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		prog.Close()
+		env.Close()
+		return fmt.Errorf("mapping the loader environment array: %w", err)
+	}
+	c.env, c.execProg, c.envMem = env, prog, mem
+	return nil
 }
 
 // selfTest renames the calling thread (to the name it has) and checks
@@ -127,7 +185,15 @@ func (c *Counter) Skipped() (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("reading the exec counter program's statistics: %w", err)
 	}
-	return st.RecursionMisses, nil
+	n := st.RecursionMisses
+	if c.execProg != nil {
+		st, err := c.execProg.Stats()
+		if err != nil {
+			return 0, fmt.Errorf("reading the exec program's statistics: %w", err)
+		}
+		n += st.RecursionMisses
+	}
+	return n, nil
 }
 
 // program is, in BPF assembly:
@@ -183,6 +249,16 @@ func (c *Counter) Close() error {
 	if c.mem != nil {
 		errs = append(errs, unix.Munmap(c.mem))
 		c.mem = nil
+	}
+	if c.envMem != nil {
+		errs = append(errs, unix.Munmap(c.envMem))
+		c.envMem = nil
+	}
+	if c.execProg != nil {
+		errs = append(errs, c.execProg.Close())
+	}
+	if c.env != nil {
+		errs = append(errs, c.env.Close())
 	}
 	if c.prog != nil {
 		errs = append(errs, c.prog.Close())

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/execgen"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fsys"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
@@ -84,6 +85,15 @@ type Entry struct {
 	// report: the facts a report gives, read at the first reported
 	// event; nil until then.
 	report *reportFacts
+	// handle: the executable's file handle, read at the first decision
+	// that compares it (haveHandle).
+	handle     proc.Handle
+	haveHandle bool
+	// loader: what the exec told the loader, as the exec program
+	// recorded it (haveLoader), else read from /proc/PID/environ at the
+	// first decision that asks.
+	loader     fsmon.LoaderEnv
+	haveLoader bool
 }
 
 type reportFacts struct {
@@ -126,6 +136,9 @@ func NewExeCache(log *slog.Logger, mode Mode, fs proc.FS, max int) *ExeCache {
 		return c
 	}
 	log.Info("executable cache on: execs, exits and renames counted by a BPF program")
+	if err := g.LoaderErr(); err != nil {
+		log.Warn("the loader's environment is not recorded at exec: executable allow entries check /proc/PID/environ, which a process can rewrite", "err", err)
+	}
 	c.gen = g
 	c.on.Store(true)
 	return c
@@ -212,6 +225,8 @@ func (c *ExeCache) Fill(pid int32) *Entry {
 		return nil
 	}
 	en.id = fsys.FileID{Dev: st.Dev, Ino: st.Ino}
+	// After the count: an exec since then moves it.
+	en.loader, en.haveLoader = c.gen.Loader(pid)
 	if len(c.m) >= c.max {
 		c.evict()
 	}

@@ -38,17 +38,22 @@ type Opener struct {
 	// Cached: the batch holds the executable cache (ExeCache.Begin).
 	Cached bool
 
-	entry     *Entry // once looked up (haveEntry)
-	haveEntry bool
-	exeID     fsys.FileID
-	haveExeID bool
-	stat      proc.StatView // view of Buffers.stat
-	haveStat  bool
+	entry      *Entry // once looked up (haveEntry)
+	haveEntry  bool
+	exeID      fsys.FileID
+	haveExeID  bool
+	stat       proc.StatView // view of Buffers.stat
+	haveStat   bool
+	handle     proc.Handle
+	haveHandle bool
+	loader     fsmon.LoaderEnv
+	haveLoader bool
 }
 
 // Buffers are an Opener's scratch space.
 type Buffers struct {
 	exe  [unix.PathMax]byte
+	link [unix.PathMax]byte // ExePath's, apart from the names' views into exe
 	stat [1024]byte
 	comm [16]byte
 }
@@ -103,6 +108,78 @@ func (r *Reader) ExeID(o *Opener) fsys.FileID {
 	return o.exeID
 }
 
+// ExeHandle is the file handle of the opener's executable
+// (name_to_handle_at of /proc/PID/exe, following it), which tells an
+// inode from a later one that got its number; the zero Handle when it
+// cannot be had. With a cache entry it is read once per exec.
+func (r *Reader) ExeHandle(o *Opener) proc.Handle {
+	if o.haveHandle {
+		return o.handle
+	}
+	o.haveHandle = true
+	en := r.entry(o)
+	if en != nil && en.haveHandle {
+		o.handle = en.handle
+		return o.handle
+	}
+	h, err := r.fs.ExeHandle(o.PID)
+	if err != nil {
+		return proc.Handle{}
+	}
+	o.handle = h
+	if en != nil {
+		en.handle, en.haveHandle = h, true
+	}
+	return h
+}
+
+// ExePath is /proc/PID/exe as the daemon reads it (without a
+// " (deleted)" suffix); a view into b, valid until its next use.
+func (r *Reader) ExePath(o *Opener, b *Buffers) string {
+	x, err := r.fs.ReadExe(o.PID, b.link[:])
+	if err != nil {
+		return ""
+	}
+	return proc.View(x)
+}
+
+// LoaderEnv is what the opener's loader was told at its exec. With the
+// exec program it is the record made in the kernel at exec, before the
+// program ran. Without one (the cache off, the kernel unable to record
+// it, the process started before the daemon, or another process of the
+// same counter slot exec'd since) it is read from /proc/PID/environ,
+// which the process can rewrite: that catches careless use only.
+func (r *Reader) LoaderEnv(o *Opener) fsmon.LoaderEnv {
+	if o.haveLoader {
+		return o.loader
+	}
+	o.haveLoader = true
+	en := r.entry(o)
+	if en != nil && en.haveLoader {
+		o.loader = en.loader
+		return o.loader
+	}
+	o.loader = r.environLoader(o.PID)
+	if en != nil {
+		en.loader, en.haveLoader = o.loader, true
+	}
+	return o.loader
+}
+
+// environLoader reads it from /proc/PID/environ.
+func (r *Reader) environLoader(pid int32) fsmon.LoaderEnv {
+	var s fsmon.LoaderScan
+	var buf [4096]byte
+	truncated, err := r.fs.ScanEnviron(pid, buf[:], &s)
+	if err != nil {
+		return fsmon.LoaderUnreadable
+	}
+	if truncated {
+		s.Env |= fsmon.LoaderTruncated
+	}
+	return s.Env
+}
+
 // Names returns the opener's name (comm) and the base name of its
 // executable, for name entries. The views are valid until the buffers'
 // next use.
@@ -141,6 +218,16 @@ func (r *Reader) Names(o *Opener, b *Buffers) (comm, base string) {
 // locked) holds up only its own decision: the watchdog and its stand-in
 // reader answer the rest.
 func (r *Reader) Report(o *Opener, b *Buffers) fsmon.Process {
+	p := r.report(o, b)
+	if o.haveLoader && o.loader.Refuses() {
+		// Asked only when an executable entry matched: it is why the
+		// entry did not count.
+		p.LoaderEnv = o.loader
+	}
+	return p
+}
+
+func (r *Reader) report(o *Opener, b *Buffers) fsmon.Process {
 	en := r.entry(o)
 	if en != nil && en.report != nil {
 		if in, err := en.pidfd.Info(); err == nil {
