@@ -180,7 +180,11 @@ func (e *Engine) fdPath(fd int32, d *decision) string {
 	}
 	n, err := fsys.FDPath(int(fd), d.pathBuf[:])
 	if err != nil {
-		return ""
+		// The kernel cannot name it (ENAMETOOLONG beyond PATH_MAX): a
+		// marked file is reported at the path its walk found it at.
+		d.real = e.marks.FilePath(marks.DevIno(d.id))
+		d.haveReal = d.real != ""
+		return d.real
 	}
 	d.real, d.haveReal = proc.View(d.pathBuf[:n]), true
 	return d.real

@@ -11,7 +11,7 @@ import (
 // newWalker places marks for group g into t. The walker borrows the
 // group's root fd.
 func (m *Marks) newWalker(t *Tables, g *group) *walker {
-	return &walker{m: m, t: t, g: g, rootFD: g.RootFD, fsids: map[uint64][8]byte{}}
+	return &walker{m: m, t: t, g: g, rootFD: g.RootFD, fsids: map[uint64][8]byte{}, openable: map[uint64]bool{}}
 }
 
 // Walked says what one walk placed.

@@ -129,6 +129,18 @@ func (m *Marks) FileRules(id DevIno, rules []Rule) []Rule {
 	return rules
 }
 
+// FilePath is the path the marked file id was found at (its
+// directory's path as walked and its name), "" when it is not marked:
+// for reports when the kernel cannot name the file (beyond PATH_MAX).
+func (m *Marks) FilePath(id DevIno) string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if f := m.tables.files[id]; f != nil {
+		return f.path
+	}
+	return ""
+}
+
 // DirRules appends the rules that cover name in the marked directory
 // dir, and returns the directory when any does.
 func (m *Marks) DirRules(dir RealKey, name string, rules []Rule) ([]Rule, *Dir) {

@@ -65,17 +65,55 @@ func (m *Marks) TreeEvent(ev *inotify.Event) {
 		}
 		w := m.newWalker(m.tables, d.g)
 		w.live = true
-		pfd, err := w.openIn(d.path, unix.O_DIRECTORY, 0)
+		pfd, err := w.openDir(d)
 		if err != nil {
 			return
 		}
-		defer unix.Close(pfd)
 		var st unix.Stat_t
 		if unix.Fstat(pfd, &st) != nil || (DevIno{st.Dev, st.Ino}) != d.id {
+			unix.Close(pfd)
 			return
 		}
-		w.child(pfd, d.path, d.comps, name, typ, d.rels, len(d.comps))
+		x := &dirWork{id: d.id, d: d, logical: d.path, comps: d.comps, rels: d.rels, fd: -1}
+		w.child(pfd, x, name, typ)
+		w.settle(x, pfd)
+		w.drain()
 	}
+}
+
+// openDir opens (O_PATH) a directory of the tables, for a tree event in
+// it. Never by its path alone where that can be helped: beyond PATH_MAX
+// (4096 bytes) no path resolves. By its handle; where handles do not
+// open, one component at a time from the root; by its path in the root
+// only when neither works (a directory reached through a configured
+// symlink, whose component is the link).
+func (w *walker) openDir(d *Dir) (int, error) {
+	if fd, ok, err := w.m.openKey(d.handle); ok && err == nil {
+		return fd, nil
+	}
+	if fd, err := w.openComps(d.comps); err == nil {
+		return fd, nil
+	}
+	return w.openIn(d.path, unix.O_DIRECTORY, 0)
+}
+
+// openComps opens the directory the names comps lead to from the root,
+// one openat a component, following no symlink (the names are the
+// walk's, so none is "..").
+func (w *walker) openComps(comps []string) (int, error) {
+	fd, err := unix.Openat(w.rootFD, ".", unix.O_PATH|unix.O_CLOEXEC|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return -1, err
+	}
+	for _, c := range comps {
+		next, err := unix.Openat(fd, c, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_DIRECTORY, 0)
+		unix.Close(fd)
+		if err != nil {
+			return -1, err
+		}
+		fd = next
+	}
+	return fd, nil
 }
 
 // wantsInodeMark reports whether a new file called name in d needs marks

@@ -26,8 +26,6 @@ const (
 	notifFileMask = fanotify.Modify | fanotify.Attrib | fanotify.DeleteSelf
 	// inotifyDirMask keeps the tables in step with the tree.
 	inotifyDirMask = inotify.Create | inotify.MovedTo | inotify.DeleteSelf | inotify.MoveSelf | inotify.OnlyDir
-	// maxDepth bounds a walk whatever the tree holds.
-	maxDepth = 64
 )
 
 // walker places the marks of a set of rules below one root.
@@ -47,6 +45,11 @@ type walker struct {
 	// inotify overflow, whose dropped events may have been creations
 	// anywhere): known directories are read again, not passed over.
 	again bool
+	// stack holds the directories whose children are still to be
+	// walked (stack.go); openable says per file system whether
+	// handles open.
+	stack    []*dirWork
+	openable map[uint64]bool
 }
 
 // fail counts an object that could not be marked. guards says the
@@ -117,8 +120,14 @@ func (w *walker) walkRules(rules []*policy.Rule) {
 		w.fail("/", err, guarding(rels))
 		return
 	}
-	defer unix.Close(fd)
-	w.visitDir(fd, "/", nil, rels, 0)
+	x := w.visitDir(fd, nil, "/", nil, rels)
+	if x == nil {
+		unix.Close(fd)
+		return
+	}
+	w.children(fd, x)
+	w.settle(x, fd)
+	w.drain()
 }
 
 func join(dir, name string) string {
@@ -212,22 +221,28 @@ func (w *walker) full(what string) bool {
 // ErrTooMany says the engine tracks as many objects as it may.
 var ErrTooMany = errors.New("object limit reached (raise --watch.max-objects)")
 
-// visitDir records and marks the directory fd refers to, then its
-// children that the rules reach.
-func (w *walker) visitDir(fd int, logical string, comps []string, rels []ruleRel, depth int) {
+// visitDir records and marks the directory fd refers to, found in up
+// (nil where the walk starts), and returns it when its children are to
+// be walked.
+func (w *walker) visitDir(fd int, up *dirWork, logical string, comps []string, rels []ruleRel) *dirWork {
 	guards := guarding(rels)
-	if depth > maxDepth || len(rels) == 0 || !guards && w.full(logical) {
-		return
+	if len(rels) == 0 || !guards && w.full(logical) {
+		return nil
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		w.fail(logical, err, guards)
-		return
+		return nil
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		return
+		return nil
 	}
 	id := DevIno{st.Dev, st.Ino}
+	if up.onBranch(id) {
+		// A bind mount of a directory above: walked already, on this
+		// very branch.
+		return nil
+	}
 	w.m.mu.Lock()
 	d := w.t.dirs[id]
 	isNew := d == nil
@@ -247,7 +262,7 @@ func (w *walker) visitDir(fd int, logical string, comps []string, rels []ruleRel
 	}
 	if !mergeRels(d, rels) && !isNew && !moved && !w.again {
 		w.m.mu.Unlock()
-		return
+		return nil
 	}
 	w.m.mu.Unlock()
 	if moved {
@@ -294,7 +309,7 @@ func (w *walker) visitDir(fd int, logical string, comps []string, rels []ruleRel
 			w.m.mu.Unlock()
 		}
 	}
-	w.children(fd, d, logical, comps, rels, depth)
+	return &dirWork{up: up, id: id, d: d, logical: logical, comps: comps, rels: rels, fd: -1}
 }
 
 // mark adds the missing bits of the wanted masks to both groups.
@@ -319,9 +334,11 @@ func (w *walker) mark(fd int, what string, havePerm *fanotify.Mask, perm fanotif
 	}
 }
 
-// children visits what the rules reach below the directory: by name when
-// every rule spells the next component out, by reading it otherwise.
-func (w *walker) children(fd int, d *Dir, logical string, comps []string, rels []ruleRel, depth int) {
+// children visits what the rules reach below the directory x (fd is
+// its): by name when every rule spells the next component out, by
+// reading it otherwise.
+func (w *walker) children(fd int, x *dirWork) {
+	logical, comps, rels := x.logical, x.comps, x.rels
 	k := len(comps)
 	var names []string
 	needList := false
@@ -342,7 +359,7 @@ func (w *walker) children(fd int, d *Dir, logical string, comps []string, rels [
 		for _, n := range names {
 			if !seen[n] {
 				seen[n] = true
-				w.child(fd, logical, comps, n, unix.DT_UNKNOWN, rels, depth)
+				w.child(fd, x, n, unix.DT_UNKNOWN)
 			}
 		}
 		return
@@ -366,7 +383,7 @@ func (w *walker) children(fd int, d *Dir, logical string, comps []string, rels [
 			case de.Type().IsRegular():
 				typ = unix.DT_REG
 			}
-			w.child(fd, logical, comps, de.Name(), typ, rels, depth)
+			w.child(fd, x, de.Name(), typ)
 		}
 		if err != nil || len(ents) == 0 {
 			break
@@ -374,8 +391,9 @@ func (w *walker) children(fd int, d *Dir, logical string, comps []string, rels [
 	}
 }
 
-// child handles one entry of a directory.
-func (w *walker) child(parentFD int, logical string, comps []string, name string, typ uint8, rels []ruleRel, depth int) {
+// child handles one entry of the directory up (parentFD is its).
+func (w *walker) child(parentFD int, up *dirWork, name string, typ uint8) {
+	logical, comps, rels := up.logical, up.comps, up.rels
 	var sub []ruleRel
 	followLink := false
 	for _, rr := range rels {
@@ -454,7 +472,18 @@ func (w *walker) child(parentFD int, logical string, comps []string, name string
 	}
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		if len(sub) > 0 && (typ == unix.DT_DIR || followLink) {
-			w.visitDir(fd, p, append(comps[:len(comps):len(comps)], name), sub, depth+1)
+			if x := w.visitDir(fd, up, p, append(comps[:len(comps):len(comps)], name), sub); x != nil {
+				x.name = name
+				switch {
+				case typ == unix.DT_LNK:
+					x.how = byPath
+				case x.d.handle != "" && w.handlesOpen(x.id.Dev, x.d.handle):
+					x.how = byHandle
+				default:
+					x.how = byName
+				}
+				w.push(x)
+			}
 		}
 		return
 	}
