@@ -141,6 +141,39 @@ func (d *daemon) wait(t *testing.T) error {
 	}
 }
 
+// waitExit waits for the daemon to exit, at most bound.
+func (d *daemon) waitExit(t *testing.T, bound time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-d.done:
+		return err
+	case <-time.After(bound):
+		t.Fatalf("daemon did not exit within %v", bound)
+		return nil
+	}
+}
+
+// waitLog waits until n lines of stderr hold every one of parts.
+func (d *daemon) waitLog(t *testing.T, n int, parts ...string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got := 0
+		for _, l := range strings.Split(d.stderr.String(), "\n") {
+			if !slices.ContainsFunc(parts, func(p string) bool { return !strings.Contains(l, p) }) {
+				got++
+			}
+		}
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d stderr lines with %q within 60s:\n%s", got, n, parts, d.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func (d *daemon) get(t *testing.T, path string) (int, string) {
 	t.Helper()
 	resp, err := http.Get("http://" + d.addr + path)

@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -261,28 +262,46 @@ func run(args []string) int {
 	res, err := eng.Apply(pol)
 	if err != nil && !errors.Is(err, engine.ErrPartial) {
 		logger.Error("placing marks failed", "err", err)
-		shutdown(cancel, runDone, srv, flush, logger)
-		return 1
+		return shutdown(cancel, runDone, srv, flush, newReloader(logger, f.configFile, eng, reloadMetrics), logger, 1)
 	}
 	reloadMetrics.Set(true, time.Now())
 	logApply(logger, "ready", res)
 
 	sig := make(chan os.Signal, 4)
 	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	// The signal loop never does a reload itself: a configuration path
+	// that blocks (a file on a hung NFS server) must block only the
+	// reloader, never SIGTERM.
+	rctx, stopReloads := context.WithCancel(ctx)
+	rl := newReloader(logger, f.configFile, eng, reloadMetrics)
+	go rl.run(rctx)
+	stop := func(code int) int {
+		// A second SIGTERM or SIGINT while stopping ends the daemon at
+		// once: an operator's way out of a shutdown that waits too long.
+		go func() {
+			for s := range sig {
+				if s != syscall.SIGHUP {
+					logger.Error("second signal while shutting down; exiting at once", "signal", s.String())
+					os.Exit(1)
+				}
+			}
+		}()
+		stopReloads()
+		return shutdown(cancel, runDone, srv, flush, rl, logger, code)
+	}
 	for {
 		select {
 		case s := <-sig:
 			if s == syscall.SIGHUP {
-				reloadMetrics.Set(reload(logger, f.configFile, eng), time.Now())
+				rl.request()
 				continue
 			}
 			logger.Info("shutting down", "signal", s.String())
-			return shutdown(cancel, runDone, srv, flush, logger)
+			return stop(0)
 		case err := <-srvErr:
 			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				logger.Error("web server failed", "err", err)
-				shutdown(cancel, runDone, srv, flush, logger)
-				return 1
+				return stop(1)
 			}
 		case err := <-runDone:
 			logger.Error("monitor engine stopped", "err", err)
@@ -304,35 +323,110 @@ func logApply(logger *slog.Logger, msg string, res engine.ApplyResult) {
 	logger.Info(msg, attrs...)
 }
 
-// reload applies the configuration file again; a bad file keeps the old
-// policy in force.
-func reload(logger *slog.Logger, path string, eng *engine.Engine) bool {
-	pol, err := loadPolicy(path)
-	if err != nil {
-		logger.Error("reloading configuration failed; the previous configuration stays in force", "file", path, "err", err)
-		return false
-	}
-	res, err := eng.Apply(pol)
-	if err != nil && !errors.Is(err, engine.ErrPartial) {
-		logger.Error("reloading configuration failed", "file", path, "err", err)
-		return false
-	}
-	logApply(logger, "configuration reloaded", res)
-	return true
+// reloader loads and applies the configuration file again on request,
+// in a goroutine of its own, one reload at a time.
+type reloader struct {
+	logger  *slog.Logger
+	path    string
+	eng     *engine.Engine
+	metrics *collector.ReloadMetrics
+	// req holds at most one request: SIGHUPs that come while one waits
+	// are the same request, since the reload reads the file as it is
+	// when it starts.
+	req chan struct{}
+	// busy is when the running reload started (Unix ns), 0 when idle.
+	busy atomic.Int64
+	// applying is held by a reload while it places marks, and taken for
+	// good by shutdown, so that no Apply runs while the engine stops.
+	applying chan struct{}
 }
 
-func shutdown(cancel context.CancelFunc, runDone <-chan error, srv *http.Server, flush func(), logger *slog.Logger) int {
-	// The engine first: its pending permission events are answered and
+func newReloader(logger *slog.Logger, path string, eng *engine.Engine, m *collector.ReloadMetrics) *reloader {
+	return &reloader{logger: logger, path: path, eng: eng, metrics: m, req: make(chan struct{}, 1), applying: make(chan struct{}, 1)}
+}
+
+// request asks for a reload without ever waiting.
+func (r *reloader) request() {
+	select {
+	case r.req <- struct{}{}:
+	default: // one is already waiting: it reads the file as it is then
+	}
+	if start := r.busy.Load(); start != 0 {
+		r.logger.Warn("a configuration reload is still running; this request runs after it (a reload that never ends is a configuration path that blocks, such as a hung network file system)",
+			"file", r.path, "running_for", time.Since(time.Unix(0, start)).Round(time.Millisecond))
+	}
+}
+
+func (r *reloader) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.req:
+		}
+		r.busy.Store(time.Now().UnixNano())
+		ok, done := r.reload(ctx)
+		r.busy.Store(0)
+		if done {
+			r.metrics.Set(ok, time.Now())
+		}
+	}
+}
+
+// reload applies the configuration file again; a bad file keeps the old
+// policy in force. done is false when the daemon began to stop before
+// the reload got to an end, which then says nothing about the file.
+func (r *reloader) reload(ctx context.Context) (ok, done bool) {
+	pol, err := loadPolicy(r.path)
+	if ctx.Err() != nil {
+		return false, false
+	}
+	if err != nil {
+		r.logger.Error("reloading configuration failed; the previous configuration stays in force", "file", r.path, "err", err)
+		return false, true
+	}
+	select {
+	case r.applying <- struct{}{}:
+	case <-ctx.Done():
+		return false, false
+	}
+	defer func() { <-r.applying }()
+	if ctx.Err() != nil {
+		return false, false
+	}
+	res, err := r.eng.Apply(pol)
+	if err != nil && !errors.Is(err, engine.ErrPartial) {
+		r.logger.Error("reloading configuration failed", "file", r.path, "err", err)
+		return false, true
+	}
+	logApply(r.logger, "configuration reloaded", res)
+	return true, true
+}
+
+// stopBound bounds how long a shutdown waits for a running Apply and the
+// engine together before it gives up and exits 1.
+const stopBound = 10 * time.Second
+
+func shutdown(cancel context.CancelFunc, runDone <-chan error, srv *http.Server, flush func(), rl *reloader, logger *slog.Logger, code int) int {
+	deadline := time.Now().Add(stopBound)
+	// A reload placing marks finishes first: the engine closes its groups
+	// when it stops. One that is still reading the file is not waited for.
+	select {
+	case rl.applying <- struct{}{}:
+	case <-time.After(time.Until(deadline)):
+		logger.Error("a configuration reload is still placing marks; stopping without waiting for it")
+		code = 1
+	}
+	// The engine next: its pending permission events are answered and
 	// its queue handed to the sinks before anything else stops.
 	cancel()
-	code := 0
 	select {
 	case err := <-runDone:
 		if err != nil {
 			logger.Error("monitor engine", "err", err)
 			code = 1
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(time.Until(deadline)):
 		logger.Error("monitor engine did not stop in time")
 		code = 1
 	}

@@ -16,12 +16,17 @@
  *                           counts events; SIGTERM prints
  *                           "events N bits N overflows N" and exits
  *
+ * minresp -fifo PRIO MODE FILE... runs the responder at SCHED_FIFO PRIO,
+ * as the daemon runs its permission loop (SCHED_FIFO 10), for a fair
+ * comparison under floods of openers.
+ *
  * It prints "ready" on stdout once its marks are placed. Blocking reads of
  * a 64 KiB batch, one write(2) per answer, the event fd closed after its
  * answer: nothing a real responder could leave out.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -151,8 +156,16 @@ static _Noreturn void notif(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+	if (argc > 3 && !strcmp(argv[1], "-fifo")) {
+		struct sched_param sp = {.sched_priority = atoi(argv[2])};
+		if (sched_setscheduler(0, SCHED_FIFO, &sp))
+			die("sched_setscheduler SCHED_FIFO");
+		argv[2] = argv[0];
+		argv += 2;
+		argc -= 2;
+	}
 	if (argc < 3) {
-		fprintf(stderr, "usage: minresp allow|deny|notif PATH...\n");
+		fprintf(stderr, "usage: minresp [-fifo PRIO] allow|deny|work|notif PATH...\n");
 		return 2;
 	}
 	if (!strcmp(argv[1], "allow"))

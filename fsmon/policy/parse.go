@@ -16,6 +16,7 @@ import (
 	"unicode"
 
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/sys/unix"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
 )
@@ -69,34 +70,32 @@ func (l *ErrorList) Error() string {
 // file are an *ErrorList; a path that cannot be read as a configuration
 // is the wrapped os error, or ErrNotRegular, with the path in the text.
 //
-// Only a regular file is read. A FIFO would block the read (and a
-// reload on SIGHUP with it, for good), a device may act when opened or
-// never end: so the path is looked at before it is opened, opened
-// without blocking and without taking a terminal, and looked at again
-// through the open file, which must be the same regular file.
+// Only a regular file is opened for reading. A FIFO would block the
+// read (and a reload on SIGHUP with it, for good); a device may act when
+// opened (a watchdog starts, a tape rewinds) or never end. So the path
+// is first opened with O_PATH, which follows symlinks (a Kubernetes
+// ConfigMap is one) but calls no driver and never waits for a writer;
+// that inode is checked with fstat, and only then opened for reading
+// through /proc/self/fd, which reopens the very inode just checked, not
+// whatever the path names by then.
 func Load(file string) (*Config, error) {
-	before, err := os.Stat(file)
+	fd, err := openPath(file)
 	if err != nil {
 		return nil, fmt.Errorf("reading configuration: %w", err)
 	}
-	if err := regularFile(file, before); err != nil {
+	defer syscall.Close(fd)
+	var st syscall.Stat_t
+	if err := fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("reading configuration %s: %w", file, err)
+	}
+	if err := regularFile(file, st.Mode); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
-	if err != nil {
-		return nil, fmt.Errorf("reading configuration: %w", err)
-	}
-	defer f.Close()
-	after, err := f.Stat()
+	f, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(fd), os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("reading configuration %s: %w", file, err)
 	}
-	if err := regularFile(file, after); err != nil {
-		return nil, err
-	}
-	if !os.SameFile(before, after) {
-		return nil, fmt.Errorf("%s: %w (it was replaced while being opened)", file, ErrNotRegular)
-	}
+	defer f.Close()
 	// Read one byte past the limit so that Parse sees the file is too
 	// big without us reading all of a huge file.
 	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
@@ -106,24 +105,47 @@ func Load(file string) (*Config, error) {
 	return Parse(file, data)
 }
 
+// openPath opens file with O_PATH: no read access, no driver open, no
+// wait; an error is an *os.PathError as os.Open gives.
+func openPath(file string) (int, error) {
+	for {
+		fd, err := unix.Open(file, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return -1, &os.PathError{Op: "open", Path: file, Err: err}
+		}
+		return fd, nil
+	}
+}
+
+func fstat(fd int, st *syscall.Stat_t) error {
+	for {
+		err := syscall.Fstat(fd, st)
+		if err != syscall.EINTR {
+			return err
+		}
+	}
+}
+
 // ErrNotRegular says a configuration path is not a regular file.
 var ErrNotRegular = errors.New("not a regular file")
 
-func regularFile(file string, fi os.FileInfo) error {
-	if fi.Mode().IsRegular() {
-		return nil
-	}
+func regularFile(file string, mode uint32) error {
 	kind := "a special file"
-	switch m := fi.Mode(); {
-	case m.IsDir():
+	switch mode & syscall.S_IFMT {
+	case syscall.S_IFREG:
+		return nil
+	case syscall.S_IFDIR:
 		kind = "a directory"
-	case m&os.ModeNamedPipe != 0:
+	case syscall.S_IFIFO:
 		kind = "a named pipe (FIFO)"
-	case m&os.ModeSocket != 0:
+	case syscall.S_IFSOCK:
 		kind = "a socket"
-	case m&os.ModeCharDevice != 0:
+	case syscall.S_IFCHR:
 		kind = "a character device"
-	case m&os.ModeDevice != 0:
+	case syscall.S_IFBLK:
 		kind = "a block device"
 	}
 	return fmt.Errorf("%s: %w: it is %s", file, ErrNotRegular, kind)

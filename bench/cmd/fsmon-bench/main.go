@@ -51,7 +51,9 @@ var (
 	treeFiles = flag.Int("tree", 100000, "watched files in the start-up scenario")
 	nCtr      = flag.Int("containers", 20, "fake containers in the start-up scenario's per-container figure")
 	ctrRuns   = flag.Int("container-runs", 3, "runs of the per-container figure")
-	only      = flag.String("only", "abcdefg", "scenarios to run (letters of the issue: a b c latency, d throughput, e start-up, f export, g collateral)")
+	only      = flag.String("only", "abcdefgh", "scenarios to run (letters of the issue: a b c latency, d throughput, e start-up, f export, g collateral, h floods)")
+	floodSecs = flag.Float64("flood-secs", 3, "seconds of each flood run (scenario h)")
+	floodReps = flag.Int("flood-reps", 3, "repetitions of the allowed floods (scenario h)")
 	verbose   = flag.Bool("v", false, "log every measurement to stderr")
 	daemonArg = flag.String("daemon-args", "", "extra flags for every daemon the suite starts, space-separated (e.g. --permission.exe-cache=off)")
 )
@@ -755,7 +757,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "fsmon-bench: needs at least 2 CPUs (same-CPU and cross-CPU figures)")
 		os.Exit(1)
 	}
-	for _, t := range []string{"minresp", "opener", "writer"} {
+	for _, t := range []string{"minresp", "opener", "writer", "flood"} {
 		if !isFile(filepath.Join(*toolsDir, t)) {
 			fatalf("%s/%s missing: build with make -C bench", *toolsDir, t)
 		}
@@ -842,6 +844,12 @@ func main() {
 		ctrDir := filepath.Join(tmpRoot, "containers")
 		ctr, ctrMsg = containers(ctrDir, *nCtr, *ctrRuns)
 		_ = os.RemoveAll(ctrDir)
+	}
+	var fl *floodResult
+	if has("h") {
+		floodPath, err := filepath.EvalSymlinks(filepath.Join(*toolsDir, "flood"))
+		must(err)
+		fl = flood(file, floodPath)
 	}
 	var expMsg string
 	var exp []float64
@@ -950,6 +958,9 @@ func main() {
 		} else {
 			fmt.Fprintf(w, "records/s: %s\n\n", expMsg)
 		}
+	}
+	if fl != nil {
+		reportFlood(w, fl)
 	}
 	fmt.Fprintf(w, "suite time: %s\n", time.Since(began).Round(time.Second))
 }
