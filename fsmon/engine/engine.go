@@ -38,9 +38,10 @@
 //	               (exeID, from the executable cache: one load), the
 //	               allow entries' identities (allowIDs), the names
 //	               (exeNames); policy.Outcome keeps the most severe
+//	adopt          before the answer, a file covered by its name only
+//	               gets marks of its own (marks.Adopt; never waits for a
+//	               walk: only the tables' lock)
 //	answer         write the verdict, unless the watchdog has
-//	adopt          after the answer, a file covered by its name only gets
-//	               marks of its own (marks.Adopt; never waits for a walk)
 //	reportProcess  only for reported events, while the opener waits:
 //	               the process's facts, its group (groupOf), the path
 //	enqueue        the event, to the sinks, after the answer
