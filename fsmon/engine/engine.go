@@ -200,6 +200,7 @@ type Engine struct {
 	learnedMu    sync.Mutex
 	learned      map[Learned]struct{}
 	running      atomic.Bool
+	early        earlyScan // descriptors opened before protection (early.go)
 
 	// slowDecision, when set by a test, runs inside every decision: the
 	// stand-in for a /proc read that hangs.
@@ -248,6 +249,7 @@ func New(opts Options) (*Engine, error) {
 		queue:        make(chan fsmon.Event, opts.QueueSize),
 		inotifyLimit: inotify.WatchLimit(),
 		learned:      map[Learned]struct{}{},
+		early:        newEarlyScan(),
 	}
 	var err error
 	if e.host, err = groups.NewHost(opts.ProcRoot); err != nil {
@@ -325,6 +327,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	go func() { defer close(discovered); e.discover(discoverCtx) }()
 	go e.logLosses(discoverCtx)
 	go e.exes.Watch(discoverCtx)
+	scanned := make(chan struct{})
+	go func() { defer close(scanned); e.scanLoop(discoverCtx) }()
 
 	var err error
 	select {
@@ -334,6 +338,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	stopDiscover()
 	<-discovered
+	e.stopScans(scanned)
 	// Wake every loop; each reads what is queued, answers it and stops.
 	e.stopping.Store(true)
 	if err := e.perm.SetNonblock(); err != nil {
@@ -421,6 +426,8 @@ func (e *Engine) Apply(p *policy.Policy) (ApplyResult, error) {
 	clear(e.unmonitored)
 	e.allowGen.Add(1)
 	pl.Retire(old)
+	// Descriptors of the files now covered that were opened before.
+	e.requestScan()
 	res.Took = time.Since(start)
 	if res.Errors > 0 {
 		return res, fmt.Errorf("%w: %d objects not marked, the first: %w", ErrPartial, res.Errors, res.FirstError)
@@ -589,6 +596,7 @@ func (e *Engine) Snapshot() fsmon.State {
 		NotifyEvents:     e.notifyEvents.Load(),
 		Ready:            e.marks.Ready(),
 		Unmarked:         e.marks.Unmarked(),
+		Unjudged:         e.unjudged(),
 		Decisions:        e.decisions.Snapshot(),
 	}
 }
