@@ -121,6 +121,7 @@ func (e *Engine) scanLoop(ctx context.Context) {
 // mappings once, reports what is new, sets the counts and returns how
 // many it found.
 func (e *Engine) scanDescriptors() int {
+	began := time.Now()
 	counts := map[filterKey]int{}
 	var order []filterKey
 	e.mu.RLock()
@@ -165,7 +166,18 @@ func (e *Engine) scanDescriptors() int {
 			}
 		})
 	}
+	newOnes := 0
+	for k := range held {
+		if _, ok := e.early.reported[k]; !ok {
+			newOnes++
+		}
+	}
 	e.early.reported = held
+	if newOnes > 0 {
+		e.log.Warn("descriptors of protected files opened before protection are held by processes their filters do not allow; their reads cannot be denied (restart those processes; events with reason \"opened before protection\" name them)",
+			"new", newOnes, "held", len(held))
+	}
+	e.log.Debug("scanned /proc for descriptors opened before protection", "processes", len(procs), "held", len(held), "took", time.Since(began))
 	out := make([]fsmon.FilterCount, 0, len(order))
 	for _, k := range order {
 		out = append(out, fsmon.FilterCount{Profile: k.profile, Filter: k.filter, Count: counts[k]})
