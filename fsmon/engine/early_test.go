@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -149,5 +150,39 @@ sys.stdin.readline()
 	// not the O_PATH descriptor.
 	if n := unjudgedOf(h, "t", "secret"); n != 2 {
 		t.Fatalf("fsmon_unjudged_descriptors = %d, want 2: the mapping and mmap's own descriptor, not the O_PATH one", n)
+	}
+}
+
+// A container covered after start (here by a reload) is walked, and the
+// scan after its walk finds what its processes held before: the event
+// names the container and the path inside it.
+func TestContainerDescriptorOpenedBeforeItsWalkIsReported(t *testing.T) {
+	testroot.Require(t)
+	testroot.RequireCommand(t, "nsenter")
+	root := busyboxRoot(t)
+	writeFile(t, filepath.Join(root, "etc", "shadow"), "container secret\n")
+	c := startContainer(t, root, "web-early", cgroupV2Docker)
+	holder := stepper.Start(t, "nsenter", "-t", strconv.Itoa(int(c.pid)), "-m", "-p", "-r", "-w", "--",
+		"/bin/sh", "-c", "exec 3</etc/shadow; echo held; read x")
+	holder.Expect(t, "held")
+
+	// First no profile selects it: passed over.
+	h := startScanning(t, scanForTests, strings.ReplaceAll(containerConfig, "{run}-web-*", "{run}-none-*"))
+	waitPassedOver(t, h, c)
+	// The reload covers it. Its walk waits for placement, held here
+	// until the reload's own scan is done: the report can only come
+	// from the scan after the container's walk.
+	n := h.earlyScans()
+	if _, err := h.Apply(compile(t, strings.ReplaceAll(containerConfig, "{run}", testRun))); err != nil {
+		t.Fatal(err)
+	}
+	pl := h.marks.Place()
+	waitScans(t, h, n)
+	pl.Done()
+	ev := h.rec.waitFor(t, "the container's early descriptor", func(ev *fsmon.Event) bool {
+		return ev.Reason == fsmon.ReasonOpenedBefore && ev.Container.ID == c.id
+	})
+	if ev.Kind != fsmon.KindViolation || ev.Path != "/etc/shadow" || ev.Filter != "shadow" || ev.Profile != "web" {
+		t.Errorf("event: %+v", ev)
 	}
 }
