@@ -229,11 +229,24 @@ func (e *Engine) eachHeld(pid int32, base string, fn func(fd int32, id devIno, l
 			continue
 		}
 		seen[devIno] = true
-		link := base + "/map_files/" + string(f[0])
+		link := base + "/map_files/" + mapFilesName(f[0])
 		if id, ok := statLink(link); ok {
 			fn(-1, id, link)
 		}
 	}
+}
+
+// mapFilesName is the name of a mapping's link in /proc/PID/map_files:
+// its range as maps prints it, but without maps' zero padding
+// ("00400000-00452000" is "400000-452000" there).
+func mapFilesName(r []byte) string {
+	lo, hi, ok := bytes.Cut(r, []byte{'-'})
+	a, err1 := strconv.ParseUint(string(lo), 16, 64)
+	b, err2 := strconv.ParseUint(string(hi), 16, 64)
+	if !ok || err1 != nil || err2 != nil {
+		return string(r)
+	}
+	return strconv.FormatUint(a, 16) + "-" + strconv.FormatUint(b, 16)
 }
 
 // statLink is the identity of the file a /proc link names, as fstat of a

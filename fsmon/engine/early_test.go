@@ -186,3 +186,14 @@ func TestContainerDescriptorOpenedBeforeItsWalkIsReported(t *testing.T) {
 		t.Errorf("event: %+v", ev)
 	}
 }
+
+func TestMapFilesName(t *testing.T) {
+	for in, want := range map[string]string{
+		"00400000-00452000":         "400000-452000",
+		"7f3a2c000000-7f3a2c021000": "7f3a2c000000-7f3a2c021000",
+	} {
+		if got := mapFilesName([]byte(in)); got != want {
+			t.Errorf("mapFilesName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
