@@ -48,6 +48,10 @@
 //
 // The watchdog answers with the default a batch whose decision misses the
 // deadline, and a stand-in reader answers what queues behind it.
+//
+// Descriptors opened before a file was marked are never judged by the
+// kernel: after every placement a scan of /proc finds and reports those
+// that outsiders hold (early.go).
 package engine
 
 import (
@@ -493,6 +497,8 @@ func (e *Engine) rewalk() {
 	p := e.marks.Place()
 	defer p.Done()
 	p.Rewalk(e.groupList())
+	// Files marked only now were open to anyone since their creation.
+	e.requestScan()
 }
 
 // logLosses says in the log, at most every 10 seconds, how many events
