@@ -29,6 +29,7 @@ type stateCollector struct {
 	watches, watchesLimit         *prometheus.Desc
 	overflows, dropped, timeouts  *prometheus.Desc
 	decisions, ready, unmarked    *prometheus.Desc
+	unjudged                      *prometheus.Desc
 }
 
 // NewStateCollector returns a collector that reads src.Snapshot() once per
@@ -52,6 +53,7 @@ func NewStateCollector(src StateSource, logger *slog.Logger) prometheus.Collecto
 		decisions:    desc("permission_decision_duration_seconds", "Time from reading a permission event to writing its answer, in seconds."),
 		ready:        desc("ready", "1 once every mark of the current configuration is placed, else 0."),
 		unmarked:     desc("unmarked_objects", "Files and directories of the current configuration that could not be marked (out of room, or an error); the log says why."),
+		unjudged:     desc("unjudged_descriptors", "Descriptors of files a block or report_access filter covers, held by processes the filter does not allow, opened before the file was protected (found by the last scan of /proc; the kernel cannot deny their reads).", "profile", "filter"),
 	}
 }
 
@@ -59,6 +61,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.groups, c.pending, c.marks, c.rules, c.watches, c.watchesLimit,
 		c.overflows, c.dropped, c.timeouts, c.decisions, c.ready, c.unmarked,
+		c.unjudged,
 	} {
 		ch <- d
 	}
@@ -95,6 +98,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(c.ready, ready)
 	gauge(c.unmarked, float64(st.Unmarked))
+	for _, u := range st.Unjudged {
+		gauge(c.unjudged, float64(u.Count), u.Profile, u.Filter)
+	}
 }
 
 func (c *stateCollector) collectDecisions(ch chan<- prometheus.Metric, h fsmon.HistogramSnapshot) {

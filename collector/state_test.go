@@ -28,6 +28,7 @@ func sampleState() *fakeState {
 			DecisionTimeouts: 2,
 			Ready:            true,
 			Unmarked:         6,
+			Unjudged:         []fsmon.FilterCount{{Profile: "host", Filter: "shadow", Count: 2}, {Profile: "host", Filter: "keys"}},
 			// Three decisions: 8µs, 30µs and 2ms.
 			Decisions: fsmon.HistogramSnapshot{Count: 3, Sum: 0.002038, Buckets: map[float64]uint64{
 				1e-6: 0, 2.5e-6: 0, 5e-6: 0, 1e-5: 1, 2.5e-5: 1, 5e-5: 2, 1e-4: 2, 2.5e-4: 2, 5e-4: 2,
@@ -100,6 +101,10 @@ fsmon_ready 1
 # HELP fsmon_unmarked_objects Files and directories of the current configuration that could not be marked (out of room, or an error); the log says why.
 # TYPE fsmon_unmarked_objects gauge
 fsmon_unmarked_objects 6
+# HELP fsmon_unjudged_descriptors Descriptors of files a block or report_access filter covers, held by processes the filter does not allow, opened before the file was protected (found by the last scan of /proc; the kernel cannot deny their reads).
+# TYPE fsmon_unjudged_descriptors gauge
+fsmon_unjudged_descriptors{filter="keys",profile="host"} 0
+fsmon_unjudged_descriptors{filter="shadow",profile="host"} 2
 `
 
 func TestStateCollector(t *testing.T) {

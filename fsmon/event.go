@@ -114,6 +114,8 @@ type Event struct {
 	Process   Process
 	Container Container
 	Count     int // 1, or the number of identical events folded into this one
+	// Reason, when set, says why the event is not a judged open.
+	Reason Reason
 
 	// Decision is set on events that came from a permission decision:
 	// how long the decision took, read to answer written.

@@ -64,6 +64,11 @@ type State struct {
 	NotifyEvents     uint64 // notification events read
 	Ready            bool   // every mark of the current configuration is placed
 	Unmarked         int64  // objects of the current configuration that could not be marked
+	// Unjudged counts, per block or report_access filter in force (every
+	// one listed, at 0 too), the descriptors of covered files that the
+	// last scan of /proc found held by processes the filter does not
+	// allow, opened before the file was protected.
+	Unjudged []FilterCount
 
 	// Decisions is the histogram of permission decision durations, event
 	// read to answer written.

@@ -64,6 +64,7 @@ func (fakeState) Snapshot() fsmon.State {
 		PermissionEvents: 10,
 		NotifyEvents:     20,
 		Ready:            true,
+		Unjudged:         []fsmon.FilterCount{{Profile: "host", Filter: "shadow", Count: 1}},
 		Decisions:        fakeState{}.DecisionHistogram(),
 	}
 }

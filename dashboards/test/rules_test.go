@@ -20,6 +20,7 @@ var designAlerts = []string{
 	"FsmonAccessDenied",
 	"FsmonPermissionDefaultAnswers",
 	"FsmonProtectionIncomplete",
+	"FsmonUnjudgedDescriptors",
 	"FsmonAccessViolation",
 	"FsmonEventsDropped",
 	"FsmonKernelQueueOverflow",

@@ -30,6 +30,7 @@ type key struct {
 	path      string
 	process   fsmon.Process
 	container fsmon.Container
+	reason    fsmon.Reason
 }
 
 func keyOf(ev *fsmon.Event) key {
@@ -42,6 +43,7 @@ func keyOf(ev *fsmon.Event) key {
 		path:      ev.Path,
 		process:   ev.Process,
 		container: ev.Container,
+		reason:    ev.Reason,
 	}
 }
 

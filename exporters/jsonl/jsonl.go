@@ -83,6 +83,9 @@ func Append(b []byte, ev *fsmon.Event) []byte {
 		count = 1
 	}
 	b = num(b, "count", int64(count), true)
+	if ev.Reason != 0 {
+		b = str(b, "reason", ev.Reason.String())
+	}
 	return append(b, '}')
 }
 

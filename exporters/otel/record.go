@@ -23,11 +23,12 @@ const (
 	// that kept the process from matching an executable allow entry.
 	keyLoaderEnv = attribute.Key("process.loader_env")
 	keyCount     = attribute.Key("count")
+	keyReason    = attribute.Key("reason")
 )
 
 // maxAttrs is the most attributes an event carries, so that one slice
 // allocation holds them all.
-const maxAttrs = 16
+const maxAttrs = 24
 
 // attributes turns ev into record/span attributes. Unknown values are left
 // out, never filled in: zero pids, empty strings, a negative user id.
@@ -65,6 +66,9 @@ func attributes(ev *fsmon.Event, buf []attribute.KeyValue) []attribute.KeyValue 
 		count = 1
 	}
 	kv = append(kv, keyCount.Int64(int64(count)))
+	if ev.Reason != 0 {
+		kv = append(kv, keyReason.String(ev.Reason.String()))
+	}
 	return kv
 }
 

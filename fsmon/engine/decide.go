@@ -101,18 +101,7 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 	// to the file, also when a container reaches a host file through a
 	// bind mount. The opener's group only says how to name it, so it is
 	// looked up for reported events only.
-	var out policy.Outcome
-	for i, r := range d.rules {
-		d.subject.ExeAllowed = policy.Unknown // per rule: the lists differ
-		for {
-			k, need := policy.Judge(r.Rule, &d.subject)
-			if need == 0 {
-				out.Add(k, i)
-				break
-			}
-			e.learnFacts(need, r, d)
-		}
-	}
+	out := e.judgeRules(d.rules, d, &e.allowIDs)
 	if out.Kind == 0 {
 		return
 	}
@@ -151,16 +140,34 @@ func (e *Engine) adopt(fd int32, d *decision) {
 	e.marks.Adopt(int(fd), d.viaDir, name, &d.st)
 }
 
+// judgeRules judges the opener of d under each of rules, learning what
+// the rules ask of it through a, the caller's own allow cache.
+func (e *Engine) judgeRules(rules []grule, d *decision, a *allowIDs) policy.Outcome {
+	var out policy.Outcome
+	for i, r := range rules {
+		d.subject.ExeAllowed = policy.Unknown // per rule: the lists differ
+		for {
+			k, need := policy.Judge(r.Rule, &d.subject)
+			if need == 0 {
+				out.Add(k, i)
+				break
+			}
+			e.learnFacts(need, r, d, a)
+		}
+	}
+	return out
+}
+
 // learnFacts gathers what policy.Judge asked for about the opener pid
 // under rule r: whether its executable is one the rule's executable
 // entries name (by identity: the inode that runs against the inodes the
 // entries name in the rule's group's root), or its names (comm and the
 // base name of its executable, which cost a read of /proc/PID/stat), or
 // what its loader was told at exec (LD_PRELOAD and the like).
-func (e *Engine) learnFacts(need policy.Need, r grule, d *decision) {
+func (e *Engine) learnFacts(need policy.Need, r grule, d *decision, a *allowIDs) {
 	if need&policy.NeedExe != 0 {
 		id := devIno(e.who.ExeID(&d.who))
-		d.subject.ExeAllowed = policy.FactOf(id != (devIno{}) && e.allowIDs.has(e, r.Group, r.AllowExePaths(), id, d))
+		d.subject.ExeAllowed = policy.FactOf(id != (devIno{}) && a.has(e, r.Group, r.AllowExePaths(), id, d))
 	}
 	if need&policy.NeedLoader != 0 {
 		d.subject.Loader, d.subject.LoaderKnown = e.who.LoaderEnv(&d.who), true

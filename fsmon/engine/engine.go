@@ -38,15 +38,20 @@
 //	               (exeID, from the executable cache: one load), the
 //	               allow entries' identities (allowIDs), the names
 //	               (exeNames); policy.Outcome keeps the most severe
+//	adopt          before the answer, a file covered by its name only
+//	               gets marks of its own (marks.Adopt; never waits for a
+//	               walk: only the tables' lock)
 //	answer         write the verdict, unless the watchdog has
-//	adopt          after the answer, a file covered by its name only gets
-//	               marks of its own (marks.Adopt; never waits for a walk)
 //	reportProcess  only for reported events, while the opener waits:
 //	               the process's facts, its group (groupOf), the path
 //	enqueue        the event, to the sinks, after the answer
 //
 // The watchdog answers with the default a batch whose decision misses the
 // deadline, and a stand-in reader answers what queues behind it.
+//
+// Descriptors opened before a file was marked are never judged by the
+// kernel: after every placement a scan of /proc finds and reports those
+// that outsiders hold (early.go).
 package engine
 
 import (
@@ -199,6 +204,7 @@ type Engine struct {
 	learnedMu    sync.Mutex
 	learned      map[Learned]struct{}
 	running      atomic.Bool
+	early        earlyScan // descriptors opened before protection (early.go)
 
 	// slowDecision, when set by a test, runs inside every decision: the
 	// stand-in for a /proc read that hangs.
@@ -247,6 +253,7 @@ func New(opts Options) (*Engine, error) {
 		queue:        make(chan fsmon.Event, opts.QueueSize),
 		inotifyLimit: inotify.WatchLimit(),
 		learned:      map[Learned]struct{}{},
+		early:        newEarlyScan(),
 	}
 	var err error
 	if e.host, err = groups.NewHost(opts.ProcRoot); err != nil {
@@ -324,6 +331,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	go func() { defer close(discovered); e.discover(discoverCtx) }()
 	go e.logLosses(discoverCtx)
 	go e.exes.Watch(discoverCtx)
+	scanned := make(chan struct{})
+	go func() { defer close(scanned); e.scanLoop(discoverCtx) }()
 
 	var err error
 	select {
@@ -333,6 +342,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	stopDiscover()
 	<-discovered
+	e.stopScans(scanned)
 	// Wake every loop; each reads what is queued, answers it and stops.
 	e.stopping.Store(true)
 	if err := e.perm.SetNonblock(); err != nil {
@@ -420,6 +430,8 @@ func (e *Engine) Apply(p *policy.Policy) (ApplyResult, error) {
 	clear(e.unmonitored)
 	e.allowGen.Add(1)
 	pl.Retire(old)
+	// Descriptors of the files now covered that were opened before.
+	e.requestScan()
 	res.Took = time.Since(start)
 	if res.Errors > 0 {
 		return res, fmt.Errorf("%w: %d objects not marked, the first: %w", ErrPartial, res.Errors, res.FirstError)
@@ -485,6 +497,8 @@ func (e *Engine) rewalk() {
 	p := e.marks.Place()
 	defer p.Done()
 	p.Rewalk(e.groupList())
+	// Files marked only now were open to anyone since their creation.
+	e.requestScan()
 }
 
 // logLosses says in the log, at most every 10 seconds, how many events
@@ -588,6 +602,7 @@ func (e *Engine) Snapshot() fsmon.State {
 		NotifyEvents:     e.notifyEvents.Load(),
 		Ready:            e.marks.Ready(),
 		Unmarked:         e.marks.Unmarked(),
+		Unjudged:         e.unjudged(),
 		Decisions:        e.decisions.Snapshot(),
 	}
 }

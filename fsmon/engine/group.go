@@ -122,6 +122,7 @@ func (e *Engine) scanContainers() {
 		e.containers.Store(true)
 		e.mu.Unlock()
 		w := pl.Walk(pl.Live(), g, g.Rules)
+		e.requestScan()
 		e.log.Info("watching container", "container", g.Name, "id", g.ContainerID, "runtime", string(g.Runtime),
 			"root_pid", g.RootPID, "rules", len(g.Rules), "unmarked", w.Errors)
 	}

@@ -22,6 +22,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(floodEnv); spec != "" {
 		os.Exit(runFlood(spec))
 	}
+	if spec := os.Getenv(stealEnv); spec != "" {
+		os.Exit(runSteal(spec))
+	}
 	debug.SetGCPercent(-1)
 	os.Exit(m.Run())
 }

@@ -163,16 +163,16 @@ func (e *Engine) handlePerm(s *permSlot, gen uint64, readAt time.Time, d *decisi
 		return
 	}
 	e.decide(s, d)
+	if d.viaDir != nil {
+		// Covered by its name only: a file new in a marked directory.
+		// It gets marks of its own before the answer, so that its
+		// creator writes only to a marked inode and a link made
+		// elsewhere meets the mark (docs/design/deny.md §2).
+		e.adopt(s.fd, d)
+	}
 	ours := e.answer(s, gen, d.verdict())
 	took := time.Since(readAt)
 	e.decisions.Observe(took)
-	if d.viaDir != nil {
-		// Covered by its name only: a file new in a marked directory.
-		// Give it marks of its own now, after the answer, so that it is
-		// protected if it is moved or linked elsewhere before inotify's
-		// report of its creation is handled.
-		e.adopt(s.fd, d)
-	}
 	if !ours || d.kind == 0 {
 		return
 	}

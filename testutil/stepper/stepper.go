@@ -86,6 +86,18 @@ func (s *Stepper) Expect(t testing.TB, want string) {
 	}
 }
 
+// Line reads the next line the child prints, without its newline.
+func (s *Stepper) Line(t testing.TB) string {
+	t.Helper()
+	s.out.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := s.r.ReadString('\n')
+	s.seen.WriteString(line)
+	if err != nil {
+		t.Fatalf("pid %d printed no line: %v; it printed: %s", s.PID(), err, s.seen.String())
+	}
+	return strings.TrimSuffix(line, "\n")
+}
+
 // Finish closes the child's stdin, reads the rest of what it prints and
 // waits for it: all it printed, and how it ended.
 func (s *Stepper) Finish(t testing.TB) (string, error) {

@@ -195,25 +195,3 @@ func (p Placement) DropGroup(g *group) (dirs, files int) {
 	}
 	return len(goneDirs), len(goneFiles)
 }
-
-// Adopt marks a file that was covered by its directory de only, through
-// the permission event's fd (st its fstat, name its name in de). It runs
-// on the permission loop after the answer, and never waits for
-// placement: when a walk or a tree event is running, it leaves the file
-// to them (the tree event for its creation marks it).
-func (m *Marks) Adopt(fd int, de *Dir, name string, st *unix.Stat_t) {
-	p, ok := m.TryPlace()
-	if !ok {
-		return
-	}
-	defer p.Done()
-	if !m.wantsInodeMark(de, name) {
-		return
-	}
-	m.mu.RLock()
-	rules := de.covers(name, nil)
-	t := m.tables
-	m.mu.RUnlock()
-	w := m.newWalker(t, de.g)
-	w.markFile(fd, st, join(de.path, name), rules)
-}

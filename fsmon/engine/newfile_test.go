@@ -1,0 +1,72 @@
+package engine
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/marks"
+	"github.com/fsmon/fsmon_exporter/testutil/stepper"
+)
+
+// newFileDir is a config whose block filter covers *.key in dir by name,
+// allowing the shell (by name) and head (by path).
+func newFileDir(dir string) string {
+	return fmt.Sprintf(`
+profiles:
+  - name: t
+    host: true
+    mode: protect
+    filters:
+      - name: keys
+        path: %s
+        regex: '.*\.key'
+        behavior: block
+        allow: [/usr/bin/head, sh]
+`, dir)
+}
+
+// A new file covered by its directory's name rule has its own inode mark
+// by the time its creator's open returns, even while placement is busy
+// (a reload's walk, a container's): a hard link made elsewhere at once
+// is denied, not read through a name no rule covers.
+func TestNewFileIsMarkedBeforeItsAnswer(t *testing.T) {
+	dir, elsewhere := t.TempDir(), t.TempDir()
+	h := start(t, newFileDir(dir))
+	// Placement held, as by a walk that takes its time: neither the
+	// tree event nor anything that waits for placement can mark the file.
+	pl := h.marks.Place()
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			pl.Done()
+		}
+	}
+	defer release()
+
+	p := filepath.Join(dir, "new.key")
+	w := stepper.Shell(t, "exec 3>"+p+"; echo opened; read x; echo SECRET >&3; exec 3>&-; echo written; read x")
+	w.Expect(t, "opened")
+	var st syscall.Stat_t
+	if err := syscall.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := h.marks.Entries(marks.DevIno{Dev: st.Dev, Ino: st.Ino})
+	if f == nil || f.Perm == 0 {
+		t.Fatalf("the new file has no permission mark of its own when its creator's open returned: %+v", f)
+	}
+	stolen := filepath.Join(elsewhere, "stolen")
+	if err := os.Link(p, stolen); err != nil {
+		t.Fatal(err)
+	}
+	w.Send(t, "")
+	w.Expect(t, "written")
+	mustDeny(t, cmd(t, "cat", stolen))
+	h.rec.waitFor(t, "the denied open through the link", kind(fsmon.KindDenied, stolen))
+	release()
+	mustAllow(t, cmd(t, "head", stolen))
+}

@@ -1,0 +1,29 @@
+package fsmon
+
+// Reason says why an event is not the plain report of an open the
+// daemon judged: the `reason` key of a report, left out when zero.
+type Reason uint8
+
+const (
+	// ReasonOpenedBefore: a descriptor of a covered file, held by a
+	// process the filter does not allow, that was opened before the file
+	// was protected (before the daemon started, while it was down, or
+	// before a reload or a container's walk covered it). The kernel
+	// judges opens, so nothing denied it: the scan of /proc found it.
+	ReasonOpenedBefore Reason = iota + 1
+)
+
+var reasonNames = [...]string{"", "opened before protection"}
+
+func (r Reason) String() string {
+	if int(r) < len(reasonNames) {
+		return reasonNames[r]
+	}
+	return "unknown"
+}
+
+// FilterCount is a number for one (profile, filter).
+type FilterCount struct {
+	Profile, Filter string
+	Count           int
+}
