@@ -36,11 +36,16 @@ const (
 	OpenPerm     Mask = unix.FAN_OPEN_PERM
 	AccessPerm   Mask = unix.FAN_ACCESS_PERM
 	OpenExecPerm Mask = unix.FAN_OPEN_EXEC_PERM
+	// PreAccess is asked before every read, write, mmap or truncate of
+	// a file's content (Linux 6.14, pre-content groups only), whichever
+	// descriptor it goes through, as long as the file was opened while
+	// something watched it for pre-content events (see Arm).
+	PreAccess    Mask = unix.FAN_PRE_ACCESS
 	OnDir        Mask = unix.FAN_ONDIR
 	EventOnChild Mask = unix.FAN_EVENT_ON_CHILD
 
 	// PermEvents are the events that wait for an answer.
-	PermEvents = OpenPerm | AccessPerm | OpenExecPerm
+	PermEvents = OpenPerm | AccessPerm | OpenExecPerm | PreAccess
 )
 
 // Has reports whether every bit of o is in m.
@@ -56,7 +61,22 @@ type Class uint
 const (
 	ClassNotif   Class = unix.FAN_CLASS_NOTIF
 	ClassContent Class = unix.FAN_CLASS_CONTENT
+	// ClassPreContent answers everything ClassContent does, and
+	// PreAccess besides.
+	ClassPreContent Class = unix.FAN_CLASS_PRE_CONTENT
 )
+
+func (c Class) String() string {
+	switch c {
+	case ClassNotif:
+		return "notification"
+	case ClassContent:
+		return "content"
+	case ClassPreContent:
+		return "pre-content"
+	}
+	return "class(" + strconv.Itoa(int(c)) + ")"
+}
 
 // Report says what a notification group's events carry beside the pid.
 type Report uint
@@ -97,6 +117,7 @@ var ErrUnsupported = errors.New("fanotify feature not supported by this kernel")
 // Group is one fanotify group.
 type Group struct {
 	fd     int
+	class  Class
 	file   *os.File // ReadsPolled only: owns fd, whose reads park in the Go netpoller
 	closed atomic.Bool
 }
@@ -116,12 +137,27 @@ func New(class Class, report Report, queue Queue, reads Reads) (*Group, error) {
 		}
 		return nil, fmt.Errorf("fanotify_init(%#x): %w", flags, err)
 	}
-	g := &Group{fd: fd}
+	g := &Group{fd: fd, class: class}
 	if reads == ReadsPolled {
 		g.file = os.NewFile(uintptr(fd), "fanotify")
 	}
 	return g, nil
 }
+
+// NewPermission makes a permission group of the pre-content class where
+// the kernel has it, else (EINVAL: before Linux 6.14) of the content
+// class, which answers the same open events but no PreAccess. Class says
+// which it got; a content-class group is not an error.
+func NewPermission(queue Queue, reads Reads) (*Group, error) {
+	g, err := New(ClassPreContent, ReportFD, queue, reads)
+	if errors.Is(err, ErrUnsupported) {
+		return New(ClassContent, ReportFD, queue, reads)
+	}
+	return g, err
+}
+
+// Class is the class the group was made with.
+func (g *Group) Class() Class { return g.class }
 
 // SetNonblock makes reads of a blocking group return EAGAIN when there is
 // nothing to read: how its loop drains the queue when it stops.
@@ -168,6 +204,123 @@ func (g *Group) Remove(fd int, mask Mask) error {
 	return nil
 }
 
+// Guard says what of a file's content, beyond its opens, a group's
+// marks judge.
+type Guard uint8
+
+const (
+	// GuardNone: only opens are judged.
+	GuardNone Guard = iota
+	// GuardReadOnly: FAN_ACCESS_PERM, where pre-content events are not
+	// to be had (tmpfs, overlayfs, kernels before 6.14). Reads through
+	// descriptors opened after the mark (or after arming) are judged;
+	// writes, mmap and truncate go through.
+	GuardReadOnly
+	// GuardPreContent: FAN_PRE_ACCESS. Every read, write, mmap and
+	// truncate is judged, through any descriptor opened after the mark
+	// or after the file system was armed.
+	GuardPreContent
+)
+
+func (g Guard) String() string {
+	switch g {
+	case GuardReadOnly:
+		return "read-only"
+	case GuardPreContent:
+		return "pre-content"
+	}
+	return "none"
+}
+
+// Mask is the content event g stands for.
+func (g Guard) Mask() Mask {
+	switch g {
+	case GuardReadOnly:
+		return AccessPerm
+	case GuardPreContent:
+		return PreAccess
+	}
+	return 0
+}
+
+// preContentRefused reports whether a PreAccess mark failed because the
+// file system (EOPNOTSUPP: tmpfs, overlayfs) or the kernel (EINVAL:
+// before 6.14, where the pre-content class exists but not the event)
+// has no pre-content events.
+func preContentRefused(err error) bool {
+	return errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)
+}
+
+// AddGuarded adds base plus the best content guard the object's file
+// system allows to the inode mark of fd: PreAccess in a pre-content
+// group where it is supported, else AccessPerm. The Guard says which; a
+// read-only guard is not an error.
+func (g *Group) AddGuarded(fd int, base Mask) (Guard, error) {
+	if g.class == ClassPreContent {
+		err := g.Add(fd, base|PreAccess)
+		if err == nil {
+			return GuardPreContent, nil
+		}
+		if !preContentRefused(err) {
+			return GuardNone, err
+		}
+	}
+	if err := g.Add(fd, base|AccessPerm); err != nil {
+		return GuardNone, err
+	}
+	return GuardReadOnly, nil
+}
+
+// Arm marks the whole file system fd is on so that every file opened on
+// it from now on is watched for content events at each read and write,
+// against whatever inode marks of any group it has at that moment. The
+// kernel decides at open(2) whether a file will ever produce content
+// events, so without this a descriptor opened before a file's own mark
+// (a new file, the walk's window) is never judged.
+//
+// The mark is an ignore mask of the content event that survives
+// modification (FAN_MARK_IGNORE_SURV) and no event mask: the group itself
+// gets no event. It must be a group of its own: in the deciding group the
+// ignore mask would mute its inode marks too (measured). Its reader
+// should still allow whatever it reads.
+func (g *Group) Arm(fd int) (Guard, error) {
+	if g.class == ClassPreContent {
+		err := g.markFS(fd, PreAccess)
+		if err == nil {
+			return GuardPreContent, nil
+		}
+		if !preContentRefused(err) {
+			return GuardNone, err
+		}
+	}
+	if err := g.markFS(fd, AccessPerm); err != nil {
+		return GuardNone, err
+	}
+	return GuardReadOnly, nil
+}
+
+func (g *Group) markFS(fd int, m Mask) error {
+	// An ignore mask alone arms (measured, 6.18: the kernel's open-time
+	// test looks at the object's combined mask, ignore bits included),
+	// and a mark with no event bits can never queue an event, so
+	// nothing here can ever wait for this group's reader. The old
+	// FAN_MARK_IGNORED_MASK would be cleared at the first write of any
+	// file; without IGNORED_SURV_MODIFY the new one is EINVAL.
+	const fs = unix.FAN_MARK_ADD | unix.FAN_MARK_FILESYSTEM | unix.FAN_MARK_IGNORE_SURV
+	if err := unix.FanotifyMark(g.fd, fs, uint64(m), unix.AT_FDCWD, fdPath(fd)); err != nil {
+		return fmt.Errorf("fanotify_mark(filesystem ignore %#x): %w", uint64(m), err)
+	}
+	return nil
+}
+
+// Disarm removes the file system mark Arm placed with guard gd.
+func (g *Group) Disarm(fd int, gd Guard) error {
+	if err := unix.FanotifyMark(g.fd, unix.FAN_MARK_REMOVE|unix.FAN_MARK_FILESYSTEM|unix.FAN_MARK_IGNORE, uint64(gd.Mask()), unix.AT_FDCWD, fdPath(fd)); err != nil {
+		return fmt.Errorf("fanotify_mark(remove filesystem %#x): %w", uint64(gd.Mask()), err)
+	}
+	return nil
+}
+
 // Verdict is the answer to a permission event.
 type Verdict uint32
 
@@ -176,8 +329,27 @@ const (
 	Deny  Verdict = unix.FAN_DENY
 )
 
+// DenyErrno is a deny whose failed call returns e instead of EPERM. Only
+// pre-content groups take one, and only EPERM, EIO, EBUSY-like values
+// (EACCES is refused); Respond falls back to a plain Deny when the
+// kernel refuses it.
+func DenyErrno(e unix.Errno) Verdict {
+	return Deny | Verdict(uint32(e)<<unix.FAN_ERRNO_SHIFT)
+}
+
+// Denies reports whether v is a deny, with or without an errno.
+func (v Verdict) Denies() bool { return v&(unix.FAN_ALLOW|unix.FAN_DENY) == Deny }
+
+// Errno is the errno a DenyErrno carries, 0 for none.
+func (v Verdict) Errno() unix.Errno {
+	return unix.Errno(uint32(v) >> unix.FAN_ERRNO_SHIFT & unix.FAN_ERRNO_MASK)
+}
+
 func (v Verdict) String() string {
-	if v == Deny {
+	if v.Denies() {
+		if e := v.Errno(); e != 0 {
+			return "deny(" + e.Error() + ")"
+		}
 		return "deny"
 	}
 	return "allow"
@@ -186,15 +358,27 @@ func (v Verdict) String() string {
 // Respond answers the permission event whose fd is eventFD. It must be
 // called before eventFD is closed: the kernel matches answers by fd
 // number, and a reused number would take the answer meant for another.
+// A deny with an errno that the kernel refuses (EINVAL: a content-class
+// group, or an errno it does not pass on) would leave the event pending
+// and its process waiting until the group closes, so it is written again
+// as a plain Deny.
 func (g *Group) Respond(eventFD int32, v Verdict) error {
+	errno := g.respond(eventFD, v)
+	if errno == unix.EINVAL && v.Denies() && v != Deny {
+		errno = g.respond(eventFD, Deny)
+	}
+	if errno != 0 {
+		return fmt.Errorf("fanotify response %s for fd %d: %w", v, eventFD, errno)
+	}
+	return nil
+}
+
+func (g *Group) respond(eventFD int32, v Verdict) unix.Errno {
 	resp := unix.FanotifyResponse{Fd: eventFD, Response: uint32(v)}
 	// A raw syscall: writing an answer never blocks, and the runtime's
 	// syscall bookkeeping is a measurable share of a decision.
 	_, _, errno := unix.RawSyscall(unix.SYS_WRITE, uintptr(g.fd), uintptr(unsafe.Pointer(&resp)), unsafe.Sizeof(resp))
-	if errno != 0 {
-		return fmt.Errorf("fanotify response for fd %d: %w", eventFD, errno)
-	}
-	return nil
+	return errno
 }
 
 // Read reads a batch of events into buf, returning the number of bytes;
@@ -222,6 +406,16 @@ type Event struct {
 	Name []byte
 	// FID groups: the object itself, when the kernel reports it.
 	File FID
+	// PreAccess events: the bytes the call is about, page-aligned by
+	// the kernel; HasRange is false when no range record came.
+	Range    Range
+	HasRange bool
+}
+
+// Range is a FAN_EVENT_INFO_TYPE_RANGE record: a read of 4 bytes at 0 is
+// {0, 4096}, a truncate to 0 is {0, 0}.
+type Range struct {
+	Offset, Count uint64
 }
 
 // FID is a file identifier: the file system id and a file handle.
@@ -261,7 +455,8 @@ func Parse(buf []byte, fn func(ev *Event)) error {
 	return nil
 }
 
-// parseInfo reads the info records after the metadata (FID groups).
+// parseInfo reads the info records after the metadata (FID groups, and
+// the range of pre-content events).
 func parseInfo(b []byte, ev *Event) {
 	for len(b) >= 4 {
 		typ := b[0]
@@ -285,6 +480,12 @@ func parseInfo(b []byte, ev *Event) {
 				if i := indexNUL(rest); i >= 0 {
 					ev.Name = rest[:i]
 				}
+			}
+		case unix.FAN_EVENT_INFO_TYPE_RANGE:
+			// struct fanotify_event_info_range { hdr; __u32 pad; __u64 offset, count; }
+			if len(rec) >= 20 {
+				ev.Range = Range{Offset: binary.NativeEndian.Uint64(rec[4:12]), Count: binary.NativeEndian.Uint64(rec[12:20])}
+				ev.HasRange = true
 			}
 		}
 		b = b[l:]
