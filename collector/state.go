@@ -28,6 +28,7 @@ type stateCollector struct {
 	groups, pending, marks, rules *prometheus.Desc
 	watches, watchesLimit         *prometheus.Desc
 	overflows, dropped, timeouts  *prometheus.Desc
+	late                          *prometheus.Desc
 	decisions, ready, unmarked    *prometheus.Desc
 }
 
@@ -48,7 +49,8 @@ func NewStateCollector(src StateSource, logger *slog.Logger) prometheus.Collecto
 		watchesLimit: desc("inotify_watches_limit", "The kernel's per-user inotify watch limit, fs.inotify.max_user_watches."),
 		overflows:    desc("kernel_queue_overflows_total", "Times a kernel event queue overflowed and events were lost, by source (fanotify, inotify).", "source"),
 		dropped:      desc("events_dropped_total", "Events lost, by stage: report_queue (engine queue to the sinks full), export (an exporter's queue full), kernel (one per kernel queue overflow; the number lost is unknown).", "stage"),
-		timeouts:     desc("permission_decision_timeouts_total", "Permission decisions answered by the configured default because the deadline passed."),
+		timeouts:     desc("permission_decision_timeouts_total", "Opens of covered files answered by the configured default, not the policy, because their decision was stuck past the deadline or failed, by the answer (allow, deny); each is reported as a timeout event.", "answer"),
+		late:         desc("permission_late_answers_total", "Opens answered with the policy's verdict by the watchdog: decided in time, but gathering the report's facts passed the deadline."),
 		decisions:    desc("permission_decision_duration_seconds", "Time from reading a permission event to writing its answer, in seconds."),
 		ready:        desc("ready", "1 once every mark of the current configuration is placed, else 0."),
 		unmarked:     desc("unmarked_objects", "Files and directories of the current configuration that could not be marked (out of room, or an error); the log says why."),
@@ -58,7 +60,7 @@ func NewStateCollector(src StateSource, logger *slog.Logger) prometheus.Collecto
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.groups, c.pending, c.marks, c.rules, c.watches, c.watchesLimit,
-		c.overflows, c.dropped, c.timeouts, c.decisions, c.ready, c.unmarked,
+		c.overflows, c.dropped, c.timeouts, c.late, c.decisions, c.ready, c.unmarked,
 	} {
 		ch <- d
 	}
@@ -87,7 +89,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range withExtra(dropStages, st.Drops) {
 		counter(c.dropped, st.Drops[s], string(s))
 	}
-	counter(c.timeouts, st.DecisionTimeouts)
+	for _, a := range fsmon.Answers {
+		counter(c.timeouts, st.DecisionTimeouts[a], a.String())
+	}
+	counter(c.late, st.LateAnswers)
 	c.collectDecisions(ch, st.Decisions)
 	ready := 0.0
 	if st.Ready {

@@ -59,11 +59,12 @@ type State struct {
 	InotifyLimit     int // fs.inotify.max_user_watches
 	Overflows        map[OverflowSource]uint64
 	Drops            map[DropStage]uint64
-	DecisionTimeouts uint64 // permission decisions answered by the default after the deadline
-	PermissionEvents uint64 // permission events answered
-	NotifyEvents     uint64 // notification events read
-	Ready            bool   // every mark of the current configuration is placed
-	Unmarked         int64  // objects of the current configuration that could not be marked
+	DecisionTimeouts map[Answer]uint64 // permission events answered by the default (a decision stuck past the deadline, or failed), by the answer
+	LateAnswers      uint64            // permission events answered by the watchdog with the policy's verdict, decided but late
+	PermissionEvents uint64            // permission events answered
+	NotifyEvents     uint64            // notification events read
+	Ready            bool              // every mark of the current configuration is placed
+	Unmarked         int64             // objects of the current configuration that could not be marked
 
 	// Decisions is the histogram of permission decision durations, event
 	// read to answer written.

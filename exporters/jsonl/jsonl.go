@@ -77,6 +77,12 @@ func Append(b []byte, ev *fsmon.Event) []byte {
 	b = num(b, "process.user.id", p.UserID, p.UserID >= 0 && p.PID > 0)
 	b = str(b, "container.id", ev.Container.ID)
 	b = str(b, "container.name", ev.Container.Name)
+	if ev.Answer != 0 {
+		b = str(b, "answer", ev.Answer.String())
+	}
+	if ev.Reason != 0 {
+		b = str(b, "reason", ev.Reason.String())
+	}
 	count := ev.Count
 	if count < 1 {
 		count = 1

@@ -20,11 +20,13 @@ const (
 	keyProfile = attribute.Key("profile")
 	keyFilter  = attribute.Key("filter")
 	keyCount   = attribute.Key("count")
+	keyAnswer  = attribute.Key("answer")
+	keyReason  = attribute.Key("reason")
 )
 
 // maxAttrs is the most attributes an event carries, so that one slice
 // allocation holds them all.
-const maxAttrs = 15
+const maxAttrs = 17
 
 // attributes turns ev into record/span attributes. Unknown values are left
 // out, never filled in: zero pids, empty strings, a negative user id.
@@ -56,6 +58,12 @@ func attributes(ev *fsmon.Event, buf []attribute.KeyValue) []attribute.KeyValue 
 	}
 	kv = appendString(kv, semconv.ContainerIDKey, ev.Container.ID)
 	kv = appendString(kv, semconv.ContainerNameKey, ev.Container.Name)
+	if ev.Answer != 0 {
+		kv = append(kv, keyAnswer.String(ev.Answer.String()))
+	}
+	if ev.Reason != 0 {
+		kv = append(kv, keyReason.String(ev.Reason.String()))
+	}
 	count := ev.Count
 	if count <= 0 {
 		count = 1
@@ -71,11 +79,11 @@ func appendString(kv []attribute.KeyValue, k attribute.Key, v string) []attribut
 	return append(kv, k.String(v))
 }
 
-// severity is WARN for what a security team acts on (denied, violation),
-// INFO for the rest.
+// severity is WARN for what a security team acts on (denied, violation,
+// an open the policy did not answer), INFO for the rest.
 func severity(k fsmon.Kind) (otellog.Severity, string) {
 	switch k {
-	case fsmon.KindDenied, fsmon.KindViolation:
+	case fsmon.KindDenied, fsmon.KindViolation, fsmon.KindTimeout:
 		return otellog.SeverityWarn, "WARN"
 	default:
 		return otellog.SeverityInfo, "INFO"

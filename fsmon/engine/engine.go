@@ -27,13 +27,17 @@
 //	               (exeID, from the executable cache: one load), the
 //	               allow entries' identities (allowIDs), the names
 //	               (exeNames); policy.Outcome keeps the most severe
-//	answer         write the verdict, unless the watchdog has
-//	reportProcess  only for reported events, while the opener waits:
+//	               (phase 1 ends: the slot stores the verdict)
+//	gather         only for reported events, while the opener waits:
 //	               the process's facts, its group (groupOf), the path
+//	               (phase 2: reads that may block)
+//	answer         write the verdict, unless the watchdog has
 //	enqueue        the event, to the sinks, after the answer
 //
-// The watchdog answers with the default a batch whose decision misses the
-// deadline, and a stand-in reader answers what queues behind it.
+// The watchdog answers a batch whose decision misses the deadline: with
+// the slot's verdict when phase 1 is done, else with the default, which
+// is reported as a timeout event; a stand-in reader answers what queues
+// behind it.
 package engine
 
 import (
@@ -161,7 +165,8 @@ type Engine struct {
 	decisions    fsmon.Histogram
 	permEvents   atomic.Uint64
 	notifyEvents atomic.Uint64
-	timeouts     atomic.Uint64
+	timeouts     [3]atomic.Uint64 // default answers, by fsmon.Answer
+	lateAnswers  atomic.Uint64    // the policy's verdicts the watchdog wrote
 	overflowFan  atomic.Uint64
 	overflowIno  atomic.Uint64
 	dropQueue    atomic.Uint64
@@ -179,9 +184,11 @@ type Engine struct {
 	learned      map[Learned]struct{}
 	running      atomic.Bool
 
-	// slowDecision, when set by a test, runs inside every decision: the
-	// stand-in for a /proc read that hangs.
+	// slowDecision, when set by a test, runs inside phase 1 of every
+	// decision: the stand-in for a /proc read that hangs. slowReport runs
+	// inside phase 2 (the report's facts) of every reported decision.
 	slowDecision atomic.Pointer[func()]
+	slowReport   atomic.Pointer[func()]
 }
 
 // Learned is one (profile, filter, executable) seen in learn mode.
@@ -453,7 +460,11 @@ func (e *Engine) Snapshot() fsmon.State {
 			fsmon.DropReportQueue: e.dropQueue.Load(),
 			fsmon.DropKernel:      e.dropKernel.Load(),
 		},
-		DecisionTimeouts: e.timeouts.Load(),
+		DecisionTimeouts: map[fsmon.Answer]uint64{
+			fsmon.AnswerAllow: e.timeouts[fsmon.AnswerAllow].Load(),
+			fsmon.AnswerDeny:  e.timeouts[fsmon.AnswerDeny].Load(),
+		},
+		LateAnswers:      e.lateAnswers.Load(),
 		PermissionEvents: e.permEvents.Load(),
 		NotifyEvents:     e.notifyEvents.Load(),
 		Ready:            e.ready.Load(),

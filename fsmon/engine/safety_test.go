@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -34,12 +35,17 @@ func startSlow(t *testing.T, yaml string, def DefaultAnswer) (h *harness, releas
 	return h, release
 }
 
+// defaults is the number of opens answered by the default, either answer.
+func defaults(st fsmon.State) uint64 {
+	return st.DecisionTimeouts[fsmon.AnswerAllow] + st.DecisionTimeouts[fsmon.AnswerDeny]
+}
+
 // timeoutsAtLeast waits until the engine has counted n timeouts: the
 // watchdog counts after it answers, so the opener may be done first.
 func timeoutsAtLeast(t *testing.T, h *harness, n uint64) {
 	t.Helper()
 	eventually(t, "timeout counted", func() error {
-		if got := h.Snapshot().DecisionTimeouts; got < n {
+		if got := defaults(h.Snapshot()); got < n {
 			return fmt.Errorf("%d timeouts, want %d", got, n)
 		}
 		return nil
@@ -79,13 +85,36 @@ func TestDeadlineAnswersWithDefault(t *testing.T) {
 		}
 		return nil
 	})
-	// A change made now is reported after anything queued before.
+	// A change made now is reported after anything queued before: the
+	// default answer as one timeout event, and no report of the late
+	// decision.
 	mustAllow(t, sh(t, "echo x >> "+watched))
-	h.rec.noneBefore(t, "a report of the open the watchdog answered", func(ev *fsmon.Event) bool { return ev.Kind != fsmon.KindChange },
+	h.rec.noneBefore(t, "a report of the open but its timeout", func(ev *fsmon.Event) bool { return ev.Kind != fsmon.KindChange && ev.Kind != fsmon.KindTimeout },
 		"a later change", change(fsmon.OpWrite, watched))
+	timeoutReported(t, h, secret, fsmon.AnswerAllow, fsmon.ReasonDeadline)
 	// Nothing else made a permission event: one open, one timeout.
-	if n := h.Snapshot().DecisionTimeouts; n != 1 {
-		t.Errorf("%d timeouts counted, want 1", n)
+	if st := h.Snapshot(); st.DecisionTimeouts[fsmon.AnswerAllow] != 1 || st.DecisionTimeouts[fsmon.AnswerDeny] != 0 || st.LateAnswers != 0 {
+		t.Errorf("timeouts counted %v, late %d; want one allow", st.DecisionTimeouts, st.LateAnswers)
+	}
+}
+
+// timeoutReported asserts that exactly one timeout event was reported,
+// of an open of path, with the answer and reason.
+func timeoutReported(t *testing.T, h *harness, path string, a fsmon.Answer, why fsmon.Reason) {
+	t.Helper()
+	h.rec.waitFor(t, "timeout of "+path, func(ev *fsmon.Event) bool { return ev.Kind == fsmon.KindTimeout })
+	var got []fsmon.Event
+	for _, ev := range h.rec.all() {
+		if ev.Kind == fsmon.KindTimeout {
+			got = append(got, ev)
+		}
+	}
+	if len(got) != 1 {
+		t.Fatalf("%d timeout events, want 1: %s", len(got), dump(got))
+	}
+	ev := got[0]
+	if ev.Path != path || ev.Op != fsmon.OpOpen || ev.Answer != a || ev.Reason != why || ev.Process.PID <= 0 || ev.Process.CommandLine != "" {
+		t.Fatalf("timeout event %+v, want an open of %s answered %v for %v", ev, path, a, why)
 	}
 }
 
@@ -94,9 +123,13 @@ func TestDeadlineFailClosed(t *testing.T) {
 	secret := filepath.Join(dir, "secret")
 	writeFile(t, secret, "s")
 	h, _ := startSlow(t, protectFile("protect", secret), FailClosed)
-	// Even the allowed head is denied when its decision is late.
+	// Even the allowed head is denied when its decision is stuck.
 	mustDeny(t, cmd(t, "head", secret))
 	timeoutsAtLeast(t, h, 1)
+	timeoutReported(t, h, secret, fsmon.AnswerDeny, fsmon.ReasonDeadline)
+	if st := h.Snapshot(); st.DecisionTimeouts[fsmon.AnswerDeny] != 1 || st.DecisionTimeouts[fsmon.AnswerAllow] != 0 {
+		t.Errorf("timeouts counted %v, want one deny", st.DecisionTimeouts)
+	}
 }
 
 func TestSnapshot(t *testing.T) {
@@ -178,6 +211,96 @@ func TestPanicInADecisionIsAnsweredAndSurvived(t *testing.T) {
 	mustAllow(t, cmd(t, "cat", secret))
 	// ...and the loop goes on deciding.
 	mustDeny(t, cmd(t, "cat", secret))
+	// The default answer is reported, before the later deny.
+	h.rec.waitFor(t, "the later deny", kind(fsmon.KindDenied, secret))
+	timeoutReported(t, h, secret, fsmon.AnswerAllow, fsmon.ReasonPanic)
+}
+
+// TestPanicAfterTheVerdictGetsTheVerdict: a decision that fails in
+// phase 2 (gathering the report), after its verdict is known, answers
+// with that verdict, not the default: a process outside the list is
+// still denied, and nothing is counted as a default answer.
+func TestPanicAfterTheVerdictGetsTheVerdict(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	writeFile(t, secret, "s")
+	h := start(t, protectFile("protect", secret))
+	var once sync.Once
+	bug := func() {
+		fire := false
+		once.Do(func() { fire = true })
+		if fire {
+			panic("a bug gathering a report")
+		}
+	}
+	h.slowReport.Store(&bug)
+	mustDeny(t, cmd(t, "cat", secret))
+	mustDeny(t, cmd(t, "cat", secret))
+	h.rec.waitFor(t, "the second deny", kind(fsmon.KindDenied, secret))
+	if n := defaults(h.Snapshot()); n != 0 {
+		t.Fatalf("%d default answers, want 0", n)
+	}
+}
+
+// TestStalledReportGetsThePolicysVerdict: a decision whose verdict is
+// known but whose report's facts cannot be read (phase 2 stuck: a
+// command line whose process holds its mmap_lock) is answered by the
+// watchdog with the policy's verdict: a process outside the allow list
+// is denied, an allowed one reads the file. Neither is a default answer
+// or reported as a timeout; both count as late, and the denied open is
+// reported as denied once phase 2 ends.
+func TestStalledReportGetsThePolicysVerdict(t *testing.T) {
+	for _, def := range []DefaultAnswer{FailOpen, FailClosed} {
+		t.Run(map[DefaultAnswer]string{FailOpen: "fail-open", FailClosed: "fail-closed"}[def], func(t *testing.T) {
+			dir := t.TempDir()
+			secret := filepath.Join(dir, "secret")
+			writeFile(t, secret, "s")
+			// report_access: the allowed open is reported too, so it has a
+			// phase 2 to stall in.
+			h := start(t, strings.Replace(blockFile("protect", secret, "/usr/bin/head"), "behavior: block", "behavior: block\n        report_access: true", 1), func(o *Options) {
+				o.DecisionTimeout = 100 * time.Millisecond
+				o.Default = def
+			})
+			held := make(chan struct{})
+			var once sync.Once
+			release := func() { once.Do(func() { close(held) }) }
+			t.Cleanup(release)
+			stall := func() { <-held }
+			h.slowReport.Store(&stall)
+			mustDeny(t, cmd(t, "cat", secret))
+			eventually(t, "the late answer counted", func() error {
+				if n := h.Snapshot().LateAnswers; n < 1 {
+					return fmt.Errorf("%d late answers", n)
+				}
+				return nil
+			})
+			h.slowReport.Store(nil)
+			release()
+			h.rec.waitFor(t, "the stalled deny reported", kind(fsmon.KindDenied, secret))
+			h.slowReport.Store(&stall)
+			held = make(chan struct{})
+			once = sync.Once{}
+			mustAllow(t, cmd(t, "head", secret))
+			eventually(t, "the second late answer counted", func() error {
+				if n := h.Snapshot().LateAnswers; n < 2 {
+					return fmt.Errorf("%d late answers", n)
+				}
+				return nil
+			})
+			h.slowReport.Store(nil)
+			release()
+			h.rec.waitFor(t, "the stalled access reported", kind(fsmon.KindAccess, secret))
+			// Everything so far is reported by now: no timeout among it.
+			for _, ev := range h.rec.all() {
+				if ev.Kind == fsmon.KindTimeout {
+					t.Fatalf("a late policy answer reported as a timeout: %+v", ev)
+				}
+			}
+			if n := defaults(h.Snapshot()); n != 0 {
+				t.Fatalf("%d default answers, want 0", n)
+			}
+		})
+	}
 }
 
 // TestStuckDecisionDoesNotHoldUpTheQueue: while the loop is stuck in one
