@@ -69,7 +69,7 @@ type permBatch struct {
 	start  atomic.Int64 // unix nanoseconds the current decision began; 0 when idle
 	readAt atomic.Int64 // unix nanoseconds the batch was read, for the watchdog's reports
 	n      atomic.Int32
-	slots [maxPermSlots]permSlot
+	slots  [maxPermSlots]permSlot
 }
 
 func (e *Engine) permLoop() error {
