@@ -24,8 +24,9 @@ import (
 // facts (the views point into the buffers).
 type decision struct {
 	facts
-	rules  []grule // the rules that cover the file; reused
-	cached bool    // the batch holds the executable cache (ExeCache.Begin)
+	rules  []grule   // the rules that cover the file; reused
+	cached bool      // the batch holds the executable cache (ExeCache.Begin)
+	allow  *allowIDs // the reader's own; nil: the loop's (e.allowIDs)
 
 	pathBuf [unix.PathMax]byte
 	bufs    procinfo.Buffers // the opener's facts are read into these
@@ -210,7 +211,11 @@ func (e *Engine) adopt(fd int32, d *decision) {
 func (e *Engine) learnFacts(need policy.Need, r grule, d *decision) {
 	if need&policy.NeedExe != 0 {
 		id := devIno(e.who.ExeID(&d.who))
-		d.subject.ExeAllowed = policy.FactOf(id != (devIno{}) && e.allowIDs.has(e, r.g, r.AllowExePaths(), id))
+		a := d.allow
+		if a == nil {
+			a = &e.allowIDs
+		}
+		d.subject.ExeAllowed = policy.FactOf(id != (devIno{}) && a.has(e, r.g, r.AllowExePaths(), id))
 	}
 	if need&policy.NeedNames != 0 {
 		d.subject.Comm, d.subject.ExeBase = e.who.Names(&d.who, &d.bufs)

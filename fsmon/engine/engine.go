@@ -128,11 +128,14 @@ type Engine struct {
 	// wake and stopping end the blocking permission loop.
 	wake     *waker
 	stopping atomic.Bool
-	// rescuing is set while a second reader stands in for a stuck
-	// permission loop (the watchdog starts it); rescued closes when it
+	// standins stand in for a stuck permission loop (the watchdog
+	// starts them); lastResortOn is set while the last-resort reader
+	// runs. readers counts those alive; each sends on readerExit as it
 	// ends.
-	rescuing atomic.Bool
-	rescued  chan struct{}
+	standins     [maxStandins]standin
+	lastResortOn atomic.Bool
+	readers      atomic.Int32
+	readerExit   chan struct{}
 
 	// applyMu serialises placement (Apply and the inotify loop).
 	applyMu sync.Mutex
@@ -167,22 +170,27 @@ type Engine struct {
 	notifyEvents atomic.Uint64
 	timeouts     [3]atomic.Uint64 // default answers, by fsmon.Answer
 	lateAnswers  atomic.Uint64    // the policy's verdicts the watchdog wrote
-	overflowFan  atomic.Uint64
-	overflowIno  atomic.Uint64
-	dropQueue    atomic.Uint64
-	dropKernel   atomic.Uint64
-	inotifyLimit int
-	who          *procinfo.Reader // what the loops know of processes
-	recent       procinfo.Recent  // the notification loop's own, lock-free
-	readErrors   atomic.Uint64
-	unmarked     atomic.Int64       // objects of the configuration in force that could not be marked
-	allowIDs     allowIDs           // the permission loop's own
-	exes         *procinfo.ExeCache // who's
-	lastExec     execKey            // the permission loop's own
-	allowGen     atomic.Uint64
-	learnedMu    sync.Mutex
-	learned      map[Learned]struct{}
-	running      atomic.Bool
+	// standinAnswers are the policy's answers given by stand-ins;
+	// standinsStarted and lastResorts count the readers started.
+	standinAnswers  atomic.Uint64
+	standinsStarted atomic.Uint64
+	lastResorts     atomic.Uint64
+	overflowFan     atomic.Uint64
+	overflowIno     atomic.Uint64
+	dropQueue       atomic.Uint64
+	dropKernel      atomic.Uint64
+	inotifyLimit    int
+	who             *procinfo.Reader // what the loops know of processes
+	recent          procinfo.Recent  // the notification loop's own, lock-free
+	readErrors      atomic.Uint64
+	unmarked        atomic.Int64       // objects of the configuration in force that could not be marked
+	allowIDs        allowIDs           // the permission loop's own
+	exes            *procinfo.ExeCache // who's
+	lastExec        execKey            // the permission loop's own
+	allowGen        atomic.Uint64
+	learnedMu       sync.Mutex
+	learned         map[Learned]struct{}
+	running         atomic.Bool
 
 	// slowDecision, when set by a test, runs inside phase 1 of every
 	// decision: the stand-in for a /proc read that hangs. slowReport runs
@@ -229,6 +237,7 @@ func New(opts Options) (*Engine, error) {
 		tables:       newTables(),
 		mountFDs:     map[[8]byte]mountFD{},
 		batch:        &permBatch{},
+		readerExit:   make(chan struct{}, maxStandins+1),
 		groups:       map[uint64]*group{},
 		unmonitored:  map[uint64]time.Time{},
 		cfs:          container.FS{Root: opts.ProcRoot},
@@ -335,11 +344,11 @@ func (e *Engine) Run(ctx context.Context) error {
 	loops.Wait()
 	close(wdDone)
 	<-wdExited
-	if e.rescuing.Load() {
-		// The stand-in may sit in read(2): one more wake event ends it
+	for e.readers.Load() > 0 {
+		// A stand-in may sit in read(2): one more wake event ends it
 		// (the fd is non-blocking now, so its next read returns).
 		go e.wake.wake()
-		<-e.rescued
+		<-e.readerExit
 	}
 	e.perm.Close()
 	e.notif.Close()
@@ -464,7 +473,12 @@ func (e *Engine) Snapshot() fsmon.State {
 			fsmon.AnswerAllow: e.timeouts[fsmon.AnswerAllow].Load(),
 			fsmon.AnswerDeny:  e.timeouts[fsmon.AnswerDeny].Load(),
 		},
-		LateAnswers:      e.lateAnswers.Load(),
+		LateAnswers:    e.lateAnswers.Load(),
+		StandinAnswers: e.standinAnswers.Load(),
+		StandinReaders: map[fsmon.StandinReader]uint64{
+			fsmon.ReaderStandin:    e.standinsStarted.Load(),
+			fsmon.ReaderLastResort: e.lastResorts.Load(),
+		},
 		PermissionEvents: e.permEvents.Load(),
 		NotifyEvents:     e.notifyEvents.Load(),
 		Ready:            e.ready.Load(),

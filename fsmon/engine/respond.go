@@ -221,32 +221,37 @@ func (e *Engine) defaultEvent(ev *fsmon.Event, fd, pid int32, mask fanotify.Mask
 	}
 }
 
+// recoverPerm, deferred, answers the event of a decision that panicked.
+// A bug must not take the daemon down (and the protection with it). Past
+// phase 1 the policy's verdict is known and is the answer; within it the
+// event gets the default, and is reported.
+func (e *Engine) recoverPerm(s *permSlot, gen uint64, readAt time.Time) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	base := gen << slotBits
+	switch st := s.state.Load(); st {
+	case base | slotDecidedAllow:
+		e.answer(s, gen, fanotify.Allow)
+	case base | slotDecidedDeny:
+		e.answer(s, gen, fanotify.Deny)
+	case base | slotPending:
+		v := e.defaultVerdict()
+		if e.answer(s, gen, v) == slotLoop {
+			var ev fsmon.Event
+			e.defaultEvent(&ev, s.fd, s.pid, s.mask, v, fsmon.ReasonPanic, readAt)
+			e.countDefault(v, 1)
+			e.enqueue(&ev)
+		}
+	}
+	e.log.Error("permission decision failed; answered", "panic", r, "stack", string(debug.Stack()))
+}
+
 func (e *Engine) handlePerm(s *permSlot, gen uint64, readAt time.Time, d *decision) {
 	e.permEvents.Add(1)
 	defer fanotify.CloseFD(s.fd)
-	defer func() {
-		// A bug must not take the daemon down (and the protection with
-		// it). Past phase 1 the policy's verdict is known and is the
-		// answer; within it the event gets the default, and is reported.
-		if r := recover(); r != nil {
-			base := gen << slotBits
-			switch st := s.state.Load(); st {
-			case base | slotDecidedAllow:
-				e.answer(s, gen, fanotify.Allow)
-			case base | slotDecidedDeny:
-				e.answer(s, gen, fanotify.Deny)
-			case base | slotPending:
-				v := e.defaultVerdict()
-				if e.answer(s, gen, v) == slotLoop {
-					var ev fsmon.Event
-					e.defaultEvent(&ev, s.fd, s.pid, s.mask, v, fsmon.ReasonPanic, readAt)
-					e.countDefault(v, 1)
-					e.enqueue(&ev)
-				}
-			}
-			e.log.Error("permission decision failed; answered", "panic", r, "stack", string(debug.Stack()))
-		}
-	}()
+	defer e.recoverPerm(s, gen, readAt)
 	if s.pid == e.selfPID {
 		// Our own opens are answered at once, never decided.
 		e.answer(s, gen, fanotify.Allow)
@@ -337,87 +342,94 @@ func (e *Engine) watchdog(done <-chan struct{}) {
 			return
 		case <-t.C:
 		}
-		b := e.batch
-		// Seqlock: start is only trusted as the start of a decision of
-		// batch gen when gen is the same before and after it is read. The loop zeroes
-		// start before it moves to the next generation, and a slot of a
-		// later batch never matches gen in the CAS below.
-		gen := b.gen.Load()
-		start := b.start.Load()
-		readAt := time.Unix(0, b.readAt.Load())
-		if gen != b.gen.Load() || start == 0 || time.Since(time.Unix(0, start)) < e.opts.DecisionTimeout {
-			continue
-		}
-		n := int(b.n.Load())
-		base := gen << slotBits
-		defaulted, late := 0, 0
-		for i := 0; i < n; i++ {
-			s := &b.slots[i]
-			st := s.state.Load()
-			if st>>slotBits != gen {
-				continue
-			}
-			switch st & slotMask {
-			case slotDecidedAllow, slotDecidedDeny:
-				// Decided, stuck gathering the report's facts: the
-				// policy's verdict, late.
-				pv := fanotify.Allow
-				if st&slotMask == slotDecidedDeny {
-					pv = fanotify.Deny
-				}
-				if s.state.CompareAndSwap(st, base|slotWatchdog) {
-					if err := e.perm.Respond(s.fd, pv); err != nil {
-						e.log.Error("answering late permission event", "err", err)
-					}
-					s.state.Store(base | slotLate)
-					late++
-				}
-			case slotPending:
-				if s.state.CompareAndSwap(st, base|slotWatchdog) {
-					if err := e.perm.Respond(s.fd, v); err != nil {
-						e.log.Error("answering late permission event", "err", err)
-					}
-					// The fd stays open until the state says answered:
-					// the loop waits for it.
-					fd, pid, mask := s.fd, s.pid, s.mask
-					var ev fsmon.Event
-					e.defaultEvent(&ev, fd, pid, mask, v, fsmon.ReasonDeadline, readAt)
-					s.state.Store(base | slotDefault)
-					e.countDefault(v, 1)
-					e.enqueue(&ev)
-					defaulted++
-				}
+		stuck := e.rescueBatch(e.batch, v)
+		for i := range e.standins {
+			sb := &e.standins[i]
+			if sb.live.Load() && e.rescueBatch(&sb.batch, v) {
+				stuck = true
 			}
 		}
-		if late > 0 {
-			e.lateAnswers.Add(uint64(late))
-			e.log.Warn("permission decisions were late gathering report facts; the policy's verdict written", "count", late, "deadline", e.opts.DecisionTimeout)
-		}
-		if defaulted > 0 {
-			e.log.Warn("permission decisions missed their deadline; default answer written",
-				"count", defaulted, "deadline", e.opts.DecisionTimeout, "answer", v.String())
-		}
-		// The loop is stuck in a decision: what the kernel queues behind
-		// it must not wait for it. A second reader answers with the
-		// default until the loop moves on.
-		if e.rescuing.CompareAndSwap(false, true) {
-			e.rescued = make(chan struct{})
-			go e.rescue(gen, v, e.rescued)
+		if stuck {
+			e.ensureReader(v)
 		}
 	}
 }
 
-// rescue reads and answers permission events with the default while the
-// loop is stuck in batch gen. It makes no decision (whatever held the
-// loop up could hold it up too): read, answer, report, close.
-func (e *Engine) rescue(gen uint64, v fanotify.Verdict, done chan struct{}) {
+// rescueBatch answers what is pending of batch b once the decision its
+// reader is in is older than the deadline, and reports whether it was.
+func (e *Engine) rescueBatch(b *permBatch, v fanotify.Verdict) bool {
+	// Seqlock: start is only trusted as the start of a decision of
+	// batch gen when gen is the same before and after it is read. The
+	// reader zeroes start before it moves to the next generation, and a
+	// slot of a later batch never matches gen in the CASes below.
+	gen := b.gen.Load()
+	start := b.start.Load()
+	readAt := time.Unix(0, b.readAt.Load())
+	if gen != b.gen.Load() || start == 0 || time.Since(time.Unix(0, start)) < e.opts.DecisionTimeout {
+		return false
+	}
+	n := int(b.n.Load())
+	base := gen << slotBits
+	defaulted, late := 0, 0
+	for i := 0; i < n; i++ {
+		s := &b.slots[i]
+		st := s.state.Load()
+		if st>>slotBits != gen {
+			continue
+		}
+		switch st & slotMask {
+		case slotDecidedAllow, slotDecidedDeny:
+			// Decided, stuck gathering the report's facts: the
+			// policy's verdict, late.
+			pv := fanotify.Allow
+			if st&slotMask == slotDecidedDeny {
+				pv = fanotify.Deny
+			}
+			if s.state.CompareAndSwap(st, base|slotWatchdog) {
+				if err := e.perm.Respond(s.fd, pv); err != nil {
+					e.log.Error("answering late permission event", "err", err)
+				}
+				s.state.Store(base | slotLate)
+				late++
+			}
+		case slotPending:
+			if s.state.CompareAndSwap(st, base|slotWatchdog) {
+				if err := e.perm.Respond(s.fd, v); err != nil {
+					e.log.Error("answering late permission event", "err", err)
+				}
+				// The fd stays open until the state says answered: its
+				// reader waits for it.
+				var ev fsmon.Event
+				e.defaultEvent(&ev, s.fd, s.pid, s.mask, v, fsmon.ReasonDeadline, readAt)
+				s.state.Store(base | slotDefault)
+				e.countDefault(v, 1)
+				e.enqueue(&ev)
+				defaulted++
+			}
+		}
+	}
+	if late > 0 {
+		e.lateAnswers.Add(uint64(late))
+		e.log.Warn("permission decisions were late gathering report facts; the policy's verdict written", "count", late, "deadline", e.opts.DecisionTimeout)
+	}
+	if defaulted > 0 {
+		e.log.Warn("permission decisions missed their deadline; default answer written",
+			"count", defaulted, "deadline", e.opts.DecisionTimeout, "answer", v.String())
+	}
+	return true
+}
+
+// lastResort reads and answers permission events with the default while
+// every reader is stuck: the loop and maxStandins stand-ins. It makes no
+// decision (whatever held them up could hold it up too): read, answer,
+// report, close.
+func (e *Engine) lastResort(v fanotify.Verdict) {
 	runtime.LockOSThread() // for good, as the loop's
 	raisePriority(e.opts.Priority, rtPriority)
-	defer close(done)
-	defer e.rescuing.Store(false)
+	defer e.readerDone()
+	defer e.lastResortOn.Store(false)
 	buf := make([]byte, 4096)
-	b := e.batch
-	for b.gen.Load() == gen && b.start.Load() != 0 && !e.stopping.Load() {
+	for e.allStuck() && !e.stopping.Load() {
 		n, err := e.perm.Read(buf)
 		if err != nil {
 			if errors.Is(err, unix.EAGAIN) || !transient(err) {

@@ -251,61 +251,60 @@ func TestPanicAfterTheVerdictGetsTheVerdict(t *testing.T) {
 // reported as denied once phase 2 ends.
 func TestStalledReportGetsThePolicysVerdict(t *testing.T) {
 	for _, def := range []DefaultAnswer{FailOpen, FailClosed} {
-		t.Run(map[DefaultAnswer]string{FailOpen: "fail-open", FailClosed: "fail-closed"}[def], func(t *testing.T) {
-			dir := t.TempDir()
-			secret := filepath.Join(dir, "secret")
-			writeFile(t, secret, "s")
-			// report_access: the allowed open is reported too, so it has a
-			// phase 2 to stall in.
-			h := start(t, strings.Replace(blockFile("protect", secret, "/usr/bin/head"), "behavior: block", "behavior: block\n        report_access: true", 1), func(o *Options) {
-				o.DecisionTimeout = 100 * time.Millisecond
-				o.Default = def
-			})
-			held := make(chan struct{})
-			var once sync.Once
-			release := func() { once.Do(func() { close(held) }) }
-			t.Cleanup(release)
-			stall := func() { <-held }
-			h.slowReport.Store(&stall)
-			mustDeny(t, cmd(t, "cat", secret))
-			eventually(t, "the late answer counted", func() error {
-				if n := h.Snapshot().LateAnswers; n < 1 {
-					return fmt.Errorf("%d late answers", n)
+		for _, tc := range []struct {
+			opener string
+			want   fsmon.Kind
+		}{{"cat", fsmon.KindDenied}, {"head", fsmon.KindAccess}} {
+			name := map[DefaultAnswer]string{FailOpen: "fail-open", FailClosed: "fail-closed"}[def] + "/" + tc.opener
+			t.Run(name, func(t *testing.T) {
+				dir := t.TempDir()
+				secret := filepath.Join(dir, "secret")
+				writeFile(t, secret, "s")
+				// report_access: the allowed open is reported too, so it
+				// has a phase 2 to stall in.
+				h := start(t, strings.Replace(blockFile("protect", secret, "/usr/bin/head"), "behavior: block", "behavior: block\n        report_access: true", 1), func(o *Options) {
+					o.DecisionTimeout = 100 * time.Millisecond
+					o.Default = def
+				})
+				held := make(chan struct{})
+				var once sync.Once
+				release := func() { once.Do(func() { close(held) }) }
+				t.Cleanup(release)
+				stall := func() { <-held }
+				h.slowReport.Store(&stall)
+				r := cmd(t, tc.opener, secret)
+				if tc.want == fsmon.KindDenied {
+					mustDeny(t, r)
+				} else {
+					mustAllow(t, r)
 				}
-				return nil
-			})
-			h.slowReport.Store(nil)
-			release()
-			h.rec.waitFor(t, "the stalled deny reported", kind(fsmon.KindDenied, secret))
-			h.slowReport.Store(&stall)
-			held = make(chan struct{})
-			once = sync.Once{}
-			mustAllow(t, cmd(t, "head", secret))
-			eventually(t, "the second late answer counted", func() error {
-				if n := h.Snapshot().LateAnswers; n < 2 {
-					return fmt.Errorf("%d late answers", n)
+				eventually(t, "the late answer counted", func() error {
+					if n := h.Snapshot().LateAnswers; n != 1 {
+						return fmt.Errorf("%d late answers", n)
+					}
+					return nil
+				})
+				h.slowReport.Store(nil)
+				release()
+				// Reported once phase 2 ends, as the policy's answer.
+				h.rec.waitFor(t, "the stalled open reported", kind(tc.want, secret))
+				for _, ev := range h.rec.all() {
+					if ev.Kind == fsmon.KindTimeout {
+						t.Fatalf("a late policy answer reported as a timeout: %+v", ev)
+					}
 				}
-				return nil
-			})
-			h.slowReport.Store(nil)
-			release()
-			h.rec.waitFor(t, "the stalled access reported", kind(fsmon.KindAccess, secret))
-			// Everything so far is reported by now: no timeout among it.
-			for _, ev := range h.rec.all() {
-				if ev.Kind == fsmon.KindTimeout {
-					t.Fatalf("a late policy answer reported as a timeout: %+v", ev)
+				if n := defaults(h.Snapshot()); n != 0 {
+					t.Fatalf("%d default answers, want 0", n)
 				}
-			}
-			if n := defaults(h.Snapshot()); n != 0 {
-				t.Fatalf("%d default answers, want 0", n)
-			}
-		})
+			})
+		}
 	}
 }
 
 // TestStuckDecisionDoesNotHoldUpTheQueue: while the loop is stuck in one
-// decision, later opens are answered at the deadline too (with the
-// default), not when the stuck decision ends.
+// decision, later opens are answered by a stand-in reader with the
+// policy's verdict, not when the stuck decision ends and not with the
+// default.
 func TestStuckDecisionDoesNotHoldUpTheQueue(t *testing.T) {
 	dir := t.TempDir()
 	secret := filepath.Join(dir, "secret")
@@ -331,8 +330,13 @@ func TestStuckDecisionDoesNotHoldUpTheQueue(t *testing.T) {
 	// The first open's decision hangs; the watchdog answers it.
 	mustAllow(t, cmd(t, "cat", secret))
 	// The loop is still stuck. Without a stand-in reader this open would
-	// wait for it and then be denied; it is answered with the default.
-	mustAllow(t, cmd(t, "cat", secret))
+	// wait for it; the stand-in decides it with the policy: denied, and
+	// reported as such, not as a timeout.
+	mustDeny(t, cmd(t, "cat", secret))
+	if st := h.Snapshot(); st.StandinAnswers < 1 || defaults(st) != 1 {
+		t.Fatalf("stand-in answers %d, default answers %d; want at least 1 and 1", st.StandinAnswers, defaults(st))
+	}
+	h.rec.waitFor(t, "the stand-in's deny", kind(fsmon.KindDenied, secret))
 	close(release)
 	// Back to deciding: denied again.
 	eventually(t, "the loop decides again", func() error { return denied(secret) })
