@@ -422,3 +422,39 @@ func runEngine(t *testing.T, opts Options) *Engine {
 	t.Cleanup(func() { cancel(); <-done })
 	return e
 }
+
+// TestStuckStandinsAreReplacedThenLastResort: when every decision hangs
+// (the loop's and each stand-in's), each open gets the default answer at
+// the deadline and is reported; each stuck stand-in is replaced by a
+// fresh one, at most maxStandins of them, and past that the last-resort
+// reader answers without deciding. Nothing waits for a stuck reader.
+func TestStuckStandinsAreReplacedThenLastResort(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	writeFile(t, secret, "s")
+	h, release := startSlow(t, protectFile("protect", secret), FailClosed)
+	const opens = maxStandins + 2 // the loop, each stand-in, the last resort
+	for i := 0; i < opens; i++ {
+		// head is allowed, but no decision ends: the default, deny.
+		mustDeny(t, cmd(t, "head", secret))
+	}
+	timeoutsAtLeast(t, h, opens)
+	st := h.Snapshot()
+	if st.StandinReaders[fsmon.ReaderStandin] != maxStandins || st.StandinReaders[fsmon.ReaderLastResort] != 1 || st.DecisionTimeouts[fsmon.AnswerDeny] != opens || st.StandinAnswers != 0 {
+		t.Fatalf("readers started %v, default answers %v, stand-in answers %d; want %d stand-ins, 1 last resort, %d denies",
+			st.StandinReaders, st.DecisionTimeouts, st.StandinAnswers, maxStandins, opens)
+	}
+	eventually(t, "every default answer reported", func() error {
+		n := 0
+		for _, ev := range h.rec.all() {
+			if ev.Kind == fsmon.KindTimeout && ev.Answer == fsmon.AnswerDeny && ev.Path == secret {
+				n++
+			}
+		}
+		if n != opens {
+			return fmt.Errorf("%d timeout events, want %d", n, opens)
+		}
+		return nil
+	})
+	release()
+}
