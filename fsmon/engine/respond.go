@@ -269,7 +269,9 @@ func (e *Engine) handlePerm(s *permSlot, gen uint64, readAt time.Time, d *decisi
 	if d.kind != 0 {
 		e.gather(s, d) // phase 2: only reported events pay for it
 	}
-	final := e.answer(s, gen, v)
+	// From here the slot holds the verdict: whoever writes the answer,
+	// the loop or the watchdog (late), it is the policy's.
+	e.answer(s, gen, v)
 	took := time.Since(readAt)
 	e.decisions.Observe(took)
 	if d.viaDir != nil {
@@ -280,7 +282,7 @@ func (e *Engine) handlePerm(s *permSlot, gen uint64, readAt time.Time, d *decisi
 		e.adopt(s.fd, d)
 	}
 	// A late answer is still the policy's: reported as any other.
-	if final == slotDefault || d.kind == 0 {
+	if d.kind == 0 {
 		return
 	}
 	// An exec makes two permission events, FAN_OPEN_EXEC_PERM and then
