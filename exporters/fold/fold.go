@@ -30,6 +30,8 @@ type key struct {
 	path      string
 	process   fsmon.Process
 	container fsmon.Container
+	answer    fsmon.Answer
+	reason    fsmon.Reason
 }
 
 func keyOf(ev *fsmon.Event) key {
@@ -42,6 +44,8 @@ func keyOf(ev *fsmon.Event) key {
 		path:      ev.Path,
 		process:   ev.Process,
 		container: ev.Container,
+		answer:    ev.Answer,
+		reason:    ev.Reason,
 	}
 }
 
