@@ -136,6 +136,10 @@ type Engine struct {
 	lastResortOn atomic.Bool
 	readers      atomic.Int32
 	readerExit   chan struct{}
+	// handoff holds the events the watchdog took from a stuck reader
+	// before their decision began; the next reader to finish a batch
+	// decides them.
+	handoff chan handed
 
 	// applyMu serialises placement (Apply and the inotify loop).
 	applyMu sync.Mutex
@@ -238,6 +242,7 @@ func New(opts Options) (*Engine, error) {
 		mountFDs:     map[[8]byte]mountFD{},
 		batch:        &permBatch{},
 		readerExit:   make(chan struct{}, maxStandins+1),
+		handoff:      make(chan handed, 4096),
 		groups:       map[uint64]*group{},
 		unmonitored:  map[uint64]time.Time{},
 		cfs:          container.FS{Root: opts.ProcRoot},
@@ -349,6 +354,16 @@ func (e *Engine) Run(ctx context.Context) error {
 		// (the fd is non-blocking now, so its next read returns).
 		go e.wake.wake()
 		<-e.readerExit
+	}
+	// Handed events no reader took (the loop and the stand-ins have
+	// stopped).
+	for done := false; !done; {
+		select {
+		case h := <-e.handoff:
+			e.answerDefault(h, e.defaultVerdict())
+		default:
+			done = true
+		}
 	}
 	e.perm.Close()
 	e.notif.Close()

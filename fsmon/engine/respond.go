@@ -34,18 +34,100 @@ const (
 // mmap_lock; the user). A watchdog that finds a decided slot past the
 // deadline writes the slot's own verdict (late, not a default answer);
 // only a slot still in phase 1 (a hung read, a panic) gets the default.
+//
+// A slot whose decision has not begun when the watchdog fires is handed
+// to another reader (e.handoff), which decides it; the fd is then that
+// reader's.
 const (
-	slotPending      = 0 // phase 1 not done
+	slotPending      = 0 // not begun
 	slotDecidedAllow = 1 // phase 1 said allow; not answered yet
 	slotDecidedDeny  = 2 // phase 1 said deny; not answered yet
-	slotLoop         = 3 // answered by the loop
-	slotWatchdog     = 4 // being answered by the watchdog
+	slotLoop         = 3 // answered by its reader (the loop or a stand-in)
+	slotWatchdog     = 4 // being answered or handed by the watchdog
 	slotDefault      = 5 // answered by the watchdog with the default
 	slotLate         = 6 // answered by the watchdog with the slot's verdict
+	slotJudging      = 7 // in phase 1
+	slotHanded       = 8 // handed to another reader
 
-	slotBits = 3
+	slotBits = 4
 	slotMask = 1<<slotBits - 1
 )
+
+// handed is an event the watchdog took from a stuck reader's batch
+// before its decision began, for another reader to decide.
+type handed struct {
+	fd, pid int32
+	mask    fanotify.Mask
+	readAt  int64
+}
+
+// claim starts the decision of slot s; false when the watchdog handed
+// it to another reader, which owns its fd from then on.
+func claim(s *permSlot, gen uint64) bool {
+	base := gen << slotBits
+	if s.state.CompareAndSwap(base|slotPending, base|slotJudging) {
+		return true
+	}
+	for s.state.Load() != base|slotHanded {
+		runtime.Gosched() // the watchdog is copying it
+	}
+	return false
+}
+
+// takeHandoffs decides, as batches of reader batch b, the events handed
+// from stuck readers.
+func (e *Engine) takeHandoffs(b *permBatch, run func(s *permSlot, gen uint64, readAt time.Time)) {
+	for {
+		gen := b.gen.Add(1)
+		cnt := 0
+		var readAt int64
+	fill:
+		for cnt < maxPermSlots {
+			select {
+			case h := <-e.handoff:
+				s := &b.slots[cnt]
+				s.fd, s.pid, s.mask = h.fd, h.pid, h.mask
+				s.state.Store(gen << slotBits)
+				if cnt == 0 {
+					readAt = h.readAt
+				}
+				cnt++
+			default:
+				break fill
+			}
+		}
+		if cnt == 0 {
+			return
+		}
+		b.readAt.Store(readAt)
+		b.n.Store(int32(cnt))
+		for i := 0; i < cnt; i++ {
+			b.start.Store(time.Now().UnixNano())
+			run(&b.slots[i], gen, time.Unix(0, readAt))
+		}
+		b.start.Store(0)
+	}
+}
+
+// answerDefault answers a handed event with the default, reports it and
+// closes its fd: for the last-resort reader and for what is left at
+// shutdown.
+func (e *Engine) answerDefault(h handed, v fanotify.Verdict) {
+	if h.pid == e.selfPID {
+		v = fanotify.Allow
+	}
+	e.perm.Respond(h.fd, v)
+	e.permEvents.Add(1)
+	if h.pid == e.selfPID {
+		fanotify.CloseFD(h.fd)
+		return
+	}
+	var ev fsmon.Event
+	e.defaultEvent(&ev, h.fd, h.pid, h.mask, v, fsmon.ReasonDeadline, time.Unix(0, h.readAt))
+	fanotify.CloseFD(h.fd)
+	e.countDefault(v, 1)
+	e.enqueue(&ev)
+}
 
 // decidedState is the slot state that stores verdict v.
 func decidedState(v fanotify.Verdict) uint64 {
@@ -85,6 +167,7 @@ func (e *Engine) permLoop() error {
 	} else {
 		e.log.Info("permission loop priority", "scheduling", got)
 	}
+	run := func(s *permSlot, gen uint64, readAt time.Time) { e.handlePerm(s, gen, readAt, &d) }
 	handle := func(b []byte) {
 		readAt := time.Now()
 		batch.readAt.Store(readAt.UnixNano())
@@ -116,9 +199,12 @@ func (e *Engine) permLoop() error {
 			batch.start.Store(time.Now().UnixNano())
 			e.handlePerm(&batch.slots[i], gen, readAt, &d)
 		}
+		batch.start.Store(0)
+		// What the watchdog took from a stuck stand-in, if this loop
+		// reads first.
+		e.takeHandoffs(batch, run)
 		e.exes.End(d.cached)
 		d.cached = false
-		batch.start.Store(0)
 		if perr != nil {
 			e.log.Warn("malformed permission event batch", "err", perr)
 		}
@@ -152,7 +238,7 @@ func (e *Engine) permLoop() error {
 // loop had stored, slotDefault when it wrote the default.
 func (e *Engine) answer(s *permSlot, gen uint64, v fanotify.Verdict) uint64 {
 	base := gen << slotBits
-	if s.state.CompareAndSwap(base|slotPending, base|slotLoop) || s.state.CompareAndSwap(base|decidedState(v), base|slotLoop) {
+	if s.state.CompareAndSwap(base|slotJudging, base|slotLoop) || s.state.CompareAndSwap(base|decidedState(v), base|slotLoop) {
 		if err := e.perm.Respond(s.fd, v); err != nil {
 			e.log.Error("answering permission event", "err", err)
 		}
@@ -236,7 +322,7 @@ func (e *Engine) recoverPerm(s *permSlot, gen uint64, readAt time.Time) {
 		e.answer(s, gen, fanotify.Allow)
 	case base | slotDecidedDeny:
 		e.answer(s, gen, fanotify.Deny)
-	case base | slotPending:
+	case base | slotJudging:
 		v := e.defaultVerdict()
 		if e.answer(s, gen, v) == slotLoop {
 			var ev fsmon.Event
@@ -249,6 +335,9 @@ func (e *Engine) recoverPerm(s *permSlot, gen uint64, readAt time.Time) {
 }
 
 func (e *Engine) handlePerm(s *permSlot, gen uint64, readAt time.Time, d *decision) {
+	if !claim(s, gen) {
+		return // handed to another reader
+	}
 	e.permEvents.Add(1)
 	defer fanotify.CloseFD(s.fd)
 	defer e.recoverPerm(s, gen, readAt)
@@ -260,7 +349,7 @@ func (e *Engine) handlePerm(s *permSlot, gen uint64, readAt time.Time, d *decisi
 	e.judge(s, d) // phase 1
 	v := d.verdict()
 	base := gen << slotBits
-	if !s.state.CompareAndSwap(base|slotPending, base|decidedState(v)) {
+	if !s.state.CompareAndSwap(base|slotJudging, base|decidedState(v)) {
 		// Phase 1 missed the deadline: the watchdog answered with the
 		// default and reports it; this verdict comes too late.
 		e.answer(s, gen, v)
@@ -372,7 +461,7 @@ func (e *Engine) rescueBatch(b *permBatch, v fanotify.Verdict) bool {
 	}
 	n := int(b.n.Load())
 	base := gen << slotBits
-	defaulted, late := 0, 0
+	defaulted, late, handedOff := 0, 0, 0
 	for i := 0; i < n; i++ {
 		s := &b.slots[i]
 		st := s.state.Load()
@@ -394,21 +483,37 @@ func (e *Engine) rescueBatch(b *permBatch, v fanotify.Verdict) bool {
 				s.state.Store(base | slotLate)
 				late++
 			}
-		case slotPending:
-			if s.state.CompareAndSwap(st, base|slotWatchdog) {
-				if err := e.perm.Respond(s.fd, v); err != nil {
-					e.log.Error("answering late permission event", "err", err)
-				}
-				// The fd stays open until the state says answered: its
-				// reader waits for it.
-				var ev fsmon.Event
-				e.defaultEvent(&ev, s.fd, s.pid, s.mask, v, fsmon.ReasonDeadline, readAt)
-				s.state.Store(base | slotDefault)
-				e.countDefault(v, 1)
-				e.enqueue(&ev)
-				defaulted++
+		case slotPending, slotJudging:
+			if !s.state.CompareAndSwap(st, base|slotWatchdog) {
+				continue
 			}
+			if st&slotMask == slotPending {
+				// Not begun: another reader decides it.
+				select {
+				case e.handoff <- handed{s.fd, s.pid, s.mask, readAt.UnixNano()}:
+					s.state.Store(base | slotHanded)
+					handedOff++
+					continue
+				default: // no room: the default, as for a stuck one
+				}
+			}
+			if err := e.perm.Respond(s.fd, v); err != nil {
+				e.log.Error("answering late permission event", "err", err)
+			}
+			// The fd stays open until the state says answered: its
+			// reader waits for it.
+			var ev fsmon.Event
+			e.defaultEvent(&ev, s.fd, s.pid, s.mask, v, fsmon.ReasonDeadline, readAt)
+			s.state.Store(base | slotDefault)
+			e.countDefault(v, 1)
+			e.enqueue(&ev)
+			defaulted++
 		}
+	}
+	if handedOff > 0 {
+		// A reader blocked in read(2) takes the handed events after the
+		// event this makes.
+		go e.wake.wake()
 	}
 	if late > 0 {
 		e.lateAnswers.Add(uint64(late))
@@ -431,7 +536,19 @@ func (e *Engine) lastResort(v fanotify.Verdict) {
 	defer e.readerDone()
 	defer e.lastResortOn.Store(false)
 	buf := make([]byte, 4096)
+	drain := func() {
+		for {
+			select {
+			case h := <-e.handoff:
+				e.answerDefault(h, v)
+			default:
+				return
+			}
+		}
+	}
+	defer drain()
 	for e.allStuck() && !e.stopping.Load() {
+		drain()
 		n, err := e.perm.Read(buf)
 		if err != nil {
 			if errors.Is(err, unix.EAGAIN) || !transient(err) {

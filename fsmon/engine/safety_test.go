@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -12,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
 	"github.com/fsmon/fsmon_exporter/testutil/testroot"
 )
 
@@ -458,4 +462,52 @@ func TestStuckStandinsAreReplacedThenLastResort(t *testing.T) {
 		return nil
 	})
 	release()
+}
+
+// TestWatchdogHandsUnbegunEventsOn: when a reader is stuck, the events
+// of its batch whose decision has not begun are not answered with the
+// default: the watchdog hands them to another reader, which decides
+// them with the policy (a process outside the allow list: denied, and
+// reported so). The stuck batch is built by hand, so that it holds an
+// event behind the stuck one whatever the kernel batches.
+func TestWatchdogHandsUnbegunEventsOn(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	writeFile(t, secret, "s")
+	h := start(t, protectFile("protect", secret), func(o *Options) { o.DecisionTimeout = 100 * time.Millisecond })
+	outsider := exec.Command("sleep", "60")
+	if err := outsider.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { outsider.Process.Kill(); outsider.Wait() })
+	f, err := os.Open(secret) // our own open: answered at once
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Dup(int(f.Fd())) // the reader that decides it closes it
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := int32(outsider.Process.Pid)
+	b := &permBatch{}
+	gen := b.gen.Add(1)
+	s := &b.slots[0]
+	s.fd, s.pid, s.mask = int32(fd), pid, fanotify.OpenPerm
+	s.state.Store(gen << slotBits)
+	b.n.Store(1)
+	b.readAt.Store(time.Now().UnixNano())
+	b.start.Store(time.Now().Add(-time.Second).UnixNano()) // its reader: stuck
+	if !h.rescueBatch(b, fanotify.Allow) {
+		t.Fatal("the watchdog did not find the batch stuck")
+	}
+	if st := s.state.Load(); st != gen<<slotBits|slotHanded {
+		t.Fatalf("slot state %d, want handed (%d)", st&slotMask, slotHanded)
+	}
+	h.rec.waitFor(t, "the handed open decided", func(ev *fsmon.Event) bool {
+		return ev.Kind == fsmon.KindDenied && ev.Process.PID == pid && ev.Path == secret
+	})
+	if n := defaults(h.Snapshot()); n != 0 {
+		t.Fatalf("%d default answers, want 0", n)
+	}
 }

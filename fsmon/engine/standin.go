@@ -111,7 +111,10 @@ func (e *Engine) standIn(sb *standin) {
 	d := &sb.d
 	d.allow = &sb.allow
 	var lastExec execKey
+	run := func(s *permSlot, gen uint64, readAt time.Time) { e.standinPerm(s, gen, readAt, d, &lastExec) }
+	defer e.takeHandoffs(b, run)
 	for e.stuck(e.batch) && !e.stopping.Load() {
+		e.takeHandoffs(b, run)
 		n, err := e.perm.Read(buf)
 		if err != nil {
 			if errors.Is(err, unix.EAGAIN) || !transient(err) {
@@ -146,6 +149,9 @@ func (e *Engine) standIn(sb *standin) {
 // standinPerm is handlePerm for a stand-in: phase 1 and the answer, and
 // a report with the facts that cannot block.
 func (e *Engine) standinPerm(s *permSlot, gen uint64, readAt time.Time, d *decision, lastExec *execKey) {
+	if !claim(s, gen) {
+		return // handed to another reader
+	}
 	e.permEvents.Add(1)
 	defer fanotify.CloseFD(s.fd)
 	defer e.recoverPerm(s, gen, readAt)
@@ -157,7 +163,7 @@ func (e *Engine) standinPerm(s *permSlot, gen uint64, readAt time.Time, d *decis
 	e.judge(s, d)
 	v := d.verdict()
 	base := gen << slotBits
-	if !s.state.CompareAndSwap(base|slotPending, base|decidedState(v)) {
+	if !s.state.CompareAndSwap(base|slotJudging, base|decidedState(v)) {
 		e.answer(s, gen, v) // the watchdog answered with the default
 		return
 	}
