@@ -30,7 +30,7 @@ func NewEventMetrics(containerCap int) *EventMetrics {
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace,
 			Name:      "events_total",
-			Help:      "File events reported, by event (access, change, violation, denied, learned), operation and profile; counted before folding, so a folded report of n events adds n.",
+			Help:      "File events reported, by event (access, change, violation, denied, learned, timeout), operation and profile; counted before folding, so a folded report of n events adds n.",
 		}, []string{"event", "op", "profile"}),
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace,

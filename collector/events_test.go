@@ -35,7 +35,7 @@ fsmon_access_denied_total{container="web-1",filter="tls-keys",profile="web"} 1
 # HELP fsmon_access_violations_total Opens a block filter would have denied, allowed because the profile is in monitor mode, by profile, filter and container (name, short id, host or other).
 # TYPE fsmon_access_violations_total counter
 fsmon_access_violations_total{container="4f3c2b1a0e9d",filter="tls-keys",profile="web"} 1
-# HELP fsmon_events_total File events reported, by event (access, change, violation, denied, learned), operation and profile; counted before folding, so a folded report of n events adds n.
+# HELP fsmon_events_total File events reported, by event (access, change, violation, denied, learned, timeout), operation and profile; counted before folding, so a folded report of n events adds n.
 # TYPE fsmon_events_total counter
 fsmon_events_total{event="access",op="unknown",profile="unknown"} 1
 fsmon_events_total{event="change",op="write",profile="host"} 2

@@ -25,7 +25,10 @@ func sampleState() *fakeState {
 			InotifyLimit:     8192,
 			Overflows:        map[fsmon.OverflowSource]uint64{fsmon.OverflowFanotify: 1},
 			Drops:            map[fsmon.DropStage]uint64{fsmon.DropReportQueue: 7, fsmon.DropKernel: 1},
-			DecisionTimeouts: 2,
+			DecisionTimeouts: map[fsmon.Answer]uint64{fsmon.AnswerAllow: 2},
+			LateAnswers:      5,
+			StandinAnswers:   4,
+			StandinReaders:   map[fsmon.StandinReader]uint64{fsmon.ReaderStandin: 2},
 			Ready:            true,
 			Unmarked:         6,
 			Unjudged:         []fsmon.FilterCount{{Profile: "host", Filter: "shadow", Count: 2}, {Profile: "host", Filter: "keys"}},
@@ -92,9 +95,20 @@ fsmon_permission_decision_duration_seconds_bucket{le="1"} 3
 fsmon_permission_decision_duration_seconds_bucket{le="+Inf"} 3
 fsmon_permission_decision_duration_seconds_sum 0.002038
 fsmon_permission_decision_duration_seconds_count 3
-# HELP fsmon_permission_decision_timeouts_total Permission decisions answered by the configured default because the deadline passed.
+# HELP fsmon_permission_decision_timeouts_total Opens of covered files answered by the configured default, not the policy, because their decision was stuck past the deadline or failed, by the answer (allow, deny); each is reported as a timeout event.
 # TYPE fsmon_permission_decision_timeouts_total counter
-fsmon_permission_decision_timeouts_total 2
+fsmon_permission_decision_timeouts_total{answer="allow"} 2
+fsmon_permission_decision_timeouts_total{answer="deny"} 0
+# HELP fsmon_permission_late_answers_total Opens answered with the policy's verdict by the watchdog: decided in time, but gathering the report's facts passed the deadline.
+# TYPE fsmon_permission_late_answers_total counter
+fsmon_permission_late_answers_total 5
+# HELP fsmon_permission_standin_answers_total Opens answered with the policy's verdict by a stand-in reader while the permission loop was stuck.
+# TYPE fsmon_permission_standin_answers_total counter
+fsmon_permission_standin_answers_total 4
+# HELP fsmon_permission_standin_readers_total Readers started because the permission loop was stuck: standin (decides with the policy), last_resort (answers with the default, every stand-in being stuck).
+# TYPE fsmon_permission_standin_readers_total counter
+fsmon_permission_standin_readers_total{reader="last_resort"} 0
+fsmon_permission_standin_readers_total{reader="standin"} 2
 # HELP fsmon_ready 1 once every mark of the current configuration is placed, else 0.
 # TYPE fsmon_ready gauge
 fsmon_ready 1
@@ -119,9 +133,10 @@ func TestStateCollector(t *testing.T) {
 func TestStateCollectorZero(t *testing.T) {
 	c := NewStateCollector(&fakeState{}, nil)
 	// 1 groups + 1 pending + 4 marks + 1 rules + 2 watches + 2 overflows +
-	// 3 drops + 1 timeouts + 1 histogram + 1 ready.
-	if n := testutil.CollectAndCount(c); n != 18 {
-		t.Errorf("zero state: %d series, want 18", n)
+	// 3 drops + 2 timeouts (allow, deny) + 1 late + 1 stand-in answers +
+	// 2 stand-in readers + 1 histogram + 1 ready + 1 unmarked.
+	if n := testutil.CollectAndCount(c); n != 23 {
+		t.Errorf("zero state: %d series, want 23", n)
 	}
 	const want = `# HELP fsmon_ready 1 once every mark of the current configuration is placed, else 0.
 # TYPE fsmon_ready gauge

@@ -13,9 +13,10 @@ const (
 	KindViolation                 // a block filter would have denied, but the mode is monitor
 	KindDenied                    // the open failed with EPERM
 	KindLearned                   // a block filter would have denied, but the mode is learn
+	KindTimeout                   // a permission event answered by the configured default, not the policy
 )
 
-var kindNames = [...]string{"", "access", "change", "violation", "denied", "learned"}
+var kindNames = [...]string{"", "access", "change", "violation", "denied", "learned", "timeout"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -25,7 +26,28 @@ func (k Kind) String() string {
 }
 
 // Kinds lists every Kind, for label pre-population.
-var Kinds = []Kind{KindAccess, KindChange, KindViolation, KindDenied, KindLearned}
+var Kinds = []Kind{KindAccess, KindChange, KindViolation, KindDenied, KindLearned, KindTimeout}
+
+// Answer is what the kernel was told of an open, the `answer` key of a
+// timeout report.
+type Answer uint8
+
+const (
+	AnswerAllow Answer = iota + 1
+	AnswerDeny
+)
+
+var answerNames = [...]string{"", "allow", "deny"}
+
+func (a Answer) String() string {
+	if int(a) < len(answerNames) {
+		return answerNames[a]
+	}
+	return "unknown"
+}
+
+// Answers lists every Answer, for label pre-population.
+var Answers = []Answer{AnswerAllow, AnswerDeny}
 
 // Op is the operation behind an event, the `op` key of a report.
 type Op uint8
@@ -114,12 +136,18 @@ type Event struct {
 	Process   Process
 	Container Container
 	Count     int // 1, or the number of identical events folded into this one
-	// Reason, when set, says why the event is not a judged open.
-	Reason Reason
 
 	// Decision is set on events that came from a permission decision:
 	// how long the decision took, read to answer written.
 	Decision time.Duration
+
+	// Answer is set on timeout events only: the default answer the
+	// kernel got (Reason says why).
+	Answer Answer
+	// Reason, when set, says why the event is not the plain report of
+	// an open the daemon judged: a timeout's cause, or a descriptor
+	// opened before protection.
+	Reason Reason
 }
 
 // Sink receives every event the engine reports, in order, from one

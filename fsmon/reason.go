@@ -5,15 +5,20 @@ package fsmon
 type Reason uint8
 
 const (
+	// ReasonDeadline: a timeout event's decision was stuck past
+	// --permission.timeout.
+	ReasonDeadline Reason = iota + 1
+	// ReasonPanic: a timeout event's decision failed (a bug).
+	ReasonPanic
 	// ReasonOpenedBefore: a descriptor of a covered file, held by a
 	// process the filter does not allow, that was opened before the file
 	// was protected (before the daemon started, while it was down, or
 	// before a reload or a container's walk covered it). The kernel
 	// judges opens, so nothing denied it: the scan of /proc found it.
-	ReasonOpenedBefore Reason = iota + 1
+	ReasonOpenedBefore
 )
 
-var reasonNames = [...]string{"", "opened before protection"}
+var reasonNames = [...]string{"", "deadline", "panic", "opened before protection"}
 
 func (r Reason) String() string {
 	if int(r) < len(reasonNames) {

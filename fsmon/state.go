@@ -39,6 +39,14 @@ const (
 	OverflowInotify  OverflowSource = "inotify"
 )
 
+// StandinReader names a reader started for a stuck permission loop.
+type StandinReader string
+
+const (
+	ReaderStandin    StandinReader = "standin"     // decides with the policy
+	ReaderLastResort StandinReader = "last_resort" // answers with the default, every stand-in being stuck
+)
+
 // GroupState is the per-group part of the snapshot: the host or one
 // container.
 type GroupState struct {
@@ -59,11 +67,14 @@ type State struct {
 	InotifyLimit     int // fs.inotify.max_user_watches
 	Overflows        map[OverflowSource]uint64
 	Drops            map[DropStage]uint64
-	DecisionTimeouts uint64 // permission decisions answered by the default after the deadline
-	PermissionEvents uint64 // permission events answered
-	NotifyEvents     uint64 // notification events read
-	Ready            bool   // every mark of the current configuration is placed
-	Unmarked         int64  // objects of the current configuration that could not be marked
+	DecisionTimeouts map[Answer]uint64        // permission events answered by the default (a decision stuck past the deadline, or failed), by the answer
+	LateAnswers      uint64                   // permission events answered by the watchdog with the policy's verdict, decided but late
+	StandinAnswers   uint64                   // permission events answered with the policy's verdict by a stand-in reader, while the loop was stuck
+	StandinReaders   map[StandinReader]uint64 // readers started because the loop (and stand-ins) were stuck
+	PermissionEvents uint64                   // permission events answered
+	NotifyEvents     uint64                   // notification events read
+	Ready            bool                     // every mark of the current configuration is placed
+	Unmarked         int64                    // objects of the current configuration that could not be marked
 	// Unjudged counts, per block or report_access filter in force (every
 	// one listed, at 0 too), the descriptors of covered files that the
 	// last scan of /proc found held by processes the filter does not

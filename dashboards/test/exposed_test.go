@@ -60,7 +60,7 @@ func (fakeState) Snapshot() fsmon.State {
 		InotifyLimit:     8192,
 		Overflows:        map[fsmon.OverflowSource]uint64{fsmon.OverflowFanotify: 1, fsmon.OverflowInotify: 2},
 		Drops:            map[fsmon.DropStage]uint64{fsmon.DropReportQueue: 1, fsmon.DropExport: 2, fsmon.DropKernel: 3},
-		DecisionTimeouts: 1,
+		DecisionTimeouts: map[fsmon.Answer]uint64{fsmon.AnswerAllow: 1},
 		PermissionEvents: 10,
 		NotifyEvents:     20,
 		Ready:            true,

@@ -30,6 +30,7 @@ type key struct {
 	path      string
 	process   fsmon.Process
 	container fsmon.Container
+	answer    fsmon.Answer
 	reason    fsmon.Reason
 }
 
@@ -43,6 +44,7 @@ func keyOf(ev *fsmon.Event) key {
 		path:      ev.Path,
 		process:   ev.Process,
 		container: ev.Container,
+		answer:    ev.Answer,
 		reason:    ev.Reason,
 	}
 }

@@ -228,3 +228,21 @@ func TestTimerEmits(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// Default answers of the same open for different reasons (a stuck
+// decision, a panic) are different events.
+func TestTimeoutsOfDifferentReasonsNeverMerge(t *testing.T) {
+	f, rec, _ := setup(time.Second, 0)
+	timeout := func(why fsmon.Reason) *fsmon.Event {
+		return &fsmon.Event{Time: t0, Kind: fsmon.KindTimeout, Op: fsmon.OpOpen, Path: "/etc/shadow", Count: 1,
+			Process: fsmon.Process{PID: 10, UserID: -1}, Answer: fsmon.AnswerAllow, Reason: why}
+	}
+	f.Handle(timeout(fsmon.ReasonDeadline))
+	f.Handle(timeout(fsmon.ReasonPanic))
+	f.Handle(timeout(fsmon.ReasonDeadline))
+	f.Flush()
+	got := rec.got()
+	if len(got) != 2 || got[0].Count != 2 || got[1].Reason != fsmon.ReasonPanic {
+		t.Fatalf("got %+v, want the deadlines folded (count 2) and the panic apart", got)
+	}
+}

@@ -78,14 +78,17 @@ func Append(b []byte, ev *fsmon.Event) []byte {
 	b = str(b, "process.loader_env", p.LoaderEnv.String())
 	b = str(b, "container.id", ev.Container.ID)
 	b = str(b, "container.name", ev.Container.Name)
+	if ev.Answer != 0 {
+		b = str(b, "answer", ev.Answer.String())
+	}
+	if ev.Reason != 0 {
+		b = str(b, "reason", ev.Reason.String())
+	}
 	count := ev.Count
 	if count < 1 {
 		count = 1
 	}
 	b = num(b, "count", int64(count), true)
-	if ev.Reason != 0 {
-		b = str(b, "reason", ev.Reason.String())
-	}
 	return append(b, '}')
 }
 

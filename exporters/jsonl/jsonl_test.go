@@ -43,13 +43,33 @@ func TestReasonKey(t *testing.T) {
 	}
 }
 
+// A default answer is reported with what is known without blocking: the
+// op, the path, the pid, the answer and why.
+func TestAppendTimeout(t *testing.T) {
+	ev := fsmon.Event{
+		Time:    time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC),
+		Kind:    fsmon.KindTimeout,
+		Op:      fsmon.OpOpen,
+		Path:    "/etc/shadow",
+		Process: fsmon.Process{PID: 42, UserID: -1},
+		Count:   1,
+		Answer:  fsmon.AnswerAllow,
+		Reason:  fsmon.ReasonDeadline,
+	}
+	got := string(Append(nil, &ev))
+	want := `{"time":"2026-12-01T08:00:00Z","event":"timeout","op":"open","file.path":"/etc/shadow","process.pid":42,"answer":"allow","reason":"deadline","count":1}`
+	if got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+}
+
 func TestUnknownLeftOut(t *testing.T) {
 	ev := fsmon.Event{Time: time.Unix(0, 0), Kind: fsmon.KindChange, Op: fsmon.OpWrite, Process: fsmon.Process{UserID: -1}}
 	var m map[string]any
 	if err := json.Unmarshal(Append(nil, &ev), &m); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"process.pid", "process.user.id", "container.id", "file.path", "process.loader_env"} {
+	for _, k := range []string{"process.pid", "process.user.id", "container.id", "file.path", "process.loader_env", "answer", "reason"} {
 		if _, ok := m[k]; ok {
 			t.Errorf("key %s present though unknown: %v", k, m)
 		}

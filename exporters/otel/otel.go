@@ -309,7 +309,7 @@ func (e *Exporter) export(ev *fsmon.Event, buf []attribute.KeyValue) {
 			trace.WithSpanKind(trace.SpanKindInternal),
 			trace.WithAttributes(attributes(ev, buf)...),
 		)
-		if ev.Kind == fsmon.KindDenied {
+		if ev.Kind == fsmon.KindDenied || ev.Answer == fsmon.AnswerDeny {
 			span.SetStatus(codes.Error, "denied")
 		}
 		e.spanCount.emit(n)

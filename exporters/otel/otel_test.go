@@ -722,3 +722,19 @@ func TestShutdownDeadlineCountsTheRest(t *testing.T) {
 		t.Fatalf("folded event after Shutdown not counted as its 3 events: %d, want %d", e.Dropped(), want)
 	}
 }
+
+// A timeout event's record carries its answer and reason, at WARN.
+func TestTimeoutRecord(t *testing.T) {
+	ev := &fsmon.Event{Time: time.Now(), Kind: fsmon.KindTimeout, Op: fsmon.OpOpen, Path: "/etc/shadow",
+		Process: fsmon.Process{PID: 42, UserID: -1}, Count: 1, Answer: fsmon.AnswerDeny, Reason: fsmon.ReasonPanic}
+	var r otellog.Record
+	record(&r, ev, time.Now(), make([]attribute.KeyValue, 0, maxAttrs))
+	got := map[string]string{}
+	r.WalkAttributes(func(kv attribute.KeyValue) bool {
+		got[string(kv.Key)] = kv.Value.Emit()
+		return true
+	})
+	if got["event"] != "timeout" || got["answer"] != "deny" || got["reason"] != "panic" || got["file.path"] != "/etc/shadow" || r.Severity() != otellog.SeverityWarn || r.EventName() != "fsmon.file.timeout" {
+		t.Fatalf("record %s severity %v attributes %v", r.EventName(), r.Severity(), got)
+	}
+}

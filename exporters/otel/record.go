@@ -23,6 +23,7 @@ const (
 	// that kept the process from matching an executable allow entry.
 	keyLoaderEnv = attribute.Key("process.loader_env")
 	keyCount     = attribute.Key("count")
+	keyAnswer    = attribute.Key("answer")
 	keyReason    = attribute.Key("reason")
 )
 
@@ -61,14 +62,17 @@ func attributes(ev *fsmon.Event, buf []attribute.KeyValue) []attribute.KeyValue 
 	}
 	kv = appendString(kv, semconv.ContainerIDKey, ev.Container.ID)
 	kv = appendString(kv, semconv.ContainerNameKey, ev.Container.Name)
+	if ev.Answer != 0 {
+		kv = append(kv, keyAnswer.String(ev.Answer.String()))
+	}
+	if ev.Reason != 0 {
+		kv = append(kv, keyReason.String(ev.Reason.String()))
+	}
 	count := ev.Count
 	if count <= 0 {
 		count = 1
 	}
 	kv = append(kv, keyCount.Int64(int64(count)))
-	if ev.Reason != 0 {
-		kv = append(kv, keyReason.String(ev.Reason.String()))
-	}
 	return kv
 }
 
@@ -79,11 +83,11 @@ func appendString(kv []attribute.KeyValue, k attribute.Key, v string) []attribut
 	return append(kv, k.String(v))
 }
 
-// severity is WARN for what a security team acts on (denied, violation),
-// INFO for the rest.
+// severity is WARN for what a security team acts on (denied, violation,
+// an open the policy did not answer), INFO for the rest.
 func severity(k fsmon.Kind) (otellog.Severity, string) {
 	switch k {
-	case fsmon.KindDenied, fsmon.KindViolation:
+	case fsmon.KindDenied, fsmon.KindViolation, fsmon.KindTimeout:
 		return otellog.SeverityWarn, "WARN"
 	default:
 		return otellog.SeverityInfo, "INFO"

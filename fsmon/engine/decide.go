@@ -23,8 +23,9 @@ import (
 // facts (the views point into the buffers).
 type decision struct {
 	facts
-	rules  []grule // the rules that cover the file; reused
-	cached bool    // the batch holds the executable cache (ExeCache.Begin)
+	rules  []grule   // the rules that cover the file; reused
+	cached bool      // the batch holds the executable cache (ExeCache.Begin)
+	allow  *allowIDs // the reader's own; nil: the loop's (e.allowIDs)
 
 	pathBuf [unix.PathMax]byte
 	bufs    procinfo.Buffers // the opener's facts are read into these
@@ -61,11 +62,21 @@ func (d *decision) verdict() fanotify.Verdict {
 	return fanotify.Allow
 }
 
-// decide works out the verdict of one permission event. The common
-// cases (a file no rule covers, a process its allow list names) make a
-// handful of syscalls and no allocation: fstat of the event fd, a table
-// lookup, and for block rules the readlink of /proc/PID/exe.
+// decide works out the verdict of one permission event and, when it is
+// reported, the report's facts: judge and gather, the loop's two phases.
 func (e *Engine) decide(s *permSlot, d *decision) {
+	e.judge(s, d)
+	if d.kind != 0 {
+		e.gather(s, d)
+	}
+}
+
+// judge is phase 1: the verdict of one permission event, from memory and
+// reads that cannot block (fstat of the event fd, the tables, the
+// executable cache or a stat of /proc/PID/exe, comm for name entries).
+// The common cases (a file no rule covers, a process its allow list
+// names) make a handful of syscalls and no allocation.
+func (e *Engine) judge(s *permSlot, d *decision) {
 	d.reset(s.pid)
 	var st unix.Stat_t
 	// Raw: fstat of an event fd does not block, and the runtime's syscall
@@ -101,11 +112,25 @@ func (e *Engine) decide(s *permSlot, d *decision) {
 	// to the file, also when a container reaches a host file through a
 	// bind mount. The opener's group only says how to name it, so it is
 	// looked up for reported events only.
-	out := e.judgeRules(d.rules, d, &e.allowIDs)
+	a := d.allow
+	if a == nil {
+		a = &e.allowIDs
+	}
+	out := e.judgeRules(d.rules, d, a)
 	if out.Kind == 0 {
 		return
 	}
 	d.kind, d.rule = out.Kind, d.rules[out.Rule]
+}
+
+// gather is phase 2, for reported events: what the report says of the
+// opener and the file. The command line takes the opener's mmap_lock and
+// can block; the verdict is stored by then, so a watchdog that finds this
+// phase stuck writes the policy's verdict, not the default.
+func (e *Engine) gather(s *permSlot, d *decision) {
+	if f := e.slowReport.Load(); f != nil {
+		(*f)()
+	}
 	d.group = e.host
 	if e.containers.Load() {
 		d.group = e.groupOf(s.pid)

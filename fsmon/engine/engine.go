@@ -38,16 +38,20 @@
 //	               (exeID, from the executable cache: one load), the
 //	               allow entries' identities (allowIDs), the names
 //	               (exeNames); policy.Outcome keeps the most severe
+//	               (phase 1 ends: the slot stores the verdict)
 //	adopt          before the answer, a file covered by its name only
 //	               gets marks of its own (marks.Adopt; never waits for a
 //	               walk: only the tables' lock)
-//	answer         write the verdict, unless the watchdog has
-//	reportProcess  only for reported events, while the opener waits:
+//	gather         only for reported events, while the opener waits:
 //	               the process's facts, its group (groupOf), the path
+//	               (phase 2: reads that may block)
+//	answer         write the verdict, unless the watchdog has
 //	enqueue        the event, to the sinks, after the answer
 //
-// The watchdog answers with the default a batch whose decision misses the
-// deadline, and a stand-in reader answers what queues behind it.
+// The watchdog answers a batch whose decision misses the deadline: with
+// the slot's verdict when phase 1 is done, else with the default, which
+// is reported as a timeout event; a stand-in reader answers what queues
+// behind it.
 //
 // Descriptors opened before a file was marked are never judged by the
 // kernel: after every placement a scan of /proc finds and reports those
@@ -154,11 +158,18 @@ type Engine struct {
 	// wake and stopping end the blocking permission loop.
 	wake     *waker
 	stopping atomic.Bool
-	// rescuing is set while a second reader stands in for a stuck
-	// permission loop (the watchdog starts it); rescued closes when it
+	// standins stand in for a stuck permission loop (the watchdog
+	// starts them); lastResortOn is set while the last-resort reader
+	// runs. readers counts those alive; each sends on readerExit as it
 	// ends.
-	rescuing atomic.Bool
-	rescued  chan struct{}
+	standins     [maxStandins]standin
+	lastResortOn atomic.Bool
+	readers      atomic.Int32
+	readerExit   chan struct{}
+	// handoff holds the events the watchdog took from a stuck reader
+	// before their decision began; the next reader to finish a batch
+	// decides them.
+	handoff chan handed
 
 	// marks places the marks, keeps their tables and the tree in step,
 	// with its own locks: the tables' lock, and the placement lock that
@@ -188,27 +199,35 @@ type Engine struct {
 	decisions    fsmon.Histogram
 	permEvents   atomic.Uint64
 	notifyEvents atomic.Uint64
-	timeouts     atomic.Uint64
-	overflowFan  atomic.Uint64
-	overflowIno  atomic.Uint64
-	dropQueue    atomic.Uint64
-	dropKernel   atomic.Uint64
-	inotifyLimit int
-	who          *procinfo.Reader // what the loops know of processes
-	recent       procinfo.Recent  // the notification loop's own, lock-free
-	readErrors   atomic.Uint64
-	allowIDs     allowIDs           // the permission loop's own
-	exes         *procinfo.ExeCache // who's
-	lastExec     execKey            // the permission loop's own
-	allowGen     atomic.Uint64
-	learnedMu    sync.Mutex
-	learned      map[Learned]struct{}
-	running      atomic.Bool
-	early        earlyScan // descriptors opened before protection (early.go)
+	timeouts     [3]atomic.Uint64 // default answers, by fsmon.Answer
+	lateAnswers  atomic.Uint64    // the policy's verdicts the watchdog wrote
+	// standinAnswers are the policy's answers given by stand-ins;
+	// standinsStarted and lastResorts count the readers started.
+	standinAnswers  atomic.Uint64
+	standinsStarted atomic.Uint64
+	lastResorts     atomic.Uint64
+	overflowFan     atomic.Uint64
+	overflowIno     atomic.Uint64
+	dropQueue       atomic.Uint64
+	dropKernel      atomic.Uint64
+	inotifyLimit    int
+	who             *procinfo.Reader // what the loops know of processes
+	recent          procinfo.Recent  // the notification loop's own, lock-free
+	readErrors      atomic.Uint64
+	allowIDs        allowIDs           // the permission loop's own
+	exes            *procinfo.ExeCache // who's
+	lastExec        execKey            // the permission loop's own
+	allowGen        atomic.Uint64
+	learnedMu       sync.Mutex
+	learned         map[Learned]struct{}
+	running         atomic.Bool
+	early           earlyScan // descriptors opened before protection (early.go)
 
-	// slowDecision, when set by a test, runs inside every decision: the
-	// stand-in for a /proc read that hangs.
+	// slowDecision, when set by a test, runs inside phase 1 of every
+	// decision: the stand-in for a /proc read that hangs. slowReport runs
+	// inside phase 2 (the report's facts) of every reported decision.
 	slowDecision atomic.Pointer[func()]
+	slowReport   atomic.Pointer[func()]
 }
 
 // Learned is one (profile, filter, executable) seen in learn mode.
@@ -247,6 +266,8 @@ func New(opts Options) (*Engine, error) {
 		proc:         proc.FS{Root: opts.ProcRoot},
 		selfPID:      int32(os.Getpid()),
 		batch:        &permBatch{},
+		readerExit:   make(chan struct{}, maxStandins+1),
+		handoff:      make(chan handed, 4096),
 		groups:       map[uint64]*group{},
 		unmonitored:  map[uint64]time.Time{},
 		cfs:          container.FS{Root: opts.ProcRoot},
@@ -358,11 +379,21 @@ func (e *Engine) Run(ctx context.Context) error {
 	loops.Wait()
 	close(wdDone)
 	<-wdExited
-	if e.rescuing.Load() {
-		// The stand-in may sit in read(2): one more wake event ends it
+	for e.readers.Load() > 0 {
+		// A stand-in may sit in read(2): one more wake event ends it
 		// (the fd is non-blocking now, so its next read returns).
 		go e.wake.wake()
-		<-e.rescued
+		<-e.readerExit
+	}
+	// Handed events no reader took (the loop and the stand-ins have
+	// stopped).
+	for done := false; !done; {
+		select {
+		case h := <-e.handoff:
+			e.answerDefault(h, e.defaultVerdict())
+		default:
+			done = true
+		}
 	}
 	e.perm.Close()
 	e.notif.Close()
@@ -597,7 +628,16 @@ func (e *Engine) Snapshot() fsmon.State {
 			fsmon.DropReportQueue: e.dropQueue.Load(),
 			fsmon.DropKernel:      e.dropKernel.Load(),
 		},
-		DecisionTimeouts: e.timeouts.Load(),
+		DecisionTimeouts: map[fsmon.Answer]uint64{
+			fsmon.AnswerAllow: e.timeouts[fsmon.AnswerAllow].Load(),
+			fsmon.AnswerDeny:  e.timeouts[fsmon.AnswerDeny].Load(),
+		},
+		LateAnswers:    e.lateAnswers.Load(),
+		StandinAnswers: e.standinAnswers.Load(),
+		StandinReaders: map[fsmon.StandinReader]uint64{
+			fsmon.ReaderStandin:    e.standinsStarted.Load(),
+			fsmon.ReaderLastResort: e.lastResorts.Load(),
+		},
 		PermissionEvents: e.permEvents.Load(),
 		NotifyEvents:     e.notifyEvents.Load(),
 		Ready:            e.marks.Ready(),

@@ -107,9 +107,9 @@ func TestFloodGetsThePolicysAnswer(t *testing.T) {
 	}
 	wg.Wait()
 	st := h.Snapshot()
-	if read.Load() != 0 || denied.Load() != procs*threads*opens || st.DecisionTimeouts != 0 {
+	if read.Load() != 0 || denied.Load() != procs*threads*opens || defaults(st) != 0 {
 		t.Fatalf("%d opens by %d processes of %d threads: %d read the file, %d denied; %d decisions answered by the default",
-			procs*threads*opens, procs, threads, read.Load(), denied.Load(), st.DecisionTimeouts)
+			procs*threads*opens, procs, threads, read.Load(), denied.Load(), defaults(st))
 	}
 	t.Logf("%d opens denied, %s", denied.Load(), strconv.Itoa(int(st.PermissionEvents))+" permission events")
 }
@@ -132,9 +132,9 @@ func TestDeadlineIsTheDecisionsNotTheBatchs(t *testing.T) {
 	defer h.slowDecision.Store(nil)
 	const threads = 10
 	read, denied := flood(t, threads, 1, secret)
-	if st := h.Snapshot(); read != 0 || denied != threads || st.DecisionTimeouts != 0 {
+	if st := h.Snapshot(); read != 0 || denied != threads || defaults(st) != 0 {
 		t.Fatalf("%d openers at once, 60 ms a decision: %d read the file, %d denied, %d answered by the default",
-			threads, read, denied, st.DecisionTimeouts)
+			threads, read, denied, defaults(st))
 	}
 }
 
@@ -172,4 +172,97 @@ func TestPermissionThreadsAreRealtime(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// shellFlood runs procs shell processes at once, each opening path opens
+// times with the shell's own redirection (one permission event per open,
+// from that process, no fork per open), and returns how many opens read
+// the file's first line ("s") and how many failed.
+func shellFlood(t *testing.T, procs, opens int, path string) (read, failed int) {
+	t.Helper()
+	script := fmt.Sprintf(`r=0; f=0; i=0
+while [ $i -lt %d ]; do
+  x=
+  if read x < '%s' 2>/dev/null && [ "$x" = s ]; then r=$((r+1)); else f=$((f+1)); fi
+  i=$((i+1))
+done
+echo "read=$r failed=$f"`, opens, path)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for p := 0; p < procs; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, err := exec.Command("/bin/sh", "-c", script).Output()
+			var r, f int
+			if _, serr := fmt.Sscanf(strings.TrimSpace(string(out)), "read=%d failed=%d", &r, &f); err != nil || serr != nil {
+				t.Errorf("shell flood: %v %v: %s", err, serr, out)
+				return
+			}
+			mu.Lock()
+			read += r
+			failed += f
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return read, failed
+}
+
+// TestFloodOfProcessesGetsThePolicysAnswer: 200 processes opening a
+// protected file in a loop at once, at the default deadline: every open
+// gets the policy's answer, EPERM; none is answered by the default.
+func TestFloodOfProcessesGetsThePolicysAnswer(t *testing.T) {
+	testroot.Require(t)
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	writeFile(t, secret, "s\n")
+	h := start(t, blockFile("protect", secret, "/usr/bin/head"), func(o *Options) {
+		o.DecisionTimeout = 250 * time.Millisecond
+	})
+	const procs, opens = 200, 50
+	read, failed := shellFlood(t, procs, opens, secret)
+	st := h.Snapshot()
+	if read != 0 || failed != procs*opens || defaults(st) != 0 {
+		t.Fatalf("%d opens by %d processes: %d read the file, %d failed; %d answered by the default",
+			procs*opens, procs, read, failed, defaults(st))
+	}
+	// The shell's opens were judged, each an event of its own.
+	if st.PermissionEvents < procs*opens {
+		t.Fatalf("%d permission events for %d opens", st.PermissionEvents, procs*opens)
+	}
+}
+
+// TestFloodFailClosedDeniesNoAllowedOpener: with --fail-closed, a flood
+// of 300 threads outside the allow list and 50 allowed processes opening
+// the same file at once: the flood reads nothing, and no allowed open is
+// denied (a default answer would deny them).
+func TestFloodFailClosedDeniesNoAllowedOpener(t *testing.T) {
+	testroot.Require(t)
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	writeFile(t, secret, "s\n")
+	sh, err := filepath.EvalSymlinks("/bin/sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, blockFile("protect", secret, sh), func(o *Options) {
+		o.DecisionTimeout = 250 * time.Millisecond
+		o.Default = FailClosed
+	})
+	const threads, floodOpens, procs, opens = 300, 50, 50, 100
+	var wg sync.WaitGroup
+	var fr, fd int
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		fr, fd = flood(t, threads, floodOpens, secret)
+	}()
+	read, failed := shellFlood(t, procs, opens, secret)
+	wg.Wait()
+	st := h.Snapshot()
+	if fr != 0 || fd != threads*floodOpens || read != procs*opens || failed != 0 || defaults(st) != 0 {
+		t.Fatalf("flood: %d read, %d denied of %d; allowed openers: %d read, %d failed of %d; %d answered by the default",
+			fr, fd, threads*floodOpens, read, failed, procs*opens, defaults(st))
+	}
 }

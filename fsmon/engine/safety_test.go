@@ -5,13 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
 	"github.com/fsmon/fsmon_exporter/testutil/testroot"
 )
 
@@ -34,12 +39,17 @@ func startSlow(t *testing.T, yaml string, def DefaultAnswer) (h *harness, releas
 	return h, release
 }
 
+// defaults is the number of opens answered by the default, either answer.
+func defaults(st fsmon.State) uint64 {
+	return st.DecisionTimeouts[fsmon.AnswerAllow] + st.DecisionTimeouts[fsmon.AnswerDeny]
+}
+
 // timeoutsAtLeast waits until the engine has counted n timeouts: the
 // watchdog counts after it answers, so the opener may be done first.
 func timeoutsAtLeast(t *testing.T, h *harness, n uint64) {
 	t.Helper()
 	eventually(t, "timeout counted", func() error {
-		if got := h.Snapshot().DecisionTimeouts; got < n {
+		if got := defaults(h.Snapshot()); got < n {
 			return fmt.Errorf("%d timeouts, want %d", got, n)
 		}
 		return nil
@@ -79,13 +89,36 @@ func TestDeadlineAnswersWithDefault(t *testing.T) {
 		}
 		return nil
 	})
-	// A change made now is reported after anything queued before.
+	// A change made now is reported after anything queued before: the
+	// default answer as one timeout event, and no report of the late
+	// decision.
 	mustAllow(t, sh(t, "echo x >> "+watched))
-	h.rec.noneBefore(t, "a report of the open the watchdog answered", func(ev *fsmon.Event) bool { return ev.Kind != fsmon.KindChange },
+	h.rec.noneBefore(t, "a report of the open but its timeout", func(ev *fsmon.Event) bool { return ev.Kind != fsmon.KindChange && ev.Kind != fsmon.KindTimeout },
 		"a later change", change(fsmon.OpWrite, watched))
+	timeoutReported(t, h, secret, fsmon.AnswerAllow, fsmon.ReasonDeadline)
 	// Nothing else made a permission event: one open, one timeout.
-	if n := h.Snapshot().DecisionTimeouts; n != 1 {
-		t.Errorf("%d timeouts counted, want 1", n)
+	if st := h.Snapshot(); st.DecisionTimeouts[fsmon.AnswerAllow] != 1 || st.DecisionTimeouts[fsmon.AnswerDeny] != 0 || st.LateAnswers != 0 {
+		t.Errorf("timeouts counted %v, late %d; want one allow", st.DecisionTimeouts, st.LateAnswers)
+	}
+}
+
+// timeoutReported asserts that exactly one timeout event was reported,
+// of an open of path, with the answer and reason.
+func timeoutReported(t *testing.T, h *harness, path string, a fsmon.Answer, why fsmon.Reason) {
+	t.Helper()
+	h.rec.waitFor(t, "timeout of "+path, func(ev *fsmon.Event) bool { return ev.Kind == fsmon.KindTimeout })
+	var got []fsmon.Event
+	for _, ev := range h.rec.all() {
+		if ev.Kind == fsmon.KindTimeout {
+			got = append(got, ev)
+		}
+	}
+	if len(got) != 1 {
+		t.Fatalf("%d timeout events, want 1: %s", len(got), dump(got))
+	}
+	ev := got[0]
+	if ev.Path != path || ev.Op != fsmon.OpOpen || ev.Answer != a || ev.Reason != why || ev.Process.PID <= 0 || ev.Process.CommandLine != "" {
+		t.Fatalf("timeout event %+v, want an open of %s answered %v for %v", ev, path, a, why)
 	}
 }
 
@@ -94,9 +127,13 @@ func TestDeadlineFailClosed(t *testing.T) {
 	secret := filepath.Join(dir, "secret")
 	writeFile(t, secret, "s")
 	h, _ := startSlow(t, protectFile("protect", secret), FailClosed)
-	// Even the allowed head is denied when its decision is late.
+	// Even the allowed head is denied when its decision is stuck.
 	mustDeny(t, cmd(t, "head", secret))
 	timeoutsAtLeast(t, h, 1)
+	timeoutReported(t, h, secret, fsmon.AnswerDeny, fsmon.ReasonDeadline)
+	if st := h.Snapshot(); st.DecisionTimeouts[fsmon.AnswerDeny] != 1 || st.DecisionTimeouts[fsmon.AnswerAllow] != 0 {
+		t.Errorf("timeouts counted %v, want one deny", st.DecisionTimeouts)
+	}
 }
 
 func TestSnapshot(t *testing.T) {
@@ -178,11 +215,101 @@ func TestPanicInADecisionIsAnsweredAndSurvived(t *testing.T) {
 	mustAllow(t, cmd(t, "cat", secret))
 	// ...and the loop goes on deciding.
 	mustDeny(t, cmd(t, "cat", secret))
+	// The default answer is reported, before the later deny.
+	h.rec.waitFor(t, "the later deny", kind(fsmon.KindDenied, secret))
+	timeoutReported(t, h, secret, fsmon.AnswerAllow, fsmon.ReasonPanic)
+}
+
+// TestPanicAfterTheVerdictGetsTheVerdict: a decision that fails in
+// phase 2 (gathering the report), after its verdict is known, answers
+// with that verdict, not the default: a process outside the list is
+// still denied, and nothing is counted as a default answer.
+func TestPanicAfterTheVerdictGetsTheVerdict(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	writeFile(t, secret, "s")
+	h := start(t, protectFile("protect", secret))
+	var once sync.Once
+	bug := func() {
+		fire := false
+		once.Do(func() { fire = true })
+		if fire {
+			panic("a bug gathering a report")
+		}
+	}
+	h.slowReport.Store(&bug)
+	mustDeny(t, cmd(t, "cat", secret))
+	mustDeny(t, cmd(t, "cat", secret))
+	h.rec.waitFor(t, "the second deny", kind(fsmon.KindDenied, secret))
+	// Answered by the loop's recovery, not left for the watchdog.
+	if st := h.Snapshot(); defaults(st) != 0 || st.LateAnswers != 0 {
+		t.Fatalf("%d default answers, %d late; want 0 and 0", defaults(st), st.LateAnswers)
+	}
+}
+
+// TestStalledReportGetsThePolicysVerdict: a decision whose verdict is
+// known but whose report's facts cannot be read (phase 2 stuck: a
+// command line whose process holds its mmap_lock) is answered by the
+// watchdog with the policy's verdict: a process outside the allow list
+// is denied, an allowed one reads the file. Neither is a default answer
+// or reported as a timeout; both count as late, and the denied open is
+// reported as denied once phase 2 ends.
+func TestStalledReportGetsThePolicysVerdict(t *testing.T) {
+	for _, def := range []DefaultAnswer{FailOpen, FailClosed} {
+		for _, tc := range []struct {
+			opener string
+			want   fsmon.Kind
+		}{{"cat", fsmon.KindDenied}, {"head", fsmon.KindAccess}} {
+			name := map[DefaultAnswer]string{FailOpen: "fail-open", FailClosed: "fail-closed"}[def] + "/" + tc.opener
+			t.Run(name, func(t *testing.T) {
+				dir := t.TempDir()
+				secret := filepath.Join(dir, "secret")
+				writeFile(t, secret, "s")
+				// report_access: the allowed open is reported too, so it
+				// has a phase 2 to stall in.
+				h := start(t, strings.Replace(blockFile("protect", secret, "/usr/bin/head"), "behavior: block", "behavior: block\n        report_access: true", 1), func(o *Options) {
+					o.DecisionTimeout = 100 * time.Millisecond
+					o.Default = def
+				})
+				held := make(chan struct{})
+				var once sync.Once
+				release := func() { once.Do(func() { close(held) }) }
+				t.Cleanup(release)
+				stall := func() { <-held }
+				h.slowReport.Store(&stall)
+				r := cmd(t, tc.opener, secret)
+				if tc.want == fsmon.KindDenied {
+					mustDeny(t, r)
+				} else {
+					mustAllow(t, r)
+				}
+				eventually(t, "the late answer counted", func() error {
+					if n := h.Snapshot().LateAnswers; n != 1 {
+						return fmt.Errorf("%d late answers", n)
+					}
+					return nil
+				})
+				h.slowReport.Store(nil)
+				release()
+				// Reported once phase 2 ends, as the policy's answer.
+				h.rec.waitFor(t, "the stalled open reported", kind(tc.want, secret))
+				for _, ev := range h.rec.all() {
+					if ev.Kind == fsmon.KindTimeout {
+						t.Fatalf("a late policy answer reported as a timeout: %+v", ev)
+					}
+				}
+				if n := defaults(h.Snapshot()); n != 0 {
+					t.Fatalf("%d default answers, want 0", n)
+				}
+			})
+		}
+	}
 }
 
 // TestStuckDecisionDoesNotHoldUpTheQueue: while the loop is stuck in one
-// decision, later opens are answered at the deadline too (with the
-// default), not when the stuck decision ends.
+// decision, later opens are answered by a stand-in reader with the
+// policy's verdict, not when the stuck decision ends and not with the
+// default.
 func TestStuckDecisionDoesNotHoldUpTheQueue(t *testing.T) {
 	dir := t.TempDir()
 	secret := filepath.Join(dir, "secret")
@@ -208,8 +335,13 @@ func TestStuckDecisionDoesNotHoldUpTheQueue(t *testing.T) {
 	// The first open's decision hangs; the watchdog answers it.
 	mustAllow(t, cmd(t, "cat", secret))
 	// The loop is still stuck. Without a stand-in reader this open would
-	// wait for it and then be denied; it is answered with the default.
-	mustAllow(t, cmd(t, "cat", secret))
+	// wait for it; the stand-in decides it with the policy: denied, and
+	// reported as such, not as a timeout.
+	mustDeny(t, cmd(t, "cat", secret))
+	if st := h.Snapshot(); st.StandinAnswers < 1 || defaults(st) != 1 {
+		t.Fatalf("stand-in answers %d, default answers %d; want at least 1 and 1", st.StandinAnswers, defaults(st))
+	}
+	h.rec.waitFor(t, "the stand-in's deny", kind(fsmon.KindDenied, secret))
 	close(release)
 	// Back to deciding: denied again.
 	eventually(t, "the loop decides again", func() error { return denied(secret) })
@@ -294,4 +426,88 @@ func runEngine(t *testing.T, opts Options) *Engine {
 	go func() { done <- e.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return e
+}
+
+// TestStuckStandinsAreReplacedThenLastResort: when every decision hangs
+// (the loop's and each stand-in's), each open gets the default answer at
+// the deadline and is reported; each stuck stand-in is replaced by a
+// fresh one, at most maxStandins of them, and past that the last-resort
+// reader answers without deciding. Nothing waits for a stuck reader.
+func TestStuckStandinsAreReplacedThenLastResort(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	writeFile(t, secret, "s")
+	h, release := startSlow(t, protectFile("protect", secret), FailClosed)
+	const opens = maxStandins + 2 // the loop, each stand-in, the last resort
+	for i := 0; i < opens; i++ {
+		// head is allowed, but no decision ends: the default, deny.
+		mustDeny(t, cmd(t, "head", secret))
+	}
+	timeoutsAtLeast(t, h, opens)
+	st := h.Snapshot()
+	if st.StandinReaders[fsmon.ReaderStandin] != maxStandins || st.StandinReaders[fsmon.ReaderLastResort] != 1 || st.DecisionTimeouts[fsmon.AnswerDeny] != opens || st.StandinAnswers != 0 {
+		t.Fatalf("readers started %v, default answers %v, stand-in answers %d; want %d stand-ins, 1 last resort, %d denies",
+			st.StandinReaders, st.DecisionTimeouts, st.StandinAnswers, maxStandins, opens)
+	}
+	eventually(t, "every default answer reported", func() error {
+		n := 0
+		for _, ev := range h.rec.all() {
+			if ev.Kind == fsmon.KindTimeout && ev.Answer == fsmon.AnswerDeny && ev.Path == secret {
+				n++
+			}
+		}
+		if n != opens {
+			return fmt.Errorf("%d timeout events, want %d", n, opens)
+		}
+		return nil
+	})
+	release()
+}
+
+// TestWatchdogHandsUnbegunEventsOn: when a reader is stuck, the events
+// of its batch whose decision has not begun are not answered with the
+// default: the watchdog hands them to another reader, which decides
+// them with the policy (a process outside the allow list: denied, and
+// reported so). The stuck batch is built by hand, so that it holds an
+// event behind the stuck one whatever the kernel batches.
+func TestWatchdogHandsUnbegunEventsOn(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	writeFile(t, secret, "s")
+	h := start(t, protectFile("protect", secret), func(o *Options) { o.DecisionTimeout = 100 * time.Millisecond })
+	outsider := exec.Command("sleep", "60")
+	if err := outsider.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { outsider.Process.Kill(); outsider.Wait() })
+	f, err := os.Open(secret) // our own open: answered at once
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Dup(int(f.Fd())) // the reader that decides it closes it
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := int32(outsider.Process.Pid)
+	b := &permBatch{}
+	gen := b.gen.Add(1)
+	s := &b.slots[0]
+	s.fd, s.pid, s.mask = int32(fd), pid, fanotify.OpenPerm
+	s.state.Store(gen << slotBits)
+	b.n.Store(1)
+	b.readAt.Store(time.Now().UnixNano())
+	b.start.Store(time.Now().Add(-time.Second).UnixNano()) // its reader: stuck
+	if !h.rescueBatch(b, fanotify.Allow) {
+		t.Fatal("the watchdog did not find the batch stuck")
+	}
+	if st := s.state.Load(); st != gen<<slotBits|slotHanded {
+		t.Fatalf("slot state %d, want handed (%d)", st&slotMask, slotHanded)
+	}
+	h.rec.waitFor(t, "the handed open decided", func(ev *fsmon.Event) bool {
+		return ev.Kind == fsmon.KindDenied && ev.Process.PID == pid && ev.Path == secret
+	})
+	if n := defaults(h.Snapshot()); n != 0 {
+		t.Fatalf("%d default answers, want 0", n)
+	}
 }

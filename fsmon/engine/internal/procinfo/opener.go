@@ -254,6 +254,23 @@ func (r *Reader) report(o *Opener, b *Buffers) fsmon.Process {
 	return p
 }
 
+// Quick gathers the opener's facts that can be read without blocking,
+// for a stand-in reader: its executable (the /proc/PID/exe link) and
+// what /proc/PID/stat says (parent, name). The command line (its read
+// takes the process's mmap_lock) and the user are left out, unknown.
+// It does not touch the executable cache, whose entries the loop owns.
+func (r *Reader) Quick(o *Opener, b *Buffers) fsmon.Process {
+	p := fsmon.Process{PID: o.PID, UserID: -1}
+	if x, err := r.fs.ReadExe(o.PID, b.exe[:]); err == nil {
+		p.ExecutablePath = string(x)
+	}
+	if v, ok := r.statOf(o, b); ok {
+		p.ParentPID = v.PPID
+		p.ExecutableName = string(v.Comm)
+	}
+	return p
+}
+
 // Read gathers the facts of pid for a notification, read after the
 // fact: the process may be gone already, then the pid is all there is.
 // The executable path is as the daemon sees it.
