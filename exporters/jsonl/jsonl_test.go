@@ -37,7 +37,7 @@ func TestAppendKeys(t *testing.T) {
 func TestReasonKey(t *testing.T) {
 	ev := fsmon.Event{Time: time.Unix(0, 0), Kind: fsmon.KindViolation, Op: fsmon.OpOpen, Reason: fsmon.ReasonOpenedBefore, Count: 1}
 	got := string(Append(nil, &ev))
-	want := `{"time":"1970-01-01T00:00:00Z","event":"violation","op":"open","count":1,"reason":"opened before protection"}`
+	want := `{"time":"1970-01-01T00:00:00Z","event":"violation","op":"open","reason":"opened before protection","count":1}`
 	if got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
