@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/marks"
@@ -69,4 +71,61 @@ func TestNewFileIsMarkedBeforeItsAnswer(t *testing.T) {
 	h.rec.waitFor(t, "the denied open through the link", kind(fsmon.KindDenied, stolen))
 	release()
 	mustAllow(t, cmd(t, "head", stolen))
+}
+
+// While the loop is stuck, the stand-in that answers in its place marks a
+// new file before its creator's answer just as the loop would: a hard
+// link made at once is denied.
+func TestNewFileIsMarkedBeforeItsAnswerByAStandin(t *testing.T) {
+	dir, elsewhere := t.TempDir(), t.TempDir()
+	first := filepath.Join(dir, "first.key")
+	writeFile(t, first, "first")
+	h := start(t, newFileDir(dir), func(o *Options) { o.DecisionTimeout = 100 * time.Millisecond })
+	pl := h.marks.Place() // nothing but a decision can mark the new file
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			pl.Done()
+		}
+	}
+	defer release()
+	unstick := make(chan struct{})
+	var once, unstuck sync.Once
+	stuck := func() {
+		first := false
+		once.Do(func() { first = true })
+		if first {
+			<-unstick
+		}
+	}
+	h.slowDecision.Store(&stuck)
+	defer unstuck.Do(func() { close(unstick) })
+	// The loop's first decision hangs; the watchdog answers it with the
+	// default and starts a stand-in.
+	mustAllow(t, cmd(t, "cat", first))
+	timeoutsAtLeast(t, h, 1)
+
+	p := filepath.Join(dir, "new.key")
+	w := stepper.Shell(t, "exec 3>"+p+"; echo opened; read x; echo SECRET >&3; exec 3>&-; echo written; read x")
+	w.Expect(t, "opened")
+	if st := h.Snapshot(); st.StandinAnswers < 1 {
+		t.Fatalf("the creator's open was not answered by a stand-in (stand-in answers %d)", st.StandinAnswers)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := h.marks.Entries(marks.DevIno{Dev: st.Dev, Ino: st.Ino})
+	if f == nil || f.Perm == 0 {
+		t.Fatalf("the new file has no permission mark of its own when the stand-in answered its creator: %+v", f)
+	}
+	stolen := filepath.Join(elsewhere, "stolen")
+	if err := os.Link(p, stolen); err != nil {
+		t.Fatal(err)
+	}
+	w.Send(t, "")
+	w.Expect(t, "written")
+	mustDeny(t, cmd(t, "cat", stolen))
+	h.rec.waitFor(t, "the denied open through the link", kind(fsmon.KindDenied, stolen))
 }

@@ -162,6 +162,12 @@ func (e *Engine) standinPerm(s *permSlot, gen uint64, readAt time.Time, d *decis
 	d.cached = false // the executable cache is the loop's
 	e.judge(s, d)
 	v := d.verdict()
+	if d.viaDir != nil {
+		// A new file gets its marks before its answer here too
+		// (docs/design/deny.md §2): Adopt takes only the tables' lock,
+		// which no stuck decision holds (it is stuck in /proc).
+		e.adopt(s.fd, d)
+	}
 	base := gen << slotBits
 	if !s.state.CompareAndSwap(base|slotJudging, base|decidedState(v)) {
 		e.answer(s, gen, v) // the watchdog answered with the default
