@@ -49,6 +49,9 @@ func startDaemonEnv(t *testing.T, env []string, args ...string) *daemon {
 	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--events.fold-window=") }) {
 		base = append(base, "--events.fold-window=0")
 	}
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--state.dir=") }) {
+		base = append(base, "--state.dir="+t.TempDir()) // the machine's own is not the tests' business
+	}
 	d.cmd = exec.Command(bin, append(base, args...)...)
 	d.cmd.Stderr = d.stderr
 	d.cmd.Env = append(os.Environ(), env...)
@@ -386,6 +389,27 @@ func TestDaemonDeniesReportsReloadsAndStops(t *testing.T) {
 	d.signal(t, syscall.SIGTERM)
 	if err := d.wait(t); err != nil {
 		t.Fatalf("SIGTERM: want exit 0, got %v", err)
+	}
+}
+
+// TestStateDirKeepsAllowResolutions: --state.dir is where the daemon
+// keeps what allow entries resolved to; after SIGTERM it holds the
+// record of the entry an allowed open resolved (the engine's tests show
+// what a restart does with it).
+func TestStateDirKeepsAllowResolutions(t *testing.T) {
+	secret := secretFile(t)
+	state := filepath.Join(t.TempDir(), "state")
+	d := startDaemon(t, "--config.file="+protectConfig(t, secret), "--state.dir="+state)
+	if out, err := runCmd(t, "head", secret); err != nil {
+		t.Fatalf("allowed head failed: %v %s", err, out)
+	}
+	d.signal(t, syscall.SIGTERM)
+	if err := d.wait(t); err != nil {
+		t.Fatalf("SIGTERM: want exit 0, got %v", err)
+	}
+	b, err := os.ReadFile(filepath.Join(state, "allow-resolutions.json"))
+	if err != nil || !strings.Contains(string(b), `"path": "/usr/bin/head"`) {
+		t.Fatalf("state after SIGTERM: %v\n%s", err, b)
 	}
 }
 

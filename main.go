@@ -55,6 +55,7 @@ type flags struct {
 	foldWindow      time.Duration
 	containerScan   time.Duration
 	maxObjects      int
+	stateDir        string
 	containerCap    int
 	web             *web.FlagConfig
 	log             *promslog.Config
@@ -87,6 +88,8 @@ func parseFlags(args []string) *flags {
 		Default("1s").DurationVar(&f.containerScan)
 	app.Flag("watch.max-objects", "Most directories and files that monitor-only filters follow at once; past it the rest is not followed and the log says so. Files of block and report_access filters are always marked.").
 		Default("1048576").IntVar(&f.maxObjects)
+	app.Flag("state.dir", "Directory of the state kept across restarts: what the executables of allow lists resolved to, so that the processes of a program upgraded while the daemon was down stay allowed; empty keeps nothing.").
+		Default("/var/lib/fsmon_exporter").StringVar(&f.stateDir)
 	app.Flag("metrics.container-cap", "Distinct values of the container label before new containers are counted as other.").
 		Default(strconv.Itoa(collector.DefaultContainerCap)).IntVar(&f.containerCap)
 	f.web = kingpinflag.AddFlags(app, ":9717")
@@ -229,6 +232,7 @@ func run(args []string) int {
 		MaxObjects:      f.maxObjects,
 		ExeCache:        exeCache,
 		Priority:        priority,
+		StateDir:        f.stateDir,
 	})
 	if err != nil {
 		if errors.Is(err, engine.ErrNotRoot) || os.Geteuid() != 0 {

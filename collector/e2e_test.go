@@ -188,7 +188,7 @@ type daemon struct {
 func startDaemon(t *testing.T, bin string, args ...string) *daemon {
 	t.Helper()
 	d := &daemon{addr: testroot.FreeAddr(t), done: make(chan struct{})}
-	args = append(args, "--web.listen-address="+d.addr, "--log.level=debug")
+	args = append(args, "--web.listen-address="+d.addr, "--log.level=debug", "--state.dir="+t.TempDir())
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout = io.Discard // events as JSON lines; not what these tests check
 	cmd.Stderr = &d.stderr

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/allowstate"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fsys"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
 )
@@ -42,6 +43,11 @@ type allowIDs struct {
 	// look-up.
 	tried map[triedKey]struct{}
 	swept int64 // unix nanoseconds of the last sweep of former resolutions
+
+	// store, on the permission loop's own cache only, is where the
+	// host's entries are kept across restarts (allowstate); nil for the
+	// stand-ins' and the scanner's copies, and without --state.dir.
+	store *allowstate.Writer
 
 	// fakeNow, set by tests, stands in for the clock (unix nanoseconds)
 	// when not zero, so that a test can step past allowRecheck.
@@ -81,7 +87,32 @@ const (
 	// gone.
 	allowSweep = 10 * time.Second
 	maxTried   = 4096
+	// maxKept bounds the entries a new generation keeps.
+	maxKept = 65536
 )
+
+// newGeneration starts a generation of the cache: after a reload, or
+// when a container's group is gone. What the entries of groups that
+// still exist resolved to is kept, former resolutions included: they are
+// the only record of the previous build of an upgraded program, whose
+// processes must stay allowed across a reload or another container's
+// end until they exit. Each kept entry is looked up again at its next
+// miss; the groups of containers that are gone are dropped.
+func (a *allowIDs) newGeneration(e *Engine, gen uint64) {
+	old := a.m
+	a.m, a.gen = make(map[allowKey]*allowEntry, len(old)), gen
+	a.tried = map[triedKey]struct{}{}
+	if len(old) == 0 {
+		return
+	}
+	live := e.liveGroups()
+	for k, x := range old {
+		if _, ok := live[k.g]; ok && len(a.m) < maxKept {
+			x.at = 0
+			a.m[k] = x
+		}
+	}
+}
 
 // has reports whether the executable id that the opener of d runs is
 // one that paths, entries in g's root, name now or named before and
@@ -89,8 +120,7 @@ const (
 func (a *allowIDs) has(e *Engine, g *group, paths []string, id devIno, d *decision) bool {
 	o := opener{e, d}
 	if gen := e.allowGen.Load(); a.m == nil || a.gen != gen {
-		a.m, a.gen = map[allowKey]*allowEntry{}, gen
-		a.tried = map[triedKey]struct{}{}
+		a.newGeneration(e, gen)
 	}
 	now := a.fakeNow.Load()
 	if now == 0 {
@@ -189,11 +219,20 @@ func (x *allowEntry) matches(id devIno, o opener) bool {
 func (a *allowIDs) refresh(e *Engine, g *group, p string, now int64) *allowEntry {
 	k := allowKey{g, p}
 	x := a.m[k]
+	r, real := e.resolve(g, p)
 	if x == nil {
 		x = &allowEntry{}
 		a.m[k] = x
+		if g == e.host {
+			// What the path named when the daemon last ran: the
+			// builds that may still run.
+			for _, f := range e.allowSeeds[p] {
+				if f != r && len(x.former) < maxFormer {
+					x.former = append(x.former, f)
+				}
+			}
+		}
 	}
-	r, real := e.resolve(g, p)
 	if r != x.cur {
 		if x.cur.id != (devIno{}) && !x.cur.handle.IsZero() {
 			x.former = append([]resolution{x.cur}, x.former...)
@@ -202,14 +241,43 @@ func (a *allowIDs) refresh(e *Engine, g *group, p string, now int64) *allowEntry
 			}
 		}
 		x.cur = r
+		if g == e.host {
+			a.save(e)
+		}
 	}
 	x.at, x.real = now, real
 	return x
 }
 
+// save hands what the host's entries resolve to to the state writer.
+// It runs when a resolution changes, which a program's upgrade or a
+// first look-up makes: rarely.
+func (a *allowIDs) save(e *Engine) {
+	if a.store == nil {
+		return
+	}
+	st := allowstate.Entries{}
+	for k, x := range a.m {
+		if k.g != e.host {
+			continue
+		}
+		var rs []allowstate.Resolution
+		for _, r := range append([]resolution{x.cur}, x.former...) {
+			if r.id != (devIno{}) && !r.handle.IsZero() {
+				rs = append(rs, allowstate.Resolution{Dev: r.id.Dev, Ino: r.id.Ino, Handle: r.handle})
+			}
+		}
+		if len(rs) > 0 && len(st) < allowstate.MaxEntries {
+			st[k.path] = rs
+		}
+	}
+	a.store.Save(st)
+}
+
 // sweep drops the former resolutions whose inode is gone: no process
 // runs it any more, and its number may be another file's.
 func (a *allowIDs) sweep(e *Engine) {
+	changed := false
 	for k, x := range a.m {
 		if len(x.former) == 0 {
 			continue
@@ -233,8 +301,14 @@ func (a *allowIDs) sweep(e *Engine) {
 			}
 		}
 		clear(x.former[len(live):])
+		if len(live) != len(x.former) && k.g == e.host {
+			changed = true
+		}
 		x.former = live
 		unix.Close(fd)
+	}
+	if changed {
+		a.save(e)
 	}
 }
 

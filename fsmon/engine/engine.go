@@ -72,6 +72,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/allowstate"
 	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/groups"
 	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/marks"
 	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/procinfo"
@@ -131,6 +132,10 @@ type Options struct {
 	// Priority is how the permission loop and the watchdog are
 	// scheduled.
 	Priority Priority
+	// StateDir, when set, is where what allow entries resolved to is
+	// kept across restarts (allowstate): the previous build of an
+	// upgraded program stays allowed after a restart too.
+	StateDir string
 }
 
 // The marks package's types under the names the decision reads them by.
@@ -218,10 +223,15 @@ type Engine struct {
 	exes            *procinfo.ExeCache // who's
 	lastExec        execKey            // the permission loop's own
 	allowGen        atomic.Uint64
-	learnedMu       sync.Mutex
-	learned         map[Learned]struct{}
-	running         atomic.Bool
-	early           earlyScan // descriptors opened before protection (early.go)
+	// allowSeeds is what the host's allow entries resolved to when the
+	// daemon last ran (read-only after New); allowStore writes the
+	// loop's records back.
+	allowSeeds map[string][]resolution
+	allowStore *allowstate.Writer
+	learnedMu  sync.Mutex
+	learned    map[Learned]struct{}
+	running    atomic.Bool
+	early      earlyScan // descriptors opened before protection (early.go)
 
 	// slowDecision, when set by a test, runs inside phase 1 of every
 	// decision: the stand-in for a /proc read that hangs. slowReport runs
@@ -322,7 +332,49 @@ func New(opts Options) (*Engine, error) {
 	}
 	e.exes = procinfo.NewExeCache(e.log, mode, e.proc, 1024)
 	e.who = procinfo.NewReader(e.proc, e.exes)
+	if opts.StateDir != "" {
+		e.loadAllowState(opts.StateDir)
+	}
 	return e, nil
+}
+
+// loadAllowState reads what the host's allow entries resolved to when
+// the daemon last ran. A file that cannot be read is set aside, not
+// lost, and the daemon starts without it: it then knows only the
+// programs the entries name now.
+func (e *Engine) loadAllowState(dir string) {
+	st, err := allowstate.Load(dir)
+	if err != nil {
+		bad, aerr := allowstate.SetAside(dir)
+		if aerr != nil {
+			e.log.Error("allow list state unreadable; running processes of programs upgraded while the daemon was down are allowed only if the entry names them now", "err", err, "set_aside", aerr)
+		} else {
+			e.log.Error("allow list state unreadable, kept as "+bad+"; running processes of programs upgraded while the daemon was down are allowed only if the entry names them now", "err", err)
+		}
+	}
+	e.allowSeeds = make(map[string][]resolution, len(st))
+	for p, rs := range st {
+		for _, r := range rs {
+			e.allowSeeds[p] = append(e.allowSeeds[p], resolution{id: devIno{r.Dev, r.Ino}, handle: r.Handle})
+		}
+	}
+	e.allowStore = allowstate.NewWriter(dir, func(err error) {
+		e.log.Error("writing the allow list state", "err", err)
+	})
+	e.allowIDs.store = e.allowStore
+	e.log.Debug("allow list state loaded", "dir", dir, "entries", len(st))
+}
+
+// liveGroups is the set of groups that exist now, the host's included.
+func (e *Engine) liveGroups() map[*group]struct{} {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	live := make(map[*group]struct{}, len(e.groups)+1)
+	live[e.host] = struct{}{}
+	for _, g := range e.groups {
+		live[g] = struct{}{}
+	}
+	return live
 }
 
 // Run reads and answers events until ctx ends. When it returns, every
@@ -354,6 +406,12 @@ func (e *Engine) Run(ctx context.Context) error {
 	go e.exes.Watch(discoverCtx)
 	scanned := make(chan struct{})
 	go func() { defer close(scanned); e.scanLoop(discoverCtx) }()
+	stopSave, saved := make(chan struct{}), make(chan struct{})
+	if e.allowStore != nil {
+		go func() { defer close(saved); e.allowStore.Run(stopSave) }()
+	} else {
+		close(saved)
+	}
 
 	var err error
 	select {
@@ -379,6 +437,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	loops.Wait()
 	close(wdDone)
 	<-wdExited
+	// The loop has stopped: its last records are written.
+	close(stopSave)
+	<-saved
 	for e.readers.Load() > 0 {
 		// A stand-in may sit in read(2): one more wake event ends it
 		// (the fd is non-blocking now, so its next read returns).

@@ -101,6 +101,9 @@ func compile(t testing.TB, yaml string) *policy.Policy {
 type harness struct {
 	*Engine
 	rec *recorder
+	// stop ends the engine before the test does (a restart); the
+	// test's cleanup then has nothing left to stop.
+	stop func()
 }
 
 // start runs an engine with the configuration until the test ends.
@@ -122,17 +125,21 @@ func start(t testing.TB, yaml string, opts ...func(*Options)) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Errorf("engine did not stop within 10s")
 			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("engine did not stop within 10s")
-		}
-	})
+		})
+	}
+	t.Cleanup(stop)
 	res, err := e.Apply(compile(t, yaml))
 	if err != nil {
 		t.Fatalf("apply: %v", err)
@@ -143,7 +150,7 @@ func start(t testing.TB, yaml string, opts ...func(*Options)) *harness {
 	if !e.Ready() {
 		t.Fatal("not ready after Apply")
 	}
-	return &harness{Engine: e, rec: rec}
+	return &harness{Engine: e, rec: rec, stop: stop}
 }
 
 // sh runs a shell command line in a child process and returns its

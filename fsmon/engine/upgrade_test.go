@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/allowstate"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
 	"github.com/fsmon/fsmon_exporter/testutil/stepper"
 	"github.com/fsmon/fsmon_exporter/testutil/testroot"
@@ -185,4 +186,111 @@ func TestReusedInodeOfTheCurrentResolutionIsDenied(t *testing.T) {
 	}
 	mustDeny(t, r)
 	mustAllow(t, cmd(t, prog, "-c", `: < "$0"`, secret))
+}
+
+// upgradeUnderRunningProcess starts a reader running build 1 of an
+// allowed program on an ext4 of the test's own and lets it open secret
+// once, then renames build 2 over the program's path. It returns the
+// reader, the program's path, the secret and the directory.
+func upgradeUnderRunningProcess(t *testing.T, dash, dir string, h func(prog, secret string) *harness) (old *stepper.Stepper, prog, secret string, hh *harness) {
+	t.Helper()
+	secret = filepath.Join(dir, "secret")
+	writeFile(t, secret, "s\n")
+	prog = filepath.Join(dir, "prog")
+	newBuild(t, dash, prog, "build-1")
+	hh = h(prog, secret)
+	old = stepper.Start(t, prog, "-c", readerScript, secret)
+	old.Send(t, "1")
+	old.Expect(t, "open-ok")
+	return old, prog, secret, hh
+}
+
+// TestReloadKeepsTheOldBuildAllowed: a reload (and so the end of any
+// container, which starts the allow cache over as well) does not forget
+// the previous build of an upgraded program: its running process stays
+// allowed.
+func TestReloadKeepsTheOldBuildAllowed(t *testing.T) {
+	dash := testroot.RequireCommand(t, "dash")
+	dir := freshExt4(t)
+	old, prog, secret, h := upgradeUnderRunningProcess(t, dash, dir, func(prog, secret string) *harness {
+		h := start(t, blockFile("protect", secret, prog))
+		h.allowIDs.fakeNow.Store(time.Now().UnixNano())
+		return h
+	})
+	newBuild(t, dash, prog, "build-2")
+	mustAllow(t, cmd(t, prog, "-c", `: < "$0"`, secret)) // the new build, at its first open
+	gen := h.allowGen.Load()
+	if _, err := h.Apply(compile(t, blockFile("protect", secret, prog))); err != nil {
+		t.Fatal(err)
+	}
+	if h.allowGen.Load() == gen {
+		t.Fatal("the reload did not start a new generation of the allow cache: the test shows nothing")
+	}
+	old.Send(t, "2")
+	old.Expect(t, "open-ok")
+	mustDeny(t, cmd(t, dash, "-c", `: < "$0"`, secret))
+	mustAllow(t, cmd(t, prog, "-c", `: < "$0"`, secret))
+}
+
+// TestRestartKeepsTheOldBuildAllowed: the daemon stops, the program is
+// upgraded while it is down, and the daemon starts again. The process
+// of the old build, which the new daemon never saw the path name, stays
+// allowed through the state the first daemon kept; the new build is
+// allowed; other programs are denied; and a file that gets the old
+// build's inode number after it exits is denied (the record's handle is
+// the old file's).
+func TestRestartKeepsTheOldBuildAllowed(t *testing.T) {
+	dash := testroot.RequireCommand(t, "dash")
+	dir := freshExt4(t)
+	state := filepath.Join(t.TempDir(), "state")
+	withState := func(o *Options) { o.StateDir = state }
+	old, prog, secret, h1 := upgradeUnderRunningProcess(t, dash, dir, func(prog, secret string) *harness {
+		return start(t, blockFile("protect", secret, prog), withState)
+	})
+	oldIno := inode(t, "/proc/"+itoa(old.PID())+"/exe")
+	h1.stop()
+
+	newBuild(t, dash, prog, "build-2") // while the daemon is down
+	h2 := start(t, blockFile("protect", secret, prog), withState)
+	h2.allowIDs.fakeNow.Store(time.Now().UnixNano())
+	old.Send(t, "2")
+	old.Expect(t, "open-ok")
+	mustAllow(t, cmd(t, prog, "-c", `: < "$0"`, secret))
+	mustDeny(t, cmd(t, dash, "-c", `: < "$0"`, secret))
+
+	old.Cmd.Process.Kill()
+	old.Cmd.Wait()
+	impostor := filepath.Join(dir, "impostor")
+	b, err := os.ReadFile(dash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(impostor, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if inode(t, impostor) != oldIno {
+		t.Fatalf("the new file got inode %d, not the freed %d: the test shows nothing", inode(t, impostor), oldIno)
+	}
+	mustDeny(t, cmd(t, impostor, "-c", `: < "$0"`, secret))
+}
+
+// TestUnreadableStateIsSetAside: a state file that cannot be parsed
+// does not stop the engine; it is kept as FILE.bad, and a fresh one is
+// written.
+func TestUnreadableStateIsSetAside(t *testing.T) {
+	state := t.TempDir()
+	p := filepath.Join(state, allowstate.FileName)
+	writeFile(t, p, "{not json")
+	secret := filepath.Join(t.TempDir(), "secret")
+	writeFile(t, secret, "s")
+	h := start(t, blockFile("protect", secret, "/usr/bin/head"), func(o *Options) { o.StateDir = state })
+	mustAllow(t, cmd(t, "head", secret)) // resolves the entry: a record to write
+	h.stop()
+	if b, err := os.ReadFile(p + ".bad"); err != nil || string(b) != "{not json" {
+		t.Fatalf("the unreadable state was not kept: %q, %v", b, err)
+	}
+	st, err := allowstate.Load(state)
+	if err != nil || len(st["/usr/bin/head"]) == 0 {
+		t.Fatalf("fresh state: %v, %v; want a record of /usr/bin/head", st, err)
+	}
 }

@@ -1,0 +1,310 @@
+// Package allowstate keeps, across restarts of the daemon, what the
+// executables named by allow lists resolved to (docs/design/deny.md §6).
+//
+// An allow entry allows the program its path names now and the builds
+// it named before that still run: a package upgrade renames a new
+// binary over the old one, and the processes of the old build keep
+// their access until they exit. Only a daemon that saw the path name the
+// old build knows it. When the daemon restarts (an upgrade of the daemon
+// itself in the same package run, a crash) after the path changed,
+// those records are what keeps the old build's processes allowed. They
+// are kept in a small file under --state.dir.
+//
+// A record allows nothing by itself: a process matches one only if its
+// executable's file handle (inode and generation) is the recorded one,
+// so a record of a file that is gone, or one copied from another
+// machine, matches no process.
+package allowstate
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
+)
+
+// FileName is the state file's name in the state directory.
+const FileName = "allow-resolutions.json"
+
+const (
+	version = 1
+	// MaxBytes bounds the file: far above what maxEntries records take.
+	MaxBytes = 4 << 20
+	// MaxEntries and MaxPerEntry bound what is kept: entries of allow
+	// lists, and resolutions of each (the current one and the former
+	// ones the engine keeps).
+	MaxEntries  = 4096
+	MaxPerEntry = 9
+)
+
+// Resolution is one file an entry's path resolved to.
+type Resolution struct {
+	Dev, Ino uint64
+	Handle   proc.Handle
+}
+
+// Entries maps an allow entry's path (in the host's root) to what it
+// resolved to, newest first.
+type Entries map[string][]Resolution
+
+type fileJSON struct {
+	Version int         `json:"version"`
+	Entries []entryJSON `json:"entries"`
+}
+
+type entryJSON struct {
+	Path        string    `json:"path"`
+	Resolutions []resJSON `json:"resolutions"`
+}
+
+type resJSON struct {
+	Dev        uint64 `json:"dev"`
+	Ino        uint64 `json:"ino"`
+	HandleType int32  `json:"handle_type"`
+	Handle     string `json:"handle"` // hex
+}
+
+// Encode is the file's content for e, entries sorted by path so that
+// equal states give equal files.
+func Encode(e Entries) []byte {
+	f := fileJSON{Version: version, Entries: []entryJSON{}}
+	paths := make([]string, 0, len(e))
+	for p := range e {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		ej := entryJSON{Path: p}
+		for _, r := range e[p] {
+			ej.Resolutions = append(ej.Resolutions, resJSON{
+				Dev: r.Dev, Ino: r.Ino, HandleType: r.Handle.Type,
+				Handle: hex.EncodeToString(r.Handle.B[:r.Handle.Len]),
+			})
+		}
+		f.Entries = append(f.Entries, ej)
+	}
+	b, _ := json.MarshalIndent(f, "", "  ") // nothing in it can fail to encode
+	return append(b, '\n')
+}
+
+// Decode parses a state file's content; name is the file's, for errors,
+// which say what is wrong and where.
+func Decode(name string, b []byte) (Entries, error) {
+	if len(b) > MaxBytes {
+		return nil, fmt.Errorf("%s: larger than %d bytes", name, MaxBytes)
+	}
+	var f fileJSON
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &se):
+			return nil, fmt.Errorf("%s:%d: %w", name, lineOf(b, se.Offset), err)
+		case errors.As(err, &te):
+			return nil, fmt.Errorf("%s:%d: %w", name, lineOf(b, te.Offset), err)
+		}
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%s: data after the JSON object", name)
+	}
+	if f.Version != version {
+		return nil, fmt.Errorf("%s: version %d, this daemon reads version %d", name, f.Version, version)
+	}
+	if len(f.Entries) > MaxEntries {
+		return nil, fmt.Errorf("%s: %d entries, at most %d", name, len(f.Entries), MaxEntries)
+	}
+	out := make(Entries, len(f.Entries))
+	for i, ej := range f.Entries {
+		if !filepath.IsAbs(ej.Path) || filepath.Clean(ej.Path) != ej.Path {
+			return nil, fmt.Errorf("%s: entry %d: path %q is not a clean absolute path", name, i+1, ej.Path)
+		}
+		if _, dup := out[ej.Path]; dup {
+			return nil, fmt.Errorf("%s: entry %d: path %q twice", name, i+1, ej.Path)
+		}
+		if len(ej.Resolutions) > MaxPerEntry {
+			return nil, fmt.Errorf("%s: entry %d (%s): %d resolutions, at most %d", name, i+1, ej.Path, len(ej.Resolutions), MaxPerEntry)
+		}
+		rs := make([]Resolution, 0, len(ej.Resolutions))
+		for j, rj := range ej.Resolutions {
+			h, err := hex.DecodeString(rj.Handle)
+			if err != nil || len(h) == 0 || len(h) > len(proc.Handle{}.B) {
+				return nil, fmt.Errorf("%s: entry %d (%s), resolution %d: handle %q is not 1 to %d bytes of hex", name, i+1, ej.Path, j+1, rj.Handle, len(proc.Handle{}.B))
+			}
+			r := Resolution{Dev: rj.Dev, Ino: rj.Ino, Handle: proc.Handle{Type: rj.HandleType, Len: uint8(len(h))}}
+			copy(r.Handle.B[:], h)
+			rs = append(rs, r)
+		}
+		out[ej.Path] = rs
+	}
+	return out, nil
+}
+
+// lineOf is the 1-based line of byte offset off in b.
+func lineOf(b []byte, off int64) int {
+	if off > int64(len(b)) {
+		off = int64(len(b))
+	}
+	return bytes.Count(b[:off], []byte{'\n'}) + 1
+}
+
+// Load reads the state file in dir. A missing file is no error: nothing
+// was kept. The file must be a regular file that only its owner, the
+// daemon's user, can write: a record allows a program, so a file others
+// could write would let them allow theirs.
+func Load(dir string) (Entries, error) {
+	name := filepath.Join(dir, FileName)
+	fd, err := unix.Open(name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%s)", name, st.Mode().Type())
+	}
+	if st.Mode().Perm()&0o022 != 0 {
+		return nil, fmt.Errorf("%s: writable by group or others (mode %04o)", name, st.Mode().Perm())
+	}
+	if uid := ownerOf(st); uid != uint32(os.Geteuid()) {
+		return nil, fmt.Errorf("%s: owned by uid %d, not by the daemon's uid %d", name, uid, os.Geteuid())
+	}
+	if st.Size() > MaxBytes {
+		return nil, fmt.Errorf("%s: larger than %d bytes", name, MaxBytes)
+	}
+	b := make([]byte, st.Size()+1)
+	n, err := f.ReadAt(b, 0)
+	if err != nil && n == 0 && st.Size() > 0 {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return Decode(name, b[:n])
+}
+
+// SetAside renames a state file that could not be read to FILE.bad, so
+// that a fresh one can be written without losing it, and returns the
+// new name.
+func SetAside(dir string) (string, error) {
+	name := filepath.Join(dir, FileName)
+	bad := name + ".bad"
+	if err := os.Rename(name, bad); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("setting aside %s: %w", name, err)
+	}
+	return bad, nil
+}
+
+// Writer writes the latest state handed to it, from a goroutine of its
+// own: the permission loop hands a state over and never waits for a
+// disk.
+type Writer struct {
+	dir   string
+	mu    sync.Mutex
+	next  Entries // nil: nothing new
+	ready chan struct{}
+	err   func(error)
+}
+
+// NewWriter writes into dir (made, mode 0700, at the first write);
+// onErr hears of failed writes.
+func NewWriter(dir string, onErr func(error)) *Writer {
+	return &Writer{dir: dir, ready: make(chan struct{}, 1), err: onErr}
+}
+
+// Save hands e over to be written; a later Save replaces it if it has
+// not been written yet. e must not change afterwards.
+func (w *Writer) Save(e Entries) {
+	w.mu.Lock()
+	w.next = e
+	w.mu.Unlock()
+	select {
+	case w.ready <- struct{}{}:
+	default:
+	}
+}
+
+// Run writes what is handed over until stop closes, then writes what is
+// still pending and returns.
+func (w *Writer) Run(stop <-chan struct{}) {
+	for {
+		select {
+		case <-w.ready:
+			w.flush()
+		case <-stop:
+			w.flush()
+			return
+		}
+	}
+}
+
+func (w *Writer) flush() {
+	w.mu.Lock()
+	e := w.next
+	w.next = nil
+	w.mu.Unlock()
+	if e == nil {
+		return
+	}
+	if err := write(w.dir, Encode(e)); err != nil && w.err != nil {
+		w.err(err)
+	}
+}
+
+// write replaces the state file atomically: a new file, synced, renamed
+// over the old one, the directory synced.
+func write(dir string, b []byte) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	name := filepath.Join(dir, FileName)
+	tmp, err := os.CreateTemp(dir, FileName+".*")
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename there is nothing to remove
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if err := os.Rename(tmp.Name(), name); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// ownerOf is the uid that owns the file st describes.
+func ownerOf(st fs.FileInfo) uint32 {
+	if s, ok := st.Sys().(*syscall.Stat_t); ok {
+		return s.Uid
+	}
+	return ^uint32(0)
+}
