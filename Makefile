@@ -19,7 +19,7 @@ export CGO_ENABLED ?= 0
 TEST_TARGETS := test-go
 -include $(wildcard */*.mk)
 
-.PHONY: all build run test test-go test-race vet lint fmt-check bench mutate mutate-check clean deps-debian
+.PHONY: all build run test test-go test-race vet lint fmt-check bench fuzz mutate mutate-check clean deps-debian
 all: build
 
 build: $(BIN)
@@ -62,6 +62,19 @@ test-race:
 
 bench: $(BIN)
 	$(MAKE) -C bench
+
+# Every parser's fuzzer for FUZZTIME each (make test runs their seed
+# corpora only). A crash leaves its input under testdata/fuzz/ of the
+# package, where go test replays it from then on.
+FUZZTIME ?= 30s
+FUZZERS := ./fsmon/policy:FuzzParse ./fsmon/internal/fanotify:FuzzParse ./fsmon/internal/inotify:FuzzParse \
+	./fsmon/internal/proc:FuzzParseStatView ./fsmon/internal/container:FuzzParseCgroup \
+	./exporters/jsonl:FuzzQuote ./fsmon/engine/internal/allowstate:FuzzDecode
+fuzz:
+	@set -e; for f in $(FUZZERS); do \
+		echo "fuzz $${f%%:*} $${f##*:} for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${f##*:}$$" -fuzztime $(FUZZTIME) $${f%%:*}; \
+	done
 
 # Mutation check (root): applies each wrong change of
 # tools/mutate/mutations/*.txt to a copy of the tree, one at a time, runs
