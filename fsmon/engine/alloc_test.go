@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
@@ -21,12 +22,31 @@ func allowedOpener(tb testing.TB, dir string) (h *harness, secret string, pid in
 		tb.Fatal(err)
 	}
 	h = start(tb, blockFile("protect", secret, "/usr/bin/sleep"))
+	// The scan for early descriptors that Apply asks for allocates on a
+	// goroutine of its own: done before anything is measured.
+	for h.earlyScans() == 0 {
+		runtime.Gosched()
+	}
 	opener := exec.Command("sleep", "60")
 	if err := opener.Start(); err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { opener.Process.Kill(); opener.Wait() })
 	return h, secret, int32(opener.Process.Pid)
+}
+
+// leastAllocs is the fewest allocations per call of f over a few runs
+// of testing.AllocsPerRun, which counts the whole process's: the engine's
+// other goroutines (the notification loop with the events of the test's
+// own writes, on a loaded machine later than the writes) must not count
+// as the decision's, while an allocation the decision makes shows in
+// every run.
+func leastAllocs(f func()) float64 {
+	least := testing.AllocsPerRun(200, f)
+	for i := 0; i < 4 && least > 0; i++ {
+		least = min(least, testing.AllocsPerRun(200, f))
+	}
+	return least
 }
 
 // TestDecisionAllocatesNothing holds the permission path to its
@@ -50,7 +70,7 @@ func TestDecisionAllocatesNothing(t *testing.T) {
 		if d.verdict() != fanotify.Allow || d.kind != 0 {
 			t.Fatalf("%s: verdict %v kind %v", tc.name, d.verdict(), d.kind)
 		}
-		if n := testing.AllocsPerRun(200, func() { h.decide(s, &d) }); n != 0 {
+		if n := leastAllocs(func() { h.decide(s, &d) }); n != 0 {
 			t.Errorf("%s: %v allocations per decision", tc.name, n)
 		}
 		// The same through the executable cache, as the loop decides:
@@ -58,7 +78,7 @@ func TestDecisionAllocatesNothing(t *testing.T) {
 		if d.cached = h.exes.Begin(); d.cached {
 			hits := h.exes.Hits()
 			h.decide(s, &d)
-			if n := testing.AllocsPerRun(200, func() { h.decide(s, &d) }); n != 0 {
+			if n := leastAllocs(func() { h.decide(s, &d) }); n != 0 {
 				t.Errorf("%s, cached: %v allocations per decision", tc.name, n)
 			}
 			if tc.path == secret && h.exes.Hits() == hits {
