@@ -52,6 +52,7 @@ type flags struct {
 	failClosed      bool
 	exeCache        string
 	priority        string
+	armFilesystems  bool
 	foldWindow      time.Duration
 	containerScan   time.Duration
 	maxObjects      int
@@ -81,6 +82,8 @@ func parseFlags(args []string) *flags {
 		Default("on").EnumVar(&f.exeCache, "on", "off")
 	app.Flag("permission.priority", "Scheduling of the threads that answer permission events: realtime (SCHED_FIFO 10, the watchdog 11; nice -20 where refused), so that a flood of openers cannot keep decisions from the CPU, or normal.").
 		Default("realtime").EnumVar(&f.priority, "realtime", "normal")
+	app.Flag("protect.arm-filesystems", "Arm the file systems that hold files of protect-mode block filters (a file system mark of its own fanotify group, which gets no events), so that a descriptor opened before a file's own mark (a new file's first instants, the walk at start and reload) is still judged at its reads and writes. Costs about 0.25 µs per read or write of any file on an armed file system; --no-protect.arm-filesystems leaves such descriptors unjudged.").
+		Default("true").BoolVar(&f.armFilesystems)
 	app.Flag("events.fold-window", "Identical events (same event, op, file, process, container) within this window are reported once with a count; 0 turns folding off. Metrics count every event.").
 		Default("500ms").DurationVar(&f.foldWindow)
 	app.Flag("containers.scan-interval", "How often /proc is scanned for containers that started or stopped; 0 watches the host only.").
@@ -219,6 +222,10 @@ func run(args []string) int {
 	if f.exeCache == "off" {
 		exeCache = engine.ExeCacheOff
 	}
+	arming := engine.ArmFilesystems
+	if !f.armFilesystems {
+		arming = engine.ArmOff
+	}
 	eng, err := engine.New(engine.Options{
 		Logger:          logger.With("component", "engine"),
 		DecisionTimeout: f.permTimeout,
@@ -229,6 +236,7 @@ func run(args []string) int {
 		MaxObjects:      f.maxObjects,
 		ExeCache:        exeCache,
 		Priority:        priority,
+		Arming:          arming,
 	})
 	if err != nil {
 		if errors.Is(err, engine.ErrNotRoot) || os.Geteuid() != 0 {

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
@@ -21,6 +22,14 @@ func allowedOpener(tb testing.TB, dir string) (h *harness, secret string, pid in
 		tb.Fatal(err)
 	}
 	h = start(tb, blockFile("protect", secret, "/usr/bin/sleep"))
+	// The scan for descriptors opened before protection that Apply
+	// asked for allocates on a goroutine of its own, which
+	// testing.AllocsPerRun would count: wait for it to be done.
+	for deadline := time.Now().Add(10 * time.Second); h.earlyScans() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			tb.Fatal("the scan after Apply did not finish within 10s")
+		}
+	}
 	opener := exec.Command("sleep", "60")
 	if err := opener.Start(); err != nil {
 		tb.Fatal(err)
