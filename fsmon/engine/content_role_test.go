@@ -21,6 +21,10 @@ import (
 // whose content events the engine judges.
 const contentEnv = "FSMON_TEST_CONTENT"
 
+// contentFDEnv is the descriptor a runContent process starts with, after
+// an exec.
+const contentFDEnv = "FSMON_TEST_CONTENT_FD"
+
 // runContent answers each command with "ok" (and what it read) or the
 // errno's name:
 //
@@ -33,11 +37,16 @@ const contentEnv = "FSMON_TEST_CONTENT"
 //	ftruncate          to 0
 //	truncate PATH      truncate(2) by path, to 0
 //	write TEXT         at the current position
+//	exec NAME          execve(2) of the test binary as a process called
+//	                   NAME that keeps the descriptor (contentFDEnv)
 func runContent(name string) int {
 	b := append([]byte(name), 0)
 	unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&b[0])), 0, 0, 0)
-	fmt.Println("ready")
 	fd := -1
+	if n, err := strconv.Atoi(os.Getenv(contentFDEnv)); err == nil {
+		fd = n
+	}
+	fmt.Println("ready")
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		f := strings.Fields(in.Text())
@@ -83,6 +92,21 @@ func runContent(name string) int {
 			err = unix.Ftruncate(fd, 0)
 		case "truncate":
 			err = unix.Truncate(f[1], 0)
+		case "exec":
+			var self string
+			if self, err = os.Executable(); err != nil {
+				break
+			}
+			if _, err = unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+				break
+			}
+			env := []string{contentEnv + "=" + f[1], contentFDEnv + "=" + strconv.Itoa(fd)}
+			for _, kv := range os.Environ() {
+				if !strings.HasPrefix(kv, contentEnv) {
+					env = append(env, kv)
+				}
+			}
+			err = unix.Exec(self, []string{self}, env)
 		default:
 			err = unix.EINVAL
 		}

@@ -183,7 +183,9 @@ func (m *Marks) noPreContent(dev uint64, p string) {
 		return
 	}
 	preClass := m.perm.Class() == fanotify.ClassPreContent
+	m.warns.Add(1)
 	go func() {
+		defer m.warns.Done()
 		fsType, mnt := mountOf(dev)
 		why := "the file system has no pre-content events"
 		if !preClass {
@@ -279,3 +281,7 @@ func (w *walker) armRoots(rules []*policy.Rule) {
 		}
 	}
 }
+
+// WaitWarnings waits for the log lines noPreContent's goroutines write:
+// for Close, and for tests that count them.
+func (m *Marks) WaitWarnings() { m.warns.Wait() }

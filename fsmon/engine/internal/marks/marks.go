@@ -70,6 +70,7 @@ type Marks struct {
 	armMu     sync.Mutex
 	armed     map[uint64]armedFS
 	toldNoPre map[uint64]struct{}
+	warns     sync.WaitGroup // noPreContent's log lines being written
 }
 
 // New makes an empty Marks: nothing placed, not ready.
@@ -103,6 +104,7 @@ func (m *Marks) Unmarked() int64 { return m.unmarked.Load() }
 // the file systems busy (an unmount fails with EBUSY) after the engine
 // has stopped.
 func (m *Marks) Close() {
+	m.warns.Wait()
 	m.closeArmed()
 	m.mu.Lock()
 	defer m.mu.Unlock()
