@@ -9,9 +9,16 @@
 // engine's files depend on them and they never on the engine; marks
 // uses groups, nothing else of the engine.
 //
-// Three kernel objects, each with one job:
-//   - a content-class fanotify group with an unlimited queue answers opens
-//     (FAN_OPEN_PERM) of files that block filters or report_access cover;
+// Four kernel objects, each with one job:
+//   - a pre-content-class fanotify group (content class before Linux
+//     6.14) with an unlimited queue answers opens (FAN_OPEN_PERM) of files
+//     that block filters or report_access cover, and the reads, writes,
+//     mmaps and truncates (FAN_PRE_ACCESS, else FAN_ACCESS_PERM) of those
+//     that protect-mode block filters cover (content.go);
+//   - an arming group holds one ignore-only file system mark per file
+//     system of such files, so that descriptors opened there before a
+//     file's own mark are judged from the mark on; it gets no events
+//     (arm.go, marks/guard.go);
 //   - a notification fanotify group reporting directory fids and names
 //     reports changes (write, attrib, create, delete, rename) with the pid
 //     of the process that made them;
@@ -53,9 +60,9 @@
 // is reported as a timeout event; a stand-in reader answers what queues
 // behind it.
 //
-// Descriptors opened before a file was marked are never judged by the
-// kernel: after every placement a scan of /proc finds and reports those
-// that outsiders hold (early.go).
+// Descriptors opened before a file system was armed are never judged by
+// the kernel: after every placement a scan of /proc finds and reports
+// those that outsiders hold (early.go).
 package engine
 
 import (
@@ -642,6 +649,8 @@ func (e *Engine) learn(l Learned) {
 // Snapshot returns the state of the engine.
 func (e *Engine) Snapshot() fsmon.State {
 	counts := e.marks.Counts()
+	// The arming group's marks, one per file system.
+	counts.Total[fsmon.MarkFilesystem] += e.marks.Armed()
 	e.mu.RLock()
 	rules := 0
 	for _, g := range e.groups {

@@ -62,7 +62,9 @@ func coversGuarded(rels []ruleRel) bool {
 }
 
 // armedFS is a file system armed in the arming group: an O_PATH fd on
-// it (to name it when disarming) and the guard the arming took.
+// it (to name it when disarming) and the guard the arming took; fd -1
+// for one whose arming failed, which is not tried again (nor logged
+// again) while it is needed.
 type armedFS struct {
 	fd    int
 	guard fanotify.Guard
@@ -81,14 +83,15 @@ func (m *Marks) arm(fd int, dev uint64) {
 		return
 	}
 	own, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		m.log.Error("arming a file system: descriptors opened on it before a protected file's mark stay unjudged", "dev", devString(dev), "err", err)
-		return
+	gd := fanotify.GuardNone
+	if err == nil {
+		if gd, err = m.armGroup.Arm(own); err != nil {
+			unix.Close(own)
+		}
 	}
-	gd, err := m.armGroup.Arm(own)
 	if err != nil {
-		unix.Close(own)
-		m.log.Error("arming a file system: descriptors opened on it before a protected file's mark stay unjudged", "dev", devString(dev), "err", err)
+		m.armed[dev] = armedFS{fd: -1}
+		m.log.Error("arming a file system failed: descriptors opened on it before a protected file's mark stay unjudged", "dev", devString(dev), "err", err)
 		return
 	}
 	m.armed[dev] = armedFS{fd: own, guard: gd}
@@ -111,10 +114,12 @@ func (m *Marks) disarmUnneeded() {
 		if _, ok := need[dev]; ok {
 			continue
 		}
-		if err := m.armGroup.Disarm(a.fd, a.guard); err != nil {
-			m.log.Debug("disarming a file system", "dev", devString(dev), "err", err)
+		if a.fd >= 0 {
+			if err := m.armGroup.Disarm(a.fd, a.guard); err != nil {
+				m.log.Debug("disarming a file system", "dev", devString(dev), "err", err)
+			}
+			unix.Close(a.fd)
 		}
-		unix.Close(a.fd)
 		delete(m.armed, dev)
 		m.log.Debug("file system disarmed", "dev", devString(dev))
 	}
@@ -126,16 +131,25 @@ func (m *Marks) closeArmed() {
 	m.armMu.Lock()
 	defer m.armMu.Unlock()
 	for dev, a := range m.armed {
-		unix.Close(a.fd)
+		if a.fd >= 0 {
+			unix.Close(a.fd)
+		}
 		delete(m.armed, dev)
 	}
 }
 
-// Armed is the number of file systems armed.
+// Armed is the number of file systems armed (file system marks in the
+// arming group).
 func (m *Marks) Armed() int {
 	m.armMu.Lock()
 	defer m.armMu.Unlock()
-	return len(m.armed)
+	n := 0
+	for _, a := range m.armed {
+		if a.fd >= 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // guardedDevs are the file systems of the set's guarded files and of
