@@ -6,8 +6,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -338,4 +340,49 @@ func TestContentVerdictIsPerProgramRun(t *testing.T) {
 	h.rec.waitFor(t, "the new program's denied read", func(ev *fsmon.Event) bool {
 		return ev.Kind == fsmon.KindDenied && ev.Process.PID == holder.PID() && ev.Op == fsmon.OpAccess
 	})
+}
+
+// While the loop is stuck, a stand-in judges content events as the loop
+// does: a thief's reads through a stolen descriptor are denied and
+// reported once, the allowed reader reads and is not reported.
+func TestStandinJudgesContentEvents(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "secret")
+	writeFile(t, secret, "SECRET")
+	h := start(t, blockFile("protect", secret, "fsmonholder"), func(o *Options) { o.DecisionTimeout = 100 * time.Millisecond })
+	holder := startContent(t, "fsmonholder")
+	fd := openedFD(t, holder, "open", secret)
+	thief := startContent(t, "fsmonthief")
+	thief.must(t, "steal "+strconv.Itoa(int(holder.PID()))+" "+fd, "ok")
+
+	unstick := make(chan struct{})
+	var once, unstuck sync.Once
+	stuck := func() {
+		first := false
+		once.Do(func() { first = true })
+		if first {
+			<-unstick
+		}
+	}
+	h.slowDecision.Store(&stuck)
+	defer unstuck.Do(func() { close(unstick) })
+	// An open without a read: its decision hangs, the watchdog answers
+	// it with the default and starts a stand-in.
+	mustAllow(t, sh(t, ": < "+secret))
+	timeoutsAtLeast(t, h, 1)
+	answers := h.Snapshot().StandinAnswers
+	for i := 0; i < 3; i++ {
+		thief.must(t, "pread", "EPERM")
+		holder.must(t, "pread", "ok SECR")
+	}
+	if st := h.Snapshot(); st.StandinAnswers < answers+6 {
+		t.Fatalf("the reads were not answered by a stand-in (%d stand-in answers, want %d)", st.StandinAnswers, answers+6)
+	}
+	unstuck.Do(func() { close(unstick) })
+	catDenied(t, h, secret)
+	if evs := eventsOf(h, thief.PID()); len(evs) != 1 || evs[0].Kind != fsmon.KindDenied || evs[0].Op != fsmon.OpAccess {
+		t.Errorf("the thief's three denied reads: want one denied access, got %s", dump(evs))
+	}
+	if evs := eventsOf(h, holder.PID()); len(evs) != 0 {
+		t.Errorf("the allowed reader was reported: %s", dump(evs))
+	}
 }
