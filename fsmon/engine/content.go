@@ -30,7 +30,9 @@ import (
 // exec another program and keep the descriptor), and reports are told
 // once per (pid, executable, inode). Both sets are cleared when the
 // policy changes (allowGen: a reload, a container gone) and when full.
-// Only allows are cached: a denied reader is judged again at each call,
+// A file gone for good (its inode freed, FAN_DELETE_SELF) clears them
+// too: a file that gets its inode number is another file. Only allows
+// are cached: a denied reader is judged again at each call,
 // so that an allow entry resolving to its binary later lets it read.
 
 // contentEvents are the events about a file's content, not its open.
@@ -50,7 +52,7 @@ type contentKey struct {
 
 // contentCache is one reader's memory of content events.
 type contentCache struct {
-	gen      uint64 // the engine's allowGen the sets are of
+	gen      uint64 // the engine's contentGen the sets are of
 	allowed  map[contentKey]struct{}
 	reported map[contentKey]struct{}
 }
@@ -80,6 +82,11 @@ func once(set map[contentKey]struct{}, k contentKey) bool {
 	return true
 }
 
+// contentGen moves whenever what a remembered verdict was of may have
+// changed: the policy (allowGen) or a file gone (its number may come
+// back as another file's).
+func (e *Engine) contentGen() uint64 { return e.allowGen.Load() + e.filesGone.Load() }
+
 // contentCacheOf is the content cache of d's reader.
 func (e *Engine) contentCacheOf(d *decision) *contentCache {
 	if d.content != nil {
@@ -94,7 +101,7 @@ func (e *Engine) contentCacheOf(d *decision) *contentCache {
 // is, and d.ck names it.
 func (e *Engine) judgeContent(s *permSlot, d *decision) bool {
 	cc := e.contentCacheOf(d)
-	cc.sync(e.allowGen.Load())
+	cc.sync(e.contentGen())
 	d.ck = contentKey{pid: s.pid}
 	var st unix.Stat_t
 	if _, _, errno := unix.RawSyscall(unix.SYS_FSTAT, uintptr(s.fd), uintptr(unsafe.Pointer(&st)), 0); errno == 0 {
@@ -166,7 +173,7 @@ func (e *Engine) foldOpen(s *permSlot, d *decision) {
 		k.exe = devIno(e.who.ExeID(&d.who))
 	}
 	cc := e.contentCacheOf(d)
-	cc.sync(e.allowGen.Load())
+	cc.sync(e.contentGen())
 	once(cc.reported, k)
 }
 

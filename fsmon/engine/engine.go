@@ -248,6 +248,7 @@ type Engine struct {
 	allowIDs        allowIDs           // the permission loop's own
 	content         contentCache       // the permission loop's own (content.go)
 	contentHits     atomic.Uint64      // content events answered from it, for tests
+	filesGone       atomic.Uint64      // marked files gone for good (content.go's contentGen)
 	exes            *procinfo.ExeCache // who's
 	lastExec        execKey            // the permission loop's own
 	allowGen        atomic.Uint64
