@@ -348,6 +348,7 @@ func (e *Engine) handlePerm(s *permSlot, gen uint64, readAt time.Time, d *decisi
 	if content {
 		if e.judgeContent(s, d) {
 			e.answer(s, gen, fanotify.Allow)
+			e.decisions.Observe(time.Since(readAt))
 			return
 		}
 	} else {
