@@ -100,6 +100,20 @@ func parseFlags(args []string) *flags {
 	return f
 }
 
+// init keeps the main goroutine on the main thread, and every other
+// goroutine off it. A signal sent to the process (kill PID: SIGTERM,
+// SIGHUP) goes to the thread group leader when it can take it, and a
+// leader that waits in the kernel for a fanotify permission answer (an
+// open, a read) sleeps killable, not interruptible: the signal then stays
+// pending until that answer comes, which may be never (measured: a Go
+// process whose leader is blocked in an unanswered open never saw its
+// SIGTERM; with the open on another thread it did at once). Locked here,
+// the leader only ever runs the main goroutine, whose signal loop waits
+// on channels; the reloads, walks and loops that open files run on other
+// threads. (TestReloadStuckPlacingMarks failed now and then when the
+// blocked reload happened to run on the leader.)
+func init() { runtime.LockOSThread() }
+
 func main() {
 	spareP()
 	os.Exit(run(os.Args[1:]))
