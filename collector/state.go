@@ -30,7 +30,7 @@ type stateCollector struct {
 	overflows, dropped, timeouts  *prometheus.Desc
 	late, standinAnswers, readers *prometheus.Desc
 	decisions, ready, unmarked    *prometheus.Desc
-	unjudged                      *prometheus.Desc
+	unjudged, withoutPreContent   *prometheus.Desc
 }
 
 // NewStateCollector returns a collector that reads src.Snapshot() once per
@@ -40,24 +40,25 @@ func NewStateCollector(src StateSource, logger *slog.Logger) prometheus.Collecto
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &stateCollector{
-		src:            src,
-		logger:         logger.With("collector", "state"),
-		groups:         desc("groups", "Monitored groups: the host and every watched container."),
-		pending:        desc("pending_file_events", "Events waiting in the engine's report queue."),
-		marks:          desc("fanotify_marks", "fanotify marks placed in the kernel, by the object they are on (file, dir, mount, filesystem).", "type"),
-		rules:          desc("fanotify_rules", "Allow rules in force: entries of the allow lists of block filters."),
-		watches:        desc("inotify_watches", "inotify watches held by fsmon_exporter."),
-		watchesLimit:   desc("inotify_watches_limit", "The kernel's per-user inotify watch limit, fs.inotify.max_user_watches."),
-		overflows:      desc("kernel_queue_overflows_total", "Times a kernel event queue overflowed and events were lost, by source (fanotify, inotify).", "source"),
-		dropped:        desc("events_dropped_total", "Events lost, by stage: report_queue (engine queue to the sinks full), export (an exporter's queue full), kernel (one per kernel queue overflow; the number lost is unknown).", "stage"),
-		timeouts:       desc("permission_decision_timeouts_total", "Opens of covered files answered by the configured default, not the policy, because their decision was stuck past the deadline or failed, by the answer (allow, deny); each is reported as a timeout event.", "answer"),
-		standinAnswers: desc("permission_standin_answers_total", "Opens answered with the policy's verdict by a stand-in reader while the permission loop was stuck."),
-		readers:        desc("permission_standin_readers_total", "Readers started because the permission loop was stuck: standin (decides with the policy), last_resort (answers with the default, every stand-in being stuck).", "reader"),
-		late:           desc("permission_late_answers_total", "Opens answered with the policy's verdict by the watchdog: decided in time, but gathering the report's facts passed the deadline."),
-		decisions:      desc("permission_decision_duration_seconds", "Time from reading a permission event to writing its answer, in seconds."),
-		ready:          desc("ready", "1 once every mark of the current configuration is placed, else 0."),
-		unmarked:       desc("unmarked_objects", "Files and directories of the current configuration that could not be marked (out of room, or an error); the log says why."),
-		unjudged:       desc("unjudged_descriptors", "Descriptors of files a block or report_access filter covers, held by processes the filter does not allow, opened before the file was protected (found by the last scan of /proc; the kernel cannot deny their reads).", "profile", "filter"),
+		src:               src,
+		logger:            logger.With("collector", "state"),
+		groups:            desc("groups", "Monitored groups: the host and every watched container."),
+		pending:           desc("pending_file_events", "Events waiting in the engine's report queue."),
+		marks:             desc("fanotify_marks", "fanotify marks placed in the kernel, by the object they are on (file, dir, mount, filesystem).", "type"),
+		rules:             desc("fanotify_rules", "Allow rules in force: entries of the allow lists of block filters."),
+		watches:           desc("inotify_watches", "inotify watches held by fsmon_exporter."),
+		watchesLimit:      desc("inotify_watches_limit", "The kernel's per-user inotify watch limit, fs.inotify.max_user_watches."),
+		overflows:         desc("kernel_queue_overflows_total", "Times a kernel event queue overflowed and events were lost, by source (fanotify, inotify).", "source"),
+		dropped:           desc("events_dropped_total", "Events lost, by stage: report_queue (engine queue to the sinks full), export (an exporter's queue full), kernel (one per kernel queue overflow; the number lost is unknown).", "stage"),
+		timeouts:          desc("permission_decision_timeouts_total", "Opens of covered files answered by the configured default, not the policy, because their decision was stuck past the deadline or failed, by the answer (allow, deny); each is reported as a timeout event.", "answer"),
+		standinAnswers:    desc("permission_standin_answers_total", "Opens answered with the policy's verdict by a stand-in reader while the permission loop was stuck."),
+		readers:           desc("permission_standin_readers_total", "Readers started because the permission loop was stuck: standin (decides with the policy), last_resort (answers with the default, every stand-in being stuck).", "reader"),
+		late:              desc("permission_late_answers_total", "Opens answered with the policy's verdict by the watchdog: decided in time, but gathering the report's facts passed the deadline."),
+		decisions:         desc("permission_decision_duration_seconds", "Time from reading a permission event to writing its answer, in seconds."),
+		ready:             desc("ready", "1 once every mark of the current configuration is placed, else 0."),
+		unmarked:          desc("unmarked_objects", "Files and directories of the current configuration that could not be marked (out of room, or an error); the log says why."),
+		unjudged:          desc("unjudged_descriptors", "Descriptors of files a block or report_access filter covers, held by processes the filter does not allow, opened before the file was protected (found by the last scan of /proc; the kernel cannot deny their reads).", "profile", "filter"),
+		withoutPreContent: desc("protected_files_without_precontent", "Files of protect-mode block filters whose file system (tmpfs, overlayfs) or kernel (before 6.14) has no pre-content events: their reads are judged, but writes, mmap and truncate through descriptors taken from allowed processes are not.", "profile", "filter"),
 	}
 }
 
@@ -65,7 +66,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.groups, c.pending, c.marks, c.rules, c.watches, c.watchesLimit,
 		c.overflows, c.dropped, c.timeouts, c.late, c.standinAnswers, c.readers, c.decisions, c.ready, c.unmarked,
-		c.unjudged,
+		c.unjudged, c.withoutPreContent,
 	} {
 		ch <- d
 	}
@@ -111,6 +112,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.unmarked, float64(st.Unmarked))
 	for _, u := range st.Unjudged {
 		gauge(c.unjudged, float64(u.Count), u.Profile, u.Filter)
+	}
+	for _, u := range st.WithoutPreContent {
+		gauge(c.withoutPreContent, float64(u.Count), u.Profile, u.Filter)
 	}
 }
 

@@ -17,21 +17,22 @@ func (f *fakeState) Snapshot() fsmon.State { return f.st }
 func sampleState() *fakeState {
 	return &fakeState{
 		st: fsmon.State{
-			Groups:           []fsmon.GroupState{{Name: "host"}, {Name: "web", ContainerID: "0123456789abcdef"}},
-			PendingEvents:    3,
-			Marks:            map[fsmon.MarkType]int{fsmon.MarkFile: 5, fsmon.MarkDir: 2},
-			Rules:            4,
-			InotifyWatches:   10,
-			InotifyLimit:     8192,
-			Overflows:        map[fsmon.OverflowSource]uint64{fsmon.OverflowFanotify: 1},
-			Drops:            map[fsmon.DropStage]uint64{fsmon.DropReportQueue: 7, fsmon.DropKernel: 1},
-			DecisionTimeouts: map[fsmon.Answer]uint64{fsmon.AnswerAllow: 2},
-			LateAnswers:      5,
-			StandinAnswers:   4,
-			StandinReaders:   map[fsmon.StandinReader]uint64{fsmon.ReaderStandin: 2},
-			Ready:            true,
-			Unmarked:         6,
-			Unjudged:         []fsmon.FilterCount{{Profile: "host", Filter: "shadow", Count: 2}, {Profile: "host", Filter: "keys"}},
+			Groups:            []fsmon.GroupState{{Name: "host"}, {Name: "web", ContainerID: "0123456789abcdef"}},
+			PendingEvents:     3,
+			Marks:             map[fsmon.MarkType]int{fsmon.MarkFile: 5, fsmon.MarkDir: 2},
+			Rules:             4,
+			InotifyWatches:    10,
+			InotifyLimit:      8192,
+			Overflows:         map[fsmon.OverflowSource]uint64{fsmon.OverflowFanotify: 1},
+			Drops:             map[fsmon.DropStage]uint64{fsmon.DropReportQueue: 7, fsmon.DropKernel: 1},
+			DecisionTimeouts:  map[fsmon.Answer]uint64{fsmon.AnswerAllow: 2},
+			LateAnswers:       5,
+			StandinAnswers:    4,
+			StandinReaders:    map[fsmon.StandinReader]uint64{fsmon.ReaderStandin: 2},
+			Ready:             true,
+			Unmarked:          6,
+			Unjudged:          []fsmon.FilterCount{{Profile: "host", Filter: "shadow", Count: 2}, {Profile: "host", Filter: "keys"}},
+			WithoutPreContent: []fsmon.FilterCount{{Profile: "host", Filter: "shadow"}, {Profile: "host", Filter: "shm", Count: 3}},
 			// Three decisions: 8µs, 30µs and 2ms.
 			Decisions: fsmon.HistogramSnapshot{Count: 3, Sum: 0.002038, Buckets: map[float64]uint64{
 				1e-6: 0, 2.5e-6: 0, 5e-6: 0, 1e-5: 1, 2.5e-5: 1, 5e-5: 2, 1e-4: 2, 2.5e-4: 2, 5e-4: 2,
@@ -109,6 +110,10 @@ fsmon_permission_standin_answers_total 4
 # TYPE fsmon_permission_standin_readers_total counter
 fsmon_permission_standin_readers_total{reader="last_resort"} 0
 fsmon_permission_standin_readers_total{reader="standin"} 2
+# HELP fsmon_protected_files_without_precontent Files of protect-mode block filters whose file system (tmpfs, overlayfs) or kernel (before 6.14) has no pre-content events: their reads are judged, but writes, mmap and truncate through descriptors taken from allowed processes are not.
+# TYPE fsmon_protected_files_without_precontent gauge
+fsmon_protected_files_without_precontent{filter="shadow",profile="host"} 0
+fsmon_protected_files_without_precontent{filter="shm",profile="host"} 3
 # HELP fsmon_ready 1 once every mark of the current configuration is placed, else 0.
 # TYPE fsmon_ready gauge
 fsmon_ready 1

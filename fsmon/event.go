@@ -61,9 +61,15 @@ const (
 	OpDelete
 	OpRename
 	OpAttrib
+	// OpTruncate and OpAccess are content events of a protected file
+	// (docs/content-ops.md): a truncate to a page boundary, and a read,
+	// write, mmap or other truncate, which the kernel's event does not
+	// tell apart. OpRead is a read (FAN_ACCESS_PERM).
+	OpTruncate
+	OpAccess
 )
 
-var opNames = [...]string{"", "open", "read", "write", "exec", "create", "delete", "rename", "attrib"}
+var opNames = [...]string{"", "open", "read", "write", "exec", "create", "delete", "rename", "attrib", "truncate", "access"}
 
 func (o Op) String() string {
 	if int(o) < len(opNames) {
@@ -73,7 +79,7 @@ func (o Op) String() string {
 }
 
 // Ops lists every Op.
-var Ops = []Op{OpOpen, OpRead, OpWrite, OpExec, OpCreate, OpDelete, OpRename, OpAttrib}
+var Ops = []Op{OpOpen, OpRead, OpWrite, OpExec, OpCreate, OpDelete, OpRename, OpAttrib, OpTruncate, OpAccess}
 
 // Mode is how a block filter's verdict is enforced.
 type Mode uint8

@@ -80,6 +80,12 @@ type State struct {
 	// last scan of /proc found held by processes the filter does not
 	// allow, opened before the file was protected.
 	Unjudged []FilterCount
+	// WithoutPreContent counts, per block filter in force (every one
+	// listed, at 0 too), the files of protect-mode block filters whose
+	// marks lack pre-content events (tmpfs, overlayfs, kernels before
+	// 6.14): only their reads are judged, through descriptors opened
+	// after the mark or after arming.
+	WithoutPreContent []FilterCount
 
 	// Decisions is the histogram of permission decision durations, event
 	// read to answer written.

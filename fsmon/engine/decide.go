@@ -26,6 +26,10 @@ type decision struct {
 	rules  []grule   // the rules that cover the file; reused
 	cached bool      // the batch holds the executable cache (ExeCache.Begin)
 	allow  *allowIDs // the reader's own; nil: the loop's (e.allowIDs)
+	// content is the reader's memory of content events; nil: the
+	// loop's (e.content). ck names the content event being decided.
+	content *contentCache
+	ck      contentKey
 
 	pathBuf [unix.PathMax]byte
 	bufs    procinfo.Buffers // the opener's facts are read into these

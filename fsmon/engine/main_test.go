@@ -25,6 +25,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(stealEnv); spec != "" {
 		os.Exit(runSteal(spec))
 	}
+	if name := os.Getenv(contentEnv); name != "" {
+		os.Exit(runContent(name))
+	}
 	debug.SetGCPercent(-1)
 	os.Exit(m.Run())
 }

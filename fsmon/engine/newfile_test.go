@@ -103,7 +103,9 @@ func TestNewFileIsMarkedBeforeItsAnswerByAStandin(t *testing.T) {
 	defer unstuck.Do(func() { close(unstick) })
 	// The loop's first decision hangs; the watchdog answers it with the
 	// default and starts a stand-in.
-	mustAllow(t, cmd(t, "cat", first))
+	// An open without a read: the default answers the open only; a
+	// read would be a content event of its own, judged by the policy.
+	mustAllow(t, sh(t, ": < "+first))
 	timeoutsAtLeast(t, h, 1)
 
 	p := filepath.Join(dir, "new.key")

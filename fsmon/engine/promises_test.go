@@ -118,8 +118,18 @@ func marksAgree(t *testing.T, h *harness) error {
 	if n := perm.mount + perm.filesystem + notif.mount + notif.filesystem; n > 0 {
 		return fmt.Errorf("mount or file system marks in the kernel: permission group %+v, notification group %+v", perm, notif)
 	}
-	if s.Marks[fsmon.MarkMount] != 0 || s.Marks[fsmon.MarkFilesystem] != 0 {
-		return fmt.Errorf("snapshot counts mount or file system marks: %v", s.Marks)
+	// File system marks are the arming group's only (one per file
+	// system of protect-mode block files).
+	armed := 0
+	if h.arm != nil {
+		a := readKernelMarks(t, h.arm.FD())
+		if a.inode+a.mount != 0 {
+			return fmt.Errorf("arming group holds inode or mount marks: %+v", a)
+		}
+		armed = a.filesystem
+	}
+	if s.Marks[fsmon.MarkMount] != 0 || s.Marks[fsmon.MarkFilesystem] != armed {
+		return fmt.Errorf("snapshot counts mount or file system marks %v, the arming group holds %d file system marks", s.Marks, armed)
 	}
 	want := s.Marks[fsmon.MarkFile] + s.Marks[fsmon.MarkDir] + 1
 	if got := perm.inode + notif.inode; got != want {

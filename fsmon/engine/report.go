@@ -43,6 +43,7 @@ func (e *Engine) notifyLoop() error {
 				// inherits its rules.
 				if ev.Mask.Any(fanotify.DeleteSelf) && ev.File.Valid() {
 					e.marks.ForgetFile(ev.File)
+					e.filesGone.Add(1)
 				}
 				return
 			}
@@ -72,6 +73,7 @@ func (e *Engine) notifyEvent(ev *fanotify.Event, now time.Time, rules []grule) [
 		// file that gets its number later does not inherit its rules.
 		// The unlink itself was reported by the directory's event.
 		e.marks.ForgetFile(ev.File)
+		e.filesGone.Add(1)
 		return rules
 	}
 	// A view for the lookups; the reported path is a copy.

@@ -58,6 +58,7 @@ const (
 type handed struct {
 	fd, pid int32
 	mask    fanotify.Mask
+	op      fsmon.Op
 	readAt  int64
 }
 
@@ -86,7 +87,7 @@ func (e *Engine) takeHandoffs(b *permBatch, run func(s *permSlot, gen uint64, re
 			select {
 			case h := <-e.handoff:
 				s := &b.slots[cnt]
-				s.fd, s.pid, s.mask = h.fd, h.pid, h.mask
+				s.fd, s.pid, s.mask, s.op = h.fd, h.pid, h.mask, h.op
 				s.state.Store(gen << slotBits)
 				if cnt == 0 {
 					readAt = h.readAt
@@ -123,7 +124,7 @@ func (e *Engine) answerDefault(h handed, v fanotify.Verdict) {
 		return
 	}
 	var ev fsmon.Event
-	e.defaultEvent(&ev, h.fd, h.pid, h.mask, v, fsmon.ReasonDeadline, time.Unix(0, h.readAt))
+	e.defaultEvent(&ev, h.fd, h.pid, h.op, v, fsmon.ReasonDeadline, time.Unix(0, h.readAt))
 	fanotify.CloseFD(h.fd)
 	e.countDefault(v, 1)
 	e.enqueue(&ev)
@@ -141,6 +142,7 @@ type permSlot struct {
 	fd    int32
 	pid   int32
 	mask  fanotify.Mask
+	op    fsmon.Op // opOf the event, for its report
 	state atomic.Uint64
 }
 
@@ -183,7 +185,7 @@ func (e *Engine) permLoop() error {
 				return
 			}
 			s := &batch.slots[cnt]
-			s.fd, s.pid, s.mask = ev.FD, ev.PID, ev.Mask
+			s.fd, s.pid, s.mask, s.op = ev.FD, ev.PID, ev.Mask, opOf(ev)
 			s.state.Store(gen << slotBits)
 			cnt++
 		})
@@ -277,18 +279,11 @@ func answerOf(v fanotify.Verdict) fsmon.Answer {
 	return fsmon.AnswerAllow
 }
 
-func opOf(m fanotify.Mask) fsmon.Op {
-	if m.Any(fanotify.OpenExecPerm) {
-		return fsmon.OpExec
-	}
-	return fsmon.OpOpen
-}
-
 // defaultEvent is the report of an open that got the default answer v:
 // what is known of it without blocking (the path of the event's fd,
 // which must still be open, and the pid), no more. It is built after the
 // answer; enqueued after the fd's owner may go on.
-func (e *Engine) defaultEvent(ev *fsmon.Event, fd, pid int32, mask fanotify.Mask, v fanotify.Verdict, why fsmon.Reason, readAt time.Time) {
+func (e *Engine) defaultEvent(ev *fsmon.Event, fd, pid int32, op fsmon.Op, v fanotify.Verdict, why fsmon.Reason, readAt time.Time) {
 	var buf [unix.PathMax]byte
 	path := ""
 	if n, err := fsys.FDPath(int(fd), buf[:]); err == nil {
@@ -297,7 +292,7 @@ func (e *Engine) defaultEvent(ev *fsmon.Event, fd, pid int32, mask fanotify.Mask
 	*ev = fsmon.Event{
 		Time:     readAt,
 		Kind:     fsmon.KindTimeout,
-		Op:       opOf(mask),
+		Op:       op,
 		Path:     path,
 		Process:  fsmon.Process{PID: pid, UserID: -1},
 		Count:    1,
@@ -326,7 +321,7 @@ func (e *Engine) recoverPerm(s *permSlot, gen uint64, readAt time.Time) {
 		v := e.defaultVerdict()
 		if e.answer(s, gen, v) == slotLoop {
 			var ev fsmon.Event
-			e.defaultEvent(&ev, s.fd, s.pid, s.mask, v, fsmon.ReasonPanic, readAt)
+			e.defaultEvent(&ev, s.fd, s.pid, s.op, v, fsmon.ReasonPanic, readAt)
 			e.countDefault(v, 1)
 			e.enqueue(&ev)
 		}
@@ -346,9 +341,21 @@ func (e *Engine) handlePerm(s *permSlot, gen uint64, readAt time.Time, d *decisi
 		e.answer(s, gen, fanotify.Allow)
 		return
 	}
-	e.judge(s, d) // phase 1
+	// Phase 1. A content event (a read, write, mmap or truncate of a
+	// protected file, content.go) remembered as allowed for this
+	// program run is answered from memory.
+	content := s.mask.Any(contentEvents)
+	if content {
+		if e.judgeContent(s, d) {
+			e.answer(s, gen, fanotify.Allow)
+			e.decisions.Observe(time.Since(readAt))
+			return
+		}
+	} else {
+		e.judge(s, d)
+	}
 	v := d.verdict()
-	if d.viaDir != nil {
+	if d.viaDir != nil && !content {
 		// Covered by its name only: a file new in a marked directory.
 		// It gets marks of its own before the answer (part of phase 1:
 		// a mark and a table entry, never a wait for a walk), so that
@@ -363,7 +370,13 @@ func (e *Engine) handlePerm(s *permSlot, gen uint64, readAt time.Time, d *decisi
 		e.answer(s, gen, v)
 		return
 	}
-	if d.kind != 0 {
+	// Content events are reported once per program run and file: one
+	// comes with every read(2).
+	report := d.kind != 0
+	if content {
+		report = e.reportContent(d)
+	}
+	if report {
 		e.gather(s, d) // phase 2: only reported events pay for it
 	}
 	// From here the slot holds the verdict: whoever writes the answer,
@@ -372,24 +385,28 @@ func (e *Engine) handlePerm(s *permSlot, gen uint64, readAt time.Time, d *decisi
 	took := time.Since(readAt)
 	e.decisions.Observe(took)
 	// A late answer is still the policy's: reported as any other.
-	if d.kind == 0 {
+	if !report {
 		return
 	}
-	// An exec makes two permission events, FAN_OPEN_EXEC_PERM and then
-	// FAN_OPEN_PERM of the same file by the same process: one report.
-	key := execKey{s.pid, d.id}
-	if s.mask.Any(fanotify.OpenExecPerm) {
-		e.lastExec = key
-	} else if e.lastExec == key {
-		e.lastExec = execKey{}
-		return
-	} else {
-		e.lastExec = execKey{}
+	if !content {
+		e.foldOpen(s, d)
+		// An exec makes two permission events, FAN_OPEN_EXEC_PERM and
+		// then FAN_OPEN_PERM of the same file by the same process: one
+		// report.
+		key := execKey{s.pid, d.id}
+		if s.mask.Any(fanotify.OpenExecPerm) {
+			e.lastExec = key
+		} else if e.lastExec == key {
+			e.lastExec = execKey{}
+			return
+		} else {
+			e.lastExec = execKey{}
+		}
 	}
 	ev := fsmon.Event{
 		Time:      readAt,
 		Kind:      d.kind,
-		Op:        opOf(s.mask),
+		Op:        s.op,
 		Mode:      d.rule.Mode,
 		Profile:   d.rule.Profile.Name,
 		Filter:    d.rule.Name,
@@ -491,7 +508,7 @@ func (e *Engine) rescueBatch(b *permBatch, v fanotify.Verdict) bool {
 			if st&slotMask == slotPending {
 				// Not begun: another reader decides it.
 				select {
-				case e.handoff <- handed{s.fd, s.pid, s.mask, readAt.UnixNano()}:
+				case e.handoff <- handed{s.fd, s.pid, s.mask, s.op, readAt.UnixNano()}:
 					s.state.Store(base | slotHanded)
 					handedOff++
 					continue
@@ -504,7 +521,7 @@ func (e *Engine) rescueBatch(b *permBatch, v fanotify.Verdict) bool {
 			// The fd stays open until the state says answered: its
 			// reader waits for it.
 			var ev fsmon.Event
-			e.defaultEvent(&ev, s.fd, s.pid, s.mask, v, fsmon.ReasonDeadline, readAt)
+			e.defaultEvent(&ev, s.fd, s.pid, s.op, v, fsmon.ReasonDeadline, readAt)
 			s.state.Store(base | slotDefault)
 			e.countDefault(v, 1)
 			e.enqueue(&ev)
@@ -571,7 +588,7 @@ func (e *Engine) lastResort(v fanotify.Verdict) {
 			}
 			e.perm.Respond(ev.FD, v)
 			var out fsmon.Event
-			e.defaultEvent(&out, ev.FD, ev.PID, ev.Mask, v, fsmon.ReasonDeadline, readAt)
+			e.defaultEvent(&out, ev.FD, ev.PID, opOf(ev), v, fsmon.ReasonDeadline, readAt)
 			fanotify.CloseFD(ev.FD)
 			e.countDefault(v, 1)
 			e.enqueue(&out)

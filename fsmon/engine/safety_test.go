@@ -73,7 +73,9 @@ func TestDeadlineAnswersWithDefault(t *testing.T) {
 `, FailOpen)
 	// The decision would deny, but it misses the deadline: the
 	// watchdog's default answer (allow) is what the kernel got.
-	mustAllow(t, cmd(t, "cat", secret))
+	// An open without a read: the default answers the open only; a
+	// read would be a content event of its own, judged by the policy.
+	mustAllow(t, sh(t, ": < "+secret))
 	// The loop is still in that decision.
 	gen := h.batch.gen.Load()
 	if h.batch.start.Load() == 0 {
@@ -212,7 +214,9 @@ func TestPanicInADecisionIsAnsweredAndSurvived(t *testing.T) {
 	}
 	h.slowDecision.Store(&bug)
 	// The panicking decision gets the default answer (allow)...
-	mustAllow(t, cmd(t, "cat", secret))
+	// An open without a read: the default answers the open only; a
+	// read would be a content event of its own, judged by the policy.
+	mustAllow(t, sh(t, ": < "+secret))
 	// ...and the loop goes on deciding.
 	mustDeny(t, cmd(t, "cat", secret))
 	// The default answer is reported, before the later deny.
@@ -333,7 +337,9 @@ func TestStuckDecisionDoesNotHoldUpTheQueue(t *testing.T) {
 		}
 	}()
 	// The first open's decision hangs; the watchdog answers it.
-	mustAllow(t, cmd(t, "cat", secret))
+	// An open without a read: the default answers the open only; a
+	// read would be a content event of its own, judged by the policy.
+	mustAllow(t, sh(t, ": < "+secret))
 	// The loop is still stuck. Without a stand-in reader this open would
 	// wait for it; the stand-in decides it with the policy: denied, and
 	// reported as such, not as a timeout.

@@ -26,10 +26,11 @@ const maxStandins = 4
 // line, no user). The watchdog watches its batch as it watches the
 // loop's.
 type standin struct {
-	live  atomic.Bool
-	batch permBatch
-	d     decision
-	allow allowIDs
+	live    atomic.Bool
+	batch   permBatch
+	d       decision
+	allow   allowIDs
+	content contentCache // the loop's is the loop's alone
 }
 
 // stuck reports whether reader batch b is in a decision past the
@@ -110,6 +111,7 @@ func (e *Engine) standIn(sb *standin) {
 	b := &sb.batch
 	d := &sb.d
 	d.allow = &sb.allow
+	d.content = &sb.content
 	var lastExec execKey
 	run := func(s *permSlot, gen uint64, readAt time.Time) { e.standinPerm(s, gen, readAt, d, &lastExec) }
 	defer e.takeHandoffs(b, run)
@@ -133,7 +135,7 @@ func (e *Engine) standIn(sb *standin) {
 				return
 			}
 			s := &b.slots[cnt]
-			s.fd, s.pid, s.mask = ev.FD, ev.PID, ev.Mask
+			s.fd, s.pid, s.mask, s.op = ev.FD, ev.PID, ev.Mask, opOf(ev)
 			s.state.Store(gen << slotBits)
 			cnt++
 		})
@@ -160,9 +162,14 @@ func (e *Engine) standinPerm(s *permSlot, gen uint64, readAt time.Time, d *decis
 		return
 	}
 	d.cached = false // the executable cache is the loop's
-	e.judge(s, d)
+	content := s.mask.Any(contentEvents)
+	if content {
+		e.judgeContent(s, d) // uncached: never from memory
+	} else {
+		e.judge(s, d)
+	}
 	v := d.verdict()
-	if d.viaDir != nil {
+	if d.viaDir != nil && !content {
 		// A new file gets its marks before its answer here too
 		// (docs/design/deny.md §2): Adopt takes only the tables' lock,
 		// which no stuck decision holds (it is stuck in /proc).
@@ -173,7 +180,11 @@ func (e *Engine) standinPerm(s *permSlot, gen uint64, readAt time.Time, d *decis
 		e.answer(s, gen, v) // the watchdog answered with the default
 		return
 	}
-	if d.kind != 0 {
+	report := d.kind != 0
+	if content {
+		report = e.reportContent(d) // once per program run and file
+	}
+	if report {
 		d.group = e.host
 		if e.containers.Load() {
 			d.group = e.groupOf(s.pid)
@@ -189,22 +200,25 @@ func (e *Engine) standinPerm(s *permSlot, gen uint64, readAt time.Time, d *decis
 	took := time.Since(readAt)
 	e.decisions.Observe(took)
 	e.standinAnswers.Add(1)
-	if d.kind == 0 {
+	if !report {
 		return
 	}
-	key := execKey{s.pid, d.id}
-	if s.mask.Any(fanotify.OpenExecPerm) {
-		*lastExec = key
-	} else if *lastExec == key {
-		*lastExec = execKey{}
-		return
-	} else {
-		*lastExec = execKey{}
+	if !content {
+		e.foldOpen(s, d)
+		key := execKey{s.pid, d.id}
+		if s.mask.Any(fanotify.OpenExecPerm) {
+			*lastExec = key
+		} else if *lastExec == key {
+			*lastExec = execKey{}
+			return
+		} else {
+			*lastExec = execKey{}
+		}
 	}
 	ev := fsmon.Event{
 		Time:      readAt,
 		Kind:      d.kind,
-		Op:        opOf(s.mask),
+		Op:        s.op,
 		Mode:      d.rule.Mode,
 		Profile:   d.rule.Profile.Name,
 		Filter:    d.rule.Name,

@@ -47,7 +47,19 @@ func (m *Marks) Adopt(fd int, de *Dir, name string, st *unix.Stat_t) {
 	}
 	perm := permFileMask
 	var placedPerm, placedNotif fanotify.Mask
-	if err := m.perm.Add(fd, perm); err != nil {
+	var err error
+	gd := fanotify.GuardNone
+	if guardingContent(rules) {
+		// With its content guard: the creator's descriptor, and any
+		// opened since its directory's file system was armed, are
+		// judged at each read and write from here on.
+		if gd, err = m.markGuarded(fd, st.Dev, perm, p); err == nil {
+			perm |= gd.Mask()
+		}
+	} else {
+		err = m.perm.Add(fd, perm)
+	}
+	if err != nil {
 		// The tree event for its creation tries again, and counts a
 		// failure.
 		m.log.Debug("marking a new file before its answer", "path", p, "err", err)
@@ -72,7 +84,7 @@ func (m *Marks) Adopt(fd int, de *Dir, name string, st *unix.Stat_t) {
 	if f != nil && t.filesByHandle[f.handle] == f {
 		delete(t.filesByHandle, f.handle)
 	}
-	f = &fileEntry{g: g, id: id, path: p, handle: key, rules: rules, perm: placedPerm, notif: placedNotif}
+	f = &fileEntry{g: g, id: id, path: p, handle: key, rules: rules, perm: placedPerm, notif: placedNotif, guard: gd}
 	t.files[id] = f
 	if key != "" {
 		t.filesByHandle[key] = f

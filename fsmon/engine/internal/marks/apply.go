@@ -39,6 +39,7 @@ func (p Placement) Begin() *Tables {
 // set Begin made, or Live for the tables in force (a new container).
 func (p Placement) Walk(t *Tables, g *group, rules []*policy.Rule) Walked {
 	w := p.m.newWalker(t, g)
+	w.armRoots(rules)
 	w.walkRules(rules)
 	return Walked{Errors: w.errs, First: w.first, Incomplete: w.incomplete}
 }
@@ -62,6 +63,7 @@ func (p Placement) Swap(t *Tables) (old *Tables) {
 func (p Placement) Retire(old *Tables) {
 	cur := p.m.tables
 	p.m.unmarkStale(old, cur)
+	p.m.disarmUnneeded()
 	p.m.ready.Store(!cur.incomplete)
 }
 
@@ -193,5 +195,6 @@ func (p Placement) DropGroup(g *group) (dirs, files int) {
 	for _, f := range goneFiles {
 		m.unmark(f.handle, f.perm, f.notif)
 	}
+	m.disarmUnneeded()
 	return len(goneDirs), len(goneFiles)
 }

@@ -36,6 +36,9 @@ type Options struct {
 	// groups; Ino its inotify instance. The engine owns and closes them.
 	Perm, Notif *fanotify.Group
 	Ino         *inotify.Instance
+	// Arm is the arming group (its own group: see guard.go), nil when
+	// file systems are not to be armed.
+	Arm *fanotify.Group
 	// MaxObjects bounds the directories and files tracked (see
 	// engine.Options).
 	MaxObjects int
@@ -59,6 +62,15 @@ type Marks struct {
 
 	ready    atomic.Bool
 	unmarked atomic.Int64 // objects of the configuration in force that could not be marked
+
+	// armGroup arms file systems (nil: off); armMu guards armed, the
+	// file systems armed by st_dev, and toldNoPre, those the log has
+	// said have no pre-content events.
+	armGroup  *fanotify.Group
+	armMu     sync.Mutex
+	armed     map[uint64]armedFS
+	toldNoPre map[uint64]struct{}
+	warns     sync.WaitGroup // noPreContent's log lines being written
 }
 
 // New makes an empty Marks: nothing placed, not ready.
@@ -74,6 +86,9 @@ func New(opts Options) *Marks {
 		maxObjects: opts.MaxObjects,
 		tables:     newTables(),
 		mountFDs:   map[[8]byte]mountFD{},
+		armGroup:   opts.Arm,
+		armed:      map[uint64]armedFS{},
+		toldNoPre:  map[uint64]struct{}{},
 	}
 }
 
@@ -89,6 +104,8 @@ func (m *Marks) Unmarked() int64 { return m.unmarked.Load() }
 // the file systems busy (an unmount fails with EBUSY) after the engine
 // has stopped.
 func (m *Marks) Close() {
+	m.warns.Wait()
+	m.closeArmed()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for fsid, mfd := range m.mountFDs {

@@ -76,6 +76,9 @@ type fileEntry struct {
 	rules  []Rule
 	perm   fanotify.Mask
 	notif  fanotify.Mask
+	// guard is the content guard of the permission mark (guard.go),
+	// GuardNone when no rule asks for one or placing it failed.
+	guard fanotify.Guard
 }
 
 // RealKey names a directory as the kernel does for an event fd: its

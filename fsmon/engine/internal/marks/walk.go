@@ -287,6 +287,12 @@ func (w *walker) visitDir(fd int, up *dirWork, logical string, comps []string, r
 		}
 		w.m.mu.Unlock()
 	}
+	if coversGuarded(d.rels) {
+		// Before any file in it is marked: descriptors of its files
+		// opened from now on are judged at their reads once the files
+		// have their marks (deny.md §2).
+		w.m.arm(fd, st.Dev)
+	}
 	var perm, notif fanotify.Mask
 	for _, rr := range d.rels {
 		if rr.rel.Covers() {
@@ -528,6 +534,24 @@ func (w *walker) markFile(fd int, st *unix.Stat_t, p string, rules []Rule) {
 	for _, r := range f.rules {
 		if r.WantsOpens() {
 			perm = permFileMask
+		}
+	}
+	w.m.mu.RLock()
+	guard := guardingContent(f.rules) && f.guard == fanotify.GuardNone
+	w.m.mu.RUnlock()
+	if guard {
+		// Armed first: a descriptor opened from here on is judged from
+		// the mark on (its directory's visit armed the file system
+		// already, unless a configured symlink led elsewhere).
+		w.m.arm(fd, st.Dev)
+		gd, err := w.m.markGuarded(fd, st.Dev, perm, p)
+		if err != nil {
+			w.fail(p, err, true)
+		} else {
+			w.m.mu.Lock()
+			f.perm |= perm | gd.Mask()
+			f.guard = gd
+			w.m.mu.Unlock()
 		}
 	}
 	w.mark(fd, p, &f.perm, perm, &f.notif, notifFileMask)

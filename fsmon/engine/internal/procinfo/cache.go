@@ -299,3 +299,9 @@ func (c *ExeCache) Close() {
 		c.gen = nil
 	}
 }
+
+// SlotGen is the count of pid's slot, which moves at every exec, exit
+// and rename of the processes of that slot: with the pid, it names one
+// run of one program (the engine keys its content-event verdicts by
+// it). Between a Begin that said true and its End only.
+func (c *ExeCache) SlotGen(pid int32) uint64 { return c.gen.Gen(pid) }
