@@ -51,7 +51,7 @@ var (
 	treeFiles = flag.Int("tree", 100000, "watched files in the start-up scenario")
 	nCtr      = flag.Int("containers", 20, "fake containers in the start-up scenario's per-container figure")
 	ctrRuns   = flag.Int("container-runs", 3, "runs of the per-container figure")
-	only      = flag.String("only", "abcdefghi", "scenarios to run (letters of the issue: a b c latency, d throughput, e start-up, f export, g collateral, h floods, i reads of guarded content)")
+	only      = flag.String("only", "abcdefghij", "scenarios to run (letters of the issue: a b c latency, d throughput, e start-up, f export, g collateral, h floods, j reads of guarded content)")
 	floodSecs = flag.Float64("flood-secs", 3, "seconds of each flood run (scenario h)")
 	floodReps = flag.Int("flood-reps", 3, "repetitions of the allowed floods (scenario h)")
 	verbose   = flag.Bool("v", false, "log every measurement to stderr")
@@ -852,7 +852,7 @@ func main() {
 		fl = flood(file, floodPath)
 	}
 	var rd *readResult
-	if has("i") {
+	if has("j") {
 		readerPath, err := filepath.EvalSymlinks(filepath.Join(*toolsDir, "reader"))
 		must(err)
 		rd = reads(file, other, readerPath)

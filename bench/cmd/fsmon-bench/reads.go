@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// Scenario i: what a read costs once pre-content events guard a file's
+// Scenario j: what a read costs once pre-content events guard a file's
 // content (docs/design/deny.md §3). Every pread(2) of a file a block
 // filter protects is a permission event (FAN_PRE_ACCESS); every read of
 // any other file on an armed file system pays the kernel's check of the
@@ -75,7 +75,7 @@ func reads(file, other, readerPath string) *readResult {
 }
 
 func reportReads(w io.Writer, r *readResult) {
-	fmt.Fprintln(w, "i. A 4 KiB pread(2) (4 KiB buffer) through an open descriptor, µs (reader and responder on CPU 0; added = minus no monitor)")
+	fmt.Fprintln(w, "j. A pread(2) of up to 4 KiB through an open descriptor, µs (reader and responder on CPU 0; added = minus no monitor)")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| file | no monitor | minimal C (pre-content) | fsmon | added C | added fsmon | added fsmon / added C | per-rep range |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
