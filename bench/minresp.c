@@ -10,6 +10,10 @@
  *                           the mask, and per event fstat(2) of the event fd
  *                           and stat(2) of /proc/PID/exe: the floor of the
  *                           daemon's design, written in C
+ *   minresp preread FILE... pre-content group (Linux 6.14), FAN_OPEN_PERM
+ *                           and FAN_PRE_ACCESS inode marks on FILEs,
+ *                           answers FAN_ALLOW to every event: the floor
+ *                           of a read of a file whose content is guarded
  *   minresp notif DIR...    notification group (FAN_REPORT_DFID_NAME,
  *                           bounded queue, as the daemon's), marks the
  *                           directories for changes of their children and
@@ -35,6 +39,14 @@
 #include <sys/fanotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* Older kernel headers lack the pre-content API (Linux 6.14). */
+#ifndef FAN_CLASS_PRE_CONTENT
+#define FAN_CLASS_PRE_CONTENT 0x00000008
+#endif
+#ifndef FAN_PRE_ACCESS
+#define FAN_PRE_ACCESS 0x00100000
+#endif
 
 static volatile unsigned long long n_events, n_bits, n_overflows;
 
@@ -70,12 +82,12 @@ static void on_term(int sig) {
 	_exit(0);
 }
 
-static _Noreturn void perm(int argc, char **argv, unsigned int verdict, int work) {
-	int fd = fanotify_init(FAN_CLASS_CONTENT | FAN_UNLIMITED_QUEUE | FAN_CLOEXEC,
+static _Noreturn void perm(int argc, char **argv, unsigned int verdict, int work, int pre) {
+	int fd = fanotify_init((pre ? FAN_CLASS_PRE_CONTENT : FAN_CLASS_CONTENT) | FAN_UNLIMITED_QUEUE | FAN_CLOEXEC,
 	                       O_RDONLY | O_LARGEFILE | O_CLOEXEC);
 	if (fd < 0)
 		die("fanotify_init");
-	uint64_t mask = FAN_OPEN_PERM | (work ? FAN_OPEN_EXEC_PERM : 0);
+	uint64_t mask = FAN_OPEN_PERM | (work ? FAN_OPEN_EXEC_PERM : 0) | (pre ? FAN_PRE_ACCESS : 0);
 	for (int i = 2; i < argc; i++) {
 		if (fanotify_mark(fd, FAN_MARK_ADD, mask, AT_FDCWD, argv[i]) < 0)
 			die(argv[i]);
@@ -110,7 +122,7 @@ static _Noreturn void perm(int argc, char **argv, unsigned int verdict, int work
 				snprintf(exe, sizeof exe, "/proc/%d/exe", m->pid);
 				stat(exe, &st);
 			}
-			if (m->mask & (FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM)) {
+			if (m->mask & (FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM | FAN_PRE_ACCESS)) {
 				struct fanotify_response r = {.fd = m->fd, .response = verdict};
 				if (write(fd, &r, sizeof r) != sizeof r)
 					perror("write response");
@@ -165,15 +177,17 @@ int main(int argc, char **argv) {
 		argc -= 2;
 	}
 	if (argc < 3) {
-		fprintf(stderr, "usage: minresp [-fifo PRIO] allow|deny|work|notif PATH...\n");
+		fprintf(stderr, "usage: minresp [-fifo PRIO] allow|deny|work|preread|notif PATH...\n");
 		return 2;
 	}
 	if (!strcmp(argv[1], "allow"))
-		perm(argc, argv, FAN_ALLOW, 0);
+		perm(argc, argv, FAN_ALLOW, 0, 0);
 	if (!strcmp(argv[1], "deny"))
-		perm(argc, argv, FAN_DENY, 0);
+		perm(argc, argv, FAN_DENY, 0, 0);
 	if (!strcmp(argv[1], "work"))
-		perm(argc, argv, FAN_ALLOW, 1);
+		perm(argc, argv, FAN_ALLOW, 1, 0);
+	if (!strcmp(argv[1], "preread"))
+		perm(argc, argv, FAN_ALLOW, 0, 1);
 	if (!strcmp(argv[1], "notif"))
 		notif(argc, argv);
 	fprintf(stderr, "minresp: unknown mode %s\n", argv[1]);
