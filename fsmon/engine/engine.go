@@ -136,6 +136,10 @@ type Options struct {
 	// kept across restarts (allowstate): the previous build of an
 	// upgraded program stays allowed after a restart too.
 	StateDir string
+	// CRISockets are the CRI API sockets of Kubernetes runtimes
+	// (containerd, CRI-O) that name pods' containers, as paths on the
+	// host (read below the host's root); nil asks none.
+	CRISockets []string
 }
 
 // The marks package's types under the names the decision reads them by.
@@ -291,7 +295,7 @@ func New(opts Options) (*Engine, error) {
 		return nil, err
 	}
 	e.hostNS = e.host.NS
-	e.finder = &groups.Finder{ProcRoot: opts.ProcRoot, Proc: e.proc, CFS: e.cfs, Host: e.host}
+	e.finder = &groups.Finder{ProcRoot: opts.ProcRoot, Proc: e.proc, CFS: e.cfs, Host: e.host, Meta: runtimeSources(opts)}
 	e.groups[e.hostNS] = e.host
 	e.selfNS, _ = e.cfs.MountNS(e.selfPID)
 	// The permission group is read by a blocking read(2) on a thread of

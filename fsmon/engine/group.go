@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/groups"
 	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/marks"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/container"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/cri"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
 )
 
@@ -143,3 +145,18 @@ func (e *Engine) dropGroup(pl marks.Placement, g *group) {
 	unix.Close(g.RootFD)
 	e.log.Info("container gone", "container", g.Name, "id", g.ContainerID, "dirs", dirs, "files", files)
 }
+
+// runtimeSources are what tells who a container is: the CRI API of the
+// Kubernetes runtimes (pods' labels are there only), then the runtimes'
+// state files, both where the host's files are (groups.HostFiles).
+func runtimeSources(opts Options) container.Source {
+	root := groups.HostFiles(opts.ProcRoot)
+	var ss container.Sources
+	for _, s := range opts.CRISockets {
+		ss = append(ss, cri.New(filepath.Join(root, s)))
+	}
+	return append(ss, container.StateFiles{Root: root})
+}
+
+// DefaultCRISockets are where containerd and CRI-O serve the CRI API.
+var DefaultCRISockets = cri.DefaultSockets

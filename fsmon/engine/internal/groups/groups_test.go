@@ -1,9 +1,11 @@
 package groups
 
 import (
+	"reflect"
 	"testing"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/container"
 	"github.com/fsmon/fsmon_exporter/fsmon/policy"
 )
 
@@ -28,14 +30,37 @@ func TestInside(t *testing.T) {
 func TestTargetAndContainer(t *testing.T) {
 	host := &Group{Name: "host"}
 	c := &Group{Name: "web", ContainerID: "abc", Image: "nginx:1"}
+	labels := map[string]string{"app": "api"}
+	pod := &Group{Name: "app", SpecName: "app", ContainerID: "def", Image: "registry/app:2",
+		Pod: &container.Pod{Namespace: "prod", Name: "api-1", UID: "u-1", Labels: labels}}
+	sandbox := &Group{Name: "def000000000", ContainerID: "def0000000000", Pod: pod.Pod}
 	if !host.IsHost() || c.IsHost() {
 		t.Fatal("IsHost")
 	}
-	if host.Target() != (policy.Target{Host: true}) || c.Target() != (policy.Target{Name: "web", ID: "abc", Image: "nginx:1"}) {
-		t.Fatalf("targets %+v %+v", host.Target(), c.Target())
+	for _, tc := range []struct {
+		g    *Group
+		want policy.Target
+	}{
+		{host, policy.Target{Host: true}},
+		{c, policy.Target{Name: "web", ID: "abc", Image: "nginx:1"}},
+		{pod, policy.Target{Name: "app", ID: "def", Image: "registry/app:2", Namespace: "prod", Pod: "api-1", Labels: labels}},
+	} {
+		if got := tc.g.Target(); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("target %+v, want %+v", got, tc.want)
+		}
 	}
-	if host.Container() != (fsmon.Container{}) || c.Container() != (fsmon.Container{ID: "abc", Name: "web"}) {
-		t.Fatalf("containers %+v %+v", host.Container(), c.Container())
+	for _, tc := range []struct {
+		g    *Group
+		want fsmon.Container
+	}{
+		{host, fsmon.Container{}},
+		{c, fsmon.Container{ID: "abc", Name: "web", Image: "nginx:1"}},
+		{pod, fsmon.Container{ID: "def", Name: "app", Image: "registry/app:2", Pod: fsmon.Pod{Namespace: "prod", Name: "api-1", UID: "u-1", ContainerName: "app"}}},
+		{sandbox, fsmon.Container{ID: "def0000000000", Name: "def000000000", Pod: fsmon.Pod{Namespace: "prod", Name: "api-1", UID: "u-1"}}},
+	} {
+		if got := tc.g.Container(); got != tc.want {
+			t.Errorf("container %+v, want %+v", got, tc.want)
+		}
 	}
 	var none *Group
 	if none.Container() != (fsmon.Container{}) {
