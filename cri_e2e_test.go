@@ -221,7 +221,10 @@ func TestKubernetesPodThroughCRI(t *testing.T) {
 				t.Errorf("%s: %s = %v, want %v (event %v)", tc.file, k, ev[k], v, ev)
 			}
 		}
+		// The denied counter carries the pod's namespace.
+		waitMetric(t, d, fmt.Sprintf(`fsmon_access_denied_total{container="app",filter="f",namespace="%s",profile="%s"}`, p.namespace, tc.profile), "1")
 	}
+	waitMetric(t, d, `fsmon_profile_groups{profile="by-other-label"}`, "0")
 	if r := execIn(t, rs, p, "cat", "/tmp/other"); r.GetExitCode() != 0 {
 		t.Errorf("a profile by a label the pod does not have denied: %q", r.GetStderr())
 	}

@@ -174,6 +174,10 @@ func testRuntime(t *testing.T, rt runtimeCLI) {
 
 	// By name, running before the daemon.
 	d.waitLog(t, 1, `msg="watching container"`, "container="+named, "id="+namedID)
+	// No container of the image runs yet: the profile says so.
+	d.waitLog(t, 1, `msg="profile covers no group`, "profile=by-image")
+	waitMetric(t, d, `fsmon_profile_groups{profile="by-image"}`, "0")
+	waitMetric(t, d, `fsmon_profile_groups{profile="by-name"}`, "1")
 	rt.mustDenyIn(t, named, "/etc/fsmon-secret")
 	ev := d.event(t, "denied in "+named, func(m map[string]any) bool {
 		return m["event"] == "denied" && m["container.id"] == namedID
@@ -187,6 +191,8 @@ func testRuntime(t *testing.T, rt runtimeCLI) {
 	late := runID + "-" + rt.name + "-late"
 	lateID := rt.start(t, late, image)
 	d.waitLog(t, 1, `msg="watching container"`, "container="+late, "id="+lateID)
+	d.waitLog(t, 1, `msg="profile covers groups"`, "profile=by-image", "groups=1")
+	waitMetric(t, d, `fsmon_profile_groups{profile="by-image"}`, "1")
 	rt.mustDenyIn(t, late, "/etc/fsmon-secret")
 	ev = d.event(t, "denied in "+late, func(m map[string]any) bool {
 		return m["event"] == "denied" && m["container.id"] == lateID
@@ -201,6 +207,8 @@ func testRuntime(t *testing.T, rt runtimeCLI) {
 	// Removed: its group goes.
 	rt.must(t, append(rt.rm, late)...)
 	d.waitLog(t, 1, `msg="container gone"`, "container="+late, "id="+lateID)
+	d.waitLog(t, 2, `msg="profile covers no group`, "profile=by-image")
+	waitMetric(t, d, `fsmon_profile_groups{profile="by-image"}`, "0")
 	rt.mustDenyIn(t, named, "/etc/fsmon-secret")
 	d.mu.Lock()
 	defer d.mu.Unlock()

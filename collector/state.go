@@ -30,7 +30,7 @@ type stateCollector struct {
 	overflows, dropped, timeouts  *prometheus.Desc
 	late, standinAnswers, readers *prometheus.Desc
 	decisions, ready, unmarked    *prometheus.Desc
-	unjudged                      *prometheus.Desc
+	unjudged, profileGroups       *prometheus.Desc
 }
 
 // NewStateCollector returns a collector that reads src.Snapshot() once per
@@ -43,6 +43,7 @@ func NewStateCollector(src StateSource, logger *slog.Logger) prometheus.Collecto
 		src:            src,
 		logger:         logger.With("collector", "state"),
 		groups:         desc("groups", "Monitored groups: the host and every watched container."),
+		profileGroups:  desc("profile_groups", "Groups (the host, containers) each profile of the configuration in force covers; 0: its selector matches nothing that runs.", "profile"),
 		pending:        desc("pending_file_events", "Events waiting in the engine's report queue."),
 		marks:          desc("fanotify_marks", "fanotify marks placed in the kernel, by the object they are on (file, dir, mount, filesystem).", "type"),
 		rules:          desc("fanotify_rules", "Allow rules in force: entries of the allow lists of block filters."),
@@ -65,7 +66,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.groups, c.pending, c.marks, c.rules, c.watches, c.watchesLimit,
 		c.overflows, c.dropped, c.timeouts, c.late, c.standinAnswers, c.readers, c.decisions, c.ready, c.unmarked,
-		c.unjudged,
+		c.unjudged, c.profileGroups,
 	} {
 		ch <- d
 	}
@@ -81,6 +82,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 
 	gauge(c.groups, float64(len(st.Groups)))
+	for _, pg := range st.ProfileGroups {
+		gauge(c.profileGroups, float64(pg.Groups), pg.Profile)
+	}
 	gauge(c.pending, float64(st.PendingEvents))
 	for _, t := range fsmon.MarkTypes {
 		gauge(c.marks, float64(st.Marks[t]), t.String())

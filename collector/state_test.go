@@ -18,6 +18,7 @@ func sampleState() *fakeState {
 	return &fakeState{
 		st: fsmon.State{
 			Groups:           []fsmon.GroupState{{Name: "host"}, {Name: "web", ContainerID: "0123456789abcdef"}},
+			ProfileGroups:    []fsmon.ProfileGroups{{Profile: "host", Groups: 1}, {Profile: "web", Groups: 1}, {Profile: "typo", Groups: 0}},
 			PendingEvents:    3,
 			Marks:            map[fsmon.MarkType]int{fsmon.MarkFile: 5, fsmon.MarkDir: 2},
 			Rules:            4,
@@ -109,6 +110,11 @@ fsmon_permission_standin_answers_total 4
 # TYPE fsmon_permission_standin_readers_total counter
 fsmon_permission_standin_readers_total{reader="last_resort"} 0
 fsmon_permission_standin_readers_total{reader="standin"} 2
+# HELP fsmon_profile_groups Groups (the host, containers) each profile of the configuration in force covers; 0: its selector matches nothing that runs.
+# TYPE fsmon_profile_groups gauge
+fsmon_profile_groups{profile="host"} 1
+fsmon_profile_groups{profile="typo"} 0
+fsmon_profile_groups{profile="web"} 1
 # HELP fsmon_ready 1 once every mark of the current configuration is placed, else 0.
 # TYPE fsmon_ready gauge
 fsmon_ready 1
@@ -138,7 +144,12 @@ func TestStateCollectorZero(t *testing.T) {
 	if n := testutil.CollectAndCount(c); n != 23 {
 		t.Errorf("zero state: %d series, want 23", n)
 	}
-	const want = `# HELP fsmon_ready 1 once every mark of the current configuration is placed, else 0.
+	const want = `# HELP fsmon_profile_groups Groups (the host, containers) each profile of the configuration in force covers; 0: its selector matches nothing that runs.
+# TYPE fsmon_profile_groups gauge
+fsmon_profile_groups{profile="host"} 1
+fsmon_profile_groups{profile="typo"} 0
+fsmon_profile_groups{profile="web"} 1
+# HELP fsmon_ready 1 once every mark of the current configuration is placed, else 0.
 # TYPE fsmon_ready gauge
 fsmon_ready 0
 `

@@ -195,8 +195,12 @@ type Engine struct {
 	// no container id); the placement lock guards it.
 	unmonitored    map[uint64]time.Time
 	hostNS, selfNS uint64
-	finder         *groups.Finder // makes container groups
-	cfs            container.FS
+	// coverage is how many groups each profile covered when last
+	// logged (noteCoverage).
+	coverageMu sync.Mutex
+	coverage   map[string]int
+	finder     *groups.Finder // makes container groups
+	cfs        container.FS
 
 	// containers is set while any container group exists: until then a
 	// decision need not ask which namespace the process is in.
@@ -526,6 +530,7 @@ func (e *Engine) Apply(p *policy.Policy) (ApplyResult, error) {
 	clear(e.unmonitored)
 	e.allowGen.Add(1)
 	pl.Retire(old)
+	e.noteCoverage()
 	// Descriptors of the files now covered that were opened before.
 	e.requestScan()
 	res.Took = time.Since(start)
@@ -663,6 +668,7 @@ func (e *Engine) Snapshot() fsmon.State {
 			}
 		}
 	}
+	profileGroups := e.profileGroups()
 	var states []fsmon.GroupState
 	for _, g := range e.groups {
 		if g.IsHost() || len(g.Rules) > 0 {
@@ -680,6 +686,7 @@ func (e *Engine) Snapshot() fsmon.State {
 	})
 	return fsmon.State{
 		Groups:         states,
+		ProfileGroups:  profileGroups,
 		PendingEvents:  len(e.queue),
 		Marks:          counts.Total,
 		Rules:          rules,
