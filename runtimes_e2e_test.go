@@ -131,7 +131,8 @@ func (rt runtimeCLI) mustReadIn(t *testing.T, name, file string) {
 }
 
 // runtimeConfig denies /etc/fsmon-secret in the containers of one name
-// and in those of one image; other containers may read it.
+// and in those of one image; other containers may read it. by-name has
+// two filters: it still covers one group.
 const runtimeConfig = `
 profiles:
   - name: by-name
@@ -142,6 +143,8 @@ profiles:
         path: /etc/fsmon-secret
         behavior: block
         allow: [head]
+      - name: busybox
+        path: /bin/busybox
   - name: by-image
     containers: {image: '%s'}
     mode: protect
