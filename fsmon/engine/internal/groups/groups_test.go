@@ -1,7 +1,10 @@
 package groups
 
 import (
+	"os"
+	"path/filepath"
 	"reflect"
+	"strconv"
 	"testing"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
@@ -65,5 +68,42 @@ func TestTargetAndContainer(t *testing.T) {
 	var none *Group
 	if none.Container() != (fsmon.Container{}) {
 		t.Fatal("nil group names a container")
+	}
+}
+
+// TestHostFiles: the host's files are at / when the daemon shares PID
+// 1's mount namespace or cannot read it, and below PID 1's root only
+// when the daemon is in a mount namespace of its own. A proc root of
+// links stands in for /proc.
+func TestHostFiles(t *testing.T) {
+	self := strconv.Itoa(os.Getpid())
+	for _, tc := range []struct {
+		name         string
+		init, daemon string // the links' targets; "" for none
+		want         string // "" for the proc root's 1/root
+	}{
+		{"same namespace", "mnt:[4026531841]", "mnt:[4026531841]", "/"},
+		{"a namespace of its own", "mnt:[4026531841]", "mnt:[4026532999]", ""},
+		{"PID 1's unreadable", "", "mnt:[4026532999]", "/"},
+	} {
+		root := t.TempDir()
+		for pid, target := range map[string]string{"1": tc.init, self: tc.daemon} {
+			if target == "" {
+				continue
+			}
+			if err := os.MkdirAll(filepath.Join(root, pid, "ns"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(target, filepath.Join(root, pid, "ns", "mnt")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := tc.want
+		if want == "" {
+			want = root + "/1/root"
+		}
+		if got := HostFiles(root); got != want {
+			t.Errorf("%s: HostFiles = %q, want %q", tc.name, got, want)
+		}
 	}
 }
