@@ -178,9 +178,10 @@ func TestExposedSeriesCoverDesign(t *testing.T) {
 	// code really has them before trusting the other tests.
 	want := map[string][]string{
 		"fsmon_events_total":                                 {"event", "op", "profile"},
-		"fsmon_access_denied_total":                          {"profile", "filter", "container"},
-		"fsmon_access_violations_total":                      {"profile", "filter", "container"},
+		"fsmon_access_denied_total":                          {"profile", "filter", "container", "namespace"},
+		"fsmon_access_violations_total":                      {"profile", "filter", "container", "namespace"},
 		"fsmon_groups":                                       nil,
+		"fsmon_profile_groups":                               {"profile"},
 		"fsmon_pending_file_events":                          nil,
 		"fsmon_fanotify_marks":                               {"type"},
 		"fsmon_fanotify_rules":                               nil,
