@@ -88,8 +88,20 @@ func TestStateFilesLayouts(t *testing.T) {
 			t.Errorf("%s: found below another root: %+v", tc.name, m)
 		}
 	}
-	if _, ok := (StateFiles{Root: "/"}).Lookup(context.Background(), RuntimeUnknown, "../../etc"); ok {
-		t.Error("an id that is not 64 hex digits was looked up")
+	// An id that is not 64 hex digits is never part of a path, even
+	// where a file of that name exists.
+	root := t.TempDir()
+	for _, bad := range []string{"abc", "../containers/abc", strings.ToUpper(id)} {
+		p := filepath.Join(root, "var/lib/docker/containers", bad, "config.v2.json")
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(dockerState), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if m, ok := (StateFiles{Root: root}).Lookup(context.Background(), RuntimeUnknown, bad); ok {
+			t.Errorf("id %q looked up: %+v", bad, m)
+		}
 	}
 }
 
