@@ -17,8 +17,12 @@ import (
 )
 
 // runtime answers the CRI calls Meta makes as containerd and CRI-O do:
-// ListContainers filters by id prefix, ContainerStatus keeps the image
-// as the pod spec named it, PodSandboxStatus knows sandboxes only.
+// ContainerStatus keeps the image as the pod spec named it,
+// PodSandboxStatus knows sandboxes only. Its ListContainers is looser
+// than theirs, which filter by id prefix: it matches on 63 digits, so it
+// returns more than the container asked for, and the client must take
+// the one of its id only (the filter is the runtime's business, the
+// identity the daemon's).
 type runtime struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	containers []*runtimeapi.Container
@@ -29,7 +33,7 @@ type runtime struct {
 func (r *runtime) ListContainers(_ context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
 	var out []*runtimeapi.Container
 	for _, c := range r.containers {
-		if strings.HasPrefix(c.Id, req.GetFilter().GetId()) {
+		if id := req.GetFilter().GetId(); strings.HasPrefix(c.Id, id[:min(len(id), 63)]) {
 			out = append(out, c)
 		}
 	}
