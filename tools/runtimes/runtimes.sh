@@ -8,8 +8,9 @@
 # it. Podman needs no daemon. See README.md, "Containers".
 #
 # Runs of `make test` at the same time share the runtimes: each `up`
-# records the shell that called it, each `down` removes it (and those
-# that are gone), and the last one out stops the daemons.
+# records the shell that called it (its pid and start time, so that a
+# reused pid is not taken for it), each `down` removes it (and those that
+# are gone), and the last one out stops the daemons.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,7 +19,11 @@ image=fsmon-test/busybox:local
 # The CRI plugin's sandbox image (containerd.toml): the same busybox,
 # standing in for the pause image.
 pause=fsmon-test/pause:local
-caller=${FSMON_RUNTIMES_CALLER:-$PPID}
+# started PID: the process's start time (field 22 of its stat, counted
+# after the command name, which may hold spaces), or nothing.
+started() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20; }
+caller_pid=${FSMON_RUNTIMES_CALLER:-$PPID}
+caller="$caller_pid:$(started "$caller_pid")"
 
 log() { echo "runtimes: $*" >&2; }
 
@@ -42,7 +47,9 @@ start() {
 	name=$1
 	shift
 	log "starting $name"
-	"$@" >"$state/$name.log" 2>&1 &
+	# Not with the lock's descriptor: a daemon holding it would keep
+	# every later up and down waiting.
+	"$@" >"$state/$name.log" 2>&1 9>&- &
 	echo $! >"$state/$name.pid"
 }
 
@@ -117,7 +124,7 @@ users() {
 	# Those still alive, but for the caller.
 	[ -f "$state/users" ] || return 0
 	while read -r u; do
-		if [ "$u" != "$caller" ] && kill -0 "$u" 2>/dev/null; then echo "$u"; fi
+		if [ "$u" != "$caller" ] && [ "$(started "${u%%:*}"):" = "${u#*:}:" ]; then echo "$u"; fi
 	done <"$state/users"
 }
 
