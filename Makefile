@@ -41,9 +41,10 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
 # Debian packages the tests use (prometheus, alertmanager, promtool,
-# busybox). Installed only when missing, so a machine that has them pays
-# nothing.
-DEBIAN_PKGS := prometheus prometheus-alertmanager busybox-static
+# busybox; the container runtimes of the container tests: Docker,
+# containerd with its CRI plugin, podman with runc). Installed only when
+# missing, so a machine that has them pays nothing.
+DEBIAN_PKGS := prometheus prometheus-alertmanager busybox-static docker.io containerd podman runc
 deps-debian:
 	@missing=""; for p in $(DEBIAN_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -53,8 +54,13 @@ deps-debian:
 
 test: fmt-check vet mutate-check $(BIN) deps-debian $(TEST_TARGETS)
 
+# The runtimes (containerd, dockerd; no systemd) run for the tests only:
+# tools/runtimes/runtimes.sh starts what is not running yet, builds the
+# test image from busybox, and stops what it started afterwards (one
+# shell: the script knows its users by the shell that calls it).
 test-go: $(BIN) deps-debian
-	FSMON_BINARY=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 12m ./...
+	tools/runtimes/runtimes.sh up && FSMON_BINARY=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 12m ./...; \
+		rc=$$?; tools/runtimes/runtimes.sh down; exit $$rc
 
 # The engine and the collectors under the race detector (root).
 test-race:
@@ -68,7 +74,7 @@ bench: $(BIN)
 # package, where go test replays it from then on.
 FUZZTIME ?= 30s
 FUZZERS := ./fsmon/policy:FuzzParse ./fsmon/internal/fanotify:FuzzParse ./fsmon/internal/inotify:FuzzParse \
-	./fsmon/internal/proc:FuzzParseStatView ./fsmon/internal/container:FuzzParseCgroup \
+	./fsmon/internal/proc:FuzzParseStatView ./fsmon/internal/container:FuzzParseCgroup ./fsmon/internal/container:FuzzParseState \
 	./exporters/jsonl:FuzzQuote ./fsmon/engine/internal/allowstate:FuzzDecode
 fuzz:
 	@set -e; for f in $(FUZZERS); do \

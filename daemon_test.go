@@ -291,6 +291,31 @@ profiles:
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
+	// Pod selectors: a good one passes, bad ones are FILE:LINE errors.
+	pods := filepath.Join(dir, "pods.yml")
+	writeConfig(t, pods, "profiles:\n  - name: a\n    containers: {namespace: 'prod-*', pod: 'api-*', labels: {app.kubernetes.io/name: api, tier: 'back*'}}\n    filters:\n      - path: /etc/hosts\n")
+	if out, err := exec.Command(bin, "--config.check", "--config.file="+pods).CombinedOutput(); err != nil {
+		t.Fatalf("pod selectors: %v\n%s", err, out)
+	}
+	badPods := filepath.Join(dir, "bad-pods.yml")
+	writeConfig(t, badPods, `profiles:
+  - name: a
+    containers:
+      namespace: 'prod-['
+      labels:
+        'app*': x
+    filters:
+      - path: /etc/hosts
+`)
+	out, err = exec.Command(bin, "--config.check", "--config.file="+badPods).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("bad pod selectors: want exit 1, got %v\n%s", err, out)
+	}
+	for _, want := range []string{badPods + ":4: containers.namespace: bad glob", badPods + `:6: containers.labels: label key "app*"`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
 	// The embedded default is valid.
 	if out, err := exec.Command(bin, "--config.check").CombinedOutput(); err != nil {
 		t.Fatalf("default: %v\n%s", err, out)

@@ -58,6 +58,7 @@ type flags struct {
 	maxObjects      int
 	stateDir        string
 	containerCap    int
+	criSockets      []string
 	web             *web.FlagConfig
 	log             *promslog.Config
 }
@@ -89,6 +90,8 @@ func parseFlags(args []string) *flags {
 		Default("500ms").DurationVar(&f.foldWindow)
 	app.Flag("containers.scan-interval", "How often /proc is scanned for containers that started or stopped; 0 watches the host only.").
 		Default("1s").DurationVar(&f.containerScan)
+	app.Flag("containers.cri-socket", "CRI API socket of a Kubernetes runtime, as a path on the host, asked for the pod, labels and name of the containers it runs; repeatable; one empty value asks none. Docker's and podman's containers are named from their state files.").
+		Default(engine.DefaultCRISockets...).StringsVar(&f.criSockets)
 	app.Flag("watch.max-objects", "Most directories and files that monitor-only filters follow at once; past it the rest is not followed and the log says so. Files of block and report_access filters are always marked.").
 		Default("1048576").IntVar(&f.maxObjects)
 	app.Flag("state.dir", "Directory of the state kept across restarts: what the executables of allow lists resolved to, so that the processes of a program upgraded while the daemon was down stay allowed; empty keeps nothing.").
@@ -255,6 +258,7 @@ func run(args []string) int {
 		Priority:        priority,
 		StateDir:        f.stateDir,
 		Arming:          arming,
+		CRISockets:      nonEmpty(f.criSockets),
 	})
 	if err != nil {
 		if errors.Is(err, engine.ErrNotRoot) || os.Geteuid() != 0 {
@@ -538,4 +542,16 @@ func newServer(f *flags, reg *prometheus.Registry, eng *engine.Engine, logger *s
 		}
 	}
 	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+}
+
+// nonEmpty drops empty values of a repeatable flag: an empty one turns
+// the defaults off.
+func nonEmpty(vs []string) []string {
+	var out []string
+	for _, v := range vs {
+		if v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }

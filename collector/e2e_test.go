@@ -72,8 +72,9 @@ func TestE2EDeniedCounter(t *testing.T) {
 		t.Errorf("/-/healthy: %d, want 200", code)
 	}
 
-	series := `fsmon_access_denied_total{container="host",filter="secret",profile="e2e"}`
-	labels := map[string]string{"profile": "e2e", "filter": "secret", "container": "host"}
+	series := `fsmon_access_denied_total{container="host",filter="secret",namespace="",profile="e2e"}`
+	// namespace is empty outside pods: the exposition writes it so.
+	labels := map[string]string{"profile": "e2e", "filter": "secret", "container": "host", "namespace": ""}
 	text := scrape(t, client, base+"/metrics", nil)
 	before := sample(t, text, "fsmon_access_denied_total", labels)
 
@@ -84,7 +85,7 @@ func TestE2EDeniedCounter(t *testing.T) {
 	// report queue: once the marker is counted, every count the secret's
 	// open will ever add is in, so the counter must be exactly +1.
 	mustBeDenied(t, marker)
-	markerLabels := map[string]string{"profile": "e2e", "filter": "marker", "container": "host"}
+	markerLabels := map[string]string{"profile": "e2e", "filter": "marker", "container": "host", "namespace": ""}
 	deadline := time.Now().Add(10 * time.Second)
 	for sample(t, text, "fsmon_access_denied_total", markerLabels) == 0 {
 		if time.Now().After(deadline) {

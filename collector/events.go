@@ -19,12 +19,15 @@ type EventMetrics struct {
 	profiles   *limiter
 	filters    *limiter
 	containers *limiter
+	namespaces *limiter
 }
 
 // NewEventMetrics returns the event counters with the container label
 // capped at containerCap distinct values (past it: "other"; 0 counts every
 // container as "other"). A container named host, other or unknown shares
-// that series and takes no slot. profile and filter are capped at LabelCap.
+// that series and takes no slot. The namespace label (a pod's Kubernetes
+// namespace, empty outside pods) has a cap of containerCap of its own.
+// profile and filter are capped at LabelCap.
 func NewEventMetrics(containerCap int) *EventMetrics {
 	return &EventMetrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -35,16 +38,17 @@ func NewEventMetrics(containerCap int) *EventMetrics {
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace,
 			Name:      "access_denied_total",
-			Help:      "Opens denied with EPERM by a block filter in protect mode, by profile, filter and container (name, short id, host or other).",
-		}, []string{"profile", "filter", "container"}),
+			Help:      "Opens denied with EPERM by a block filter in protect mode, by profile, filter, container (name, short id, host or other) and the pod's namespace (empty outside Kubernetes pods).",
+		}, []string{"profile", "filter", "container", "namespace"}),
 		violations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace,
 			Name:      "access_violations_total",
-			Help:      "Opens a block filter would have denied, allowed because the profile is in monitor mode, by profile, filter and container (name, short id, host or other).",
-		}, []string{"profile", "filter", "container"}),
+			Help:      "Opens a block filter would have denied, allowed because the profile is in monitor mode, by profile, filter, container (name, short id, host or other) and the pod's namespace (empty outside Kubernetes pods).",
+		}, []string{"profile", "filter", "container", "namespace"}),
 		profiles:   newLimiter(LabelCap),
 		filters:    newLimiter(LabelCap),
 		containers: newLimiter(containerCap, labelHost, labelOther, labelUnknown),
+		namespaces: newLimiter(containerCap, labelOther),
 	}
 }
 
@@ -69,7 +73,11 @@ func (m *EventMetrics) Handle(ev *fsmon.Event) {
 	default:
 		return
 	}
-	vec.WithLabelValues(profile, m.filters.value(ev.Filter), m.containers.value(containerLabel(ev.Container))).Add(n)
+	ns := ""
+	if ev.Container.Pod.Namespace != "" {
+		ns = m.namespaces.value(ev.Container.Pod.Namespace)
+	}
+	vec.WithLabelValues(profile, m.filters.value(ev.Filter), m.containers.value(containerLabel(ev.Container)), ns).Add(n)
 }
 
 // containerLabel is the container's name, else its short id (the 12

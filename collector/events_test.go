@@ -20,6 +20,10 @@ func TestEventMetrics(t *testing.T) {
 		{Kind: fsmon.KindDenied, Op: fsmon.OpOpen, Profile: "host", Filter: "shadow", Path: "/etc/shadow", Count: 3},
 		{Kind: fsmon.KindDenied, Op: fsmon.OpOpen, Profile: "web", Filter: "tls-keys", Container: fsmon.Container{ID: fullID, Name: "web-1"}},
 		{Kind: fsmon.KindViolation, Op: fsmon.OpOpen, Profile: "web", Filter: "tls-keys", Container: fsmon.Container{ID: fullID}},
+		{Kind: fsmon.KindDenied, Op: fsmon.OpOpen, Profile: "pods", Filter: "token", Container: fsmon.Container{ID: fullID, Name: "app",
+			Pod: fsmon.Pod{Namespace: "prod", Name: "api-1", UID: "u", ContainerName: "app"}}},
+		{Kind: fsmon.KindViolation, Op: fsmon.OpOpen, Profile: "pods", Filter: "token", Count: 2, Container: fsmon.Container{ID: fullID, Name: "app",
+			Pod: fsmon.Pod{Namespace: "batch", Name: "job-1", UID: "v", ContainerName: "app"}}},
 		{Kind: fsmon.KindChange, Op: fsmon.OpWrite, Profile: "host", Filter: "passwd", Count: 2},
 		{Kind: fsmon.KindLearned, Op: fsmon.OpExec, Profile: "host", Filter: "shadow"},
 		{Kind: fsmon.KindAccess}, // nothing known: "unknown" labels, never empty ones
@@ -28,20 +32,24 @@ func TestEventMetrics(t *testing.T) {
 	}
 	m.Handle(nil)
 
-	const want = `# HELP fsmon_access_denied_total Opens denied with EPERM by a block filter in protect mode, by profile, filter and container (name, short id, host or other).
+	const want = `# HELP fsmon_access_denied_total Opens denied with EPERM by a block filter in protect mode, by profile, filter, container (name, short id, host or other) and the pod's namespace (empty outside Kubernetes pods).
 # TYPE fsmon_access_denied_total counter
-fsmon_access_denied_total{container="host",filter="shadow",profile="host"} 4
-fsmon_access_denied_total{container="web-1",filter="tls-keys",profile="web"} 1
-# HELP fsmon_access_violations_total Opens a block filter would have denied, allowed because the profile is in monitor mode, by profile, filter and container (name, short id, host or other).
+fsmon_access_denied_total{container="app",filter="token",namespace="prod",profile="pods"} 1
+fsmon_access_denied_total{container="host",filter="shadow",namespace="",profile="host"} 4
+fsmon_access_denied_total{container="web-1",filter="tls-keys",namespace="",profile="web"} 1
+# HELP fsmon_access_violations_total Opens a block filter would have denied, allowed because the profile is in monitor mode, by profile, filter, container (name, short id, host or other) and the pod's namespace (empty outside Kubernetes pods).
 # TYPE fsmon_access_violations_total counter
-fsmon_access_violations_total{container="4f3c2b1a0e9d",filter="tls-keys",profile="web"} 1
+fsmon_access_violations_total{container="4f3c2b1a0e9d",filter="tls-keys",namespace="",profile="web"} 1
+fsmon_access_violations_total{container="app",filter="token",namespace="batch",profile="pods"} 2
 # HELP fsmon_events_total File events reported, by event (access, change, violation, denied, learned, timeout), operation and profile; counted before folding, so a folded report of n events adds n.
 # TYPE fsmon_events_total counter
 fsmon_events_total{event="access",op="unknown",profile="unknown"} 1
 fsmon_events_total{event="change",op="write",profile="host"} 2
 fsmon_events_total{event="denied",op="open",profile="host"} 4
+fsmon_events_total{event="denied",op="open",profile="pods"} 1
 fsmon_events_total{event="denied",op="open",profile="web"} 1
 fsmon_events_total{event="learned",op="exec",profile="host"} 1
+fsmon_events_total{event="violation",op="open",profile="pods"} 2
 fsmon_events_total{event="violation",op="open",profile="web"} 1
 `
 	if err := testutil.CollectAndCompare(m, strings.NewReader(want)); err != nil {
@@ -65,9 +73,10 @@ func TestContainerLabel(t *testing.T) {
 	}
 }
 
-// 10,000 distinct files in 500 containers: the series count is bounded by
-// the container cap (plus "host" and "other"), never by files or
-// containers, and the limiter holds no more than the cap.
+// 10,000 distinct files in 500 containers of pods in 500 namespaces: the
+// series count is bounded by the container and namespace caps (plus
+// "host" and "other"), never by files, containers or namespaces, and
+// the limiters hold no more than the cap.
 func TestCardinalityBounded(t *testing.T) {
 	const containerCap = 100
 	m := NewEventMetrics(containerCap)
@@ -81,7 +90,7 @@ func TestCardinalityBounded(t *testing.T) {
 			Kind: kind, Op: fsmon.OpOpen, Profile: "p", Filter: "f",
 			Path:      fmt.Sprintf("/data/file-%d", i),
 			Process:   fsmon.Process{PID: int32(1000 + i)},
-			Container: fsmon.Container{ID: fmt.Sprintf("%064x", c), Name: fmt.Sprintf("c%d", c)},
+			Container: fsmon.Container{ID: fmt.Sprintf("%064x", c), Name: fmt.Sprintf("c%d", c), Pod: fsmon.Pod{Namespace: fmt.Sprintf("ns%d", c)}},
 		})
 		m.Handle(&fsmon.Event{Kind: kind, Op: fsmon.OpOpen, Profile: "p", Filter: "f", Path: fmt.Sprintf("/host/file-%d", i)})
 	}
@@ -97,9 +106,16 @@ func TestCardinalityBounded(t *testing.T) {
 	if n := m.containers.size(); n != containerCap {
 		t.Errorf("limiter holds %d values, want %d", n, containerCap)
 	}
-	if got := testutil.ToFloat64(m.denied.WithLabelValues("p", "f", "other")); got != 4000 {
-		// 400 of the 500 containers are past the cap, 10 denials each.
-		t.Errorf(`denied{container="other"} = %v, want 4000`, got)
+	if n := m.namespaces.size(); n != containerCap {
+		t.Errorf("namespace limiter holds %d values, want %d", n, containerCap)
+	}
+	if got := testutil.ToFloat64(m.denied.WithLabelValues("p", "f", "other", "other")); got != 4000 {
+		// 400 of the 500 containers and namespaces are past the cap, 10
+		// denials each.
+		t.Errorf(`denied{container="other",namespace="other"} = %v, want 4000`, got)
+	}
+	if got := testutil.ToFloat64(m.denied.WithLabelValues("p", "f", "host", "")); got != 5000 {
+		t.Errorf(`denied{container="host",namespace=""} = %v, want 5000`, got)
 	}
 }
 

@@ -136,13 +136,13 @@ func TestContainerCapExact(t *testing.T) {
 	deny("c3") // the cap+1-th: other
 	deny("c4")
 	deny("c2")
-	const want = `# HELP fsmon_access_denied_total Opens denied with EPERM by a block filter in protect mode, by profile, filter and container (name, short id, host or other).
+	const want = `# HELP fsmon_access_denied_total Opens denied with EPERM by a block filter in protect mode, by profile, filter, container (name, short id, host or other) and the pod's namespace (empty outside Kubernetes pods).
 # TYPE fsmon_access_denied_total counter
-fsmon_access_denied_total{container="c1",filter="f",profile="p"} 2
-fsmon_access_denied_total{container="c2",filter="f",profile="p"} 2
-fsmon_access_denied_total{container="host",filter="f",profile="p"} 1
-fsmon_access_denied_total{container="other",filter="f",profile="p"} 3
-fsmon_access_denied_total{container="unknown",filter="f",profile="p"} 1
+fsmon_access_denied_total{container="c1",filter="f",namespace="",profile="p"} 2
+fsmon_access_denied_total{container="c2",filter="f",namespace="",profile="p"} 2
+fsmon_access_denied_total{container="host",filter="f",namespace="",profile="p"} 1
+fsmon_access_denied_total{container="other",filter="f",namespace="",profile="p"} 3
+fsmon_access_denied_total{container="unknown",filter="f",namespace="",profile="p"} 1
 `
 	if err := testutil.CollectAndCompare(m, strings.NewReader(want), "fsmon_access_denied_total"); err != nil {
 		t.Fatal(err)
@@ -157,10 +157,10 @@ func TestProfileFilterCapExact(t *testing.T) {
 			Profile: fmt.Sprintf("p%d", i), Filter: fmt.Sprintf("f%d", i)})
 	}
 	last := fmt.Sprint(LabelCap - 1)
-	if got := testutil.ToFloat64(m.violations.WithLabelValues("p"+last, "f"+last, "host")); got != 1 {
+	if got := testutil.ToFloat64(m.violations.WithLabelValues("p"+last, "f"+last, "host", "")); got != 1 {
 		t.Errorf("the LabelCap-th profile and filter: %v, want their own series at 1", got)
 	}
-	if got := testutil.ToFloat64(m.violations.WithLabelValues("other", "other", "host")); got != 1 {
+	if got := testutil.ToFloat64(m.violations.WithLabelValues("other", "other", "host", "")); got != 1 {
 		t.Errorf("the LabelCap+1-th profile and filter: %v under other, want 1", got)
 	}
 	if n := testutil.CollectAndCount(m, "fsmon_access_violations_total"); n != LabelCap+1 {

@@ -38,6 +38,7 @@ var contract = map[string]string{
 	"fsmon_access_denied_total":                          "COUNTER",
 	"fsmon_access_violations_total":                      "COUNTER",
 	"fsmon_groups":                                       "GAUGE",
+	"fsmon_profile_groups":                               "GAUGE",
 	"fsmon_pending_file_events":                          "GAUGE",
 	"fsmon_fanotify_marks":                               "GAUGE",
 	"fsmon_fanotify_rules":                               "GAUGE",

@@ -31,6 +31,7 @@ type stateCollector struct {
 	late, standinAnswers, readers *prometheus.Desc
 	decisions, ready, unmarked    *prometheus.Desc
 	unjudged, withoutPreContent   *prometheus.Desc
+	profileGroups                 *prometheus.Desc
 }
 
 // NewStateCollector returns a collector that reads src.Snapshot() once per
@@ -59,6 +60,7 @@ func NewStateCollector(src StateSource, logger *slog.Logger) prometheus.Collecto
 		unmarked:          desc("unmarked_objects", "Files and directories of the current configuration that could not be marked (out of room, or an error); the log says why."),
 		unjudged:          desc("unjudged_descriptors", "Descriptors of files a block or report_access filter covers, held by processes the filter does not allow, opened before the file was protected (found by the last scan of /proc; the kernel cannot deny their reads).", "profile", "filter"),
 		withoutPreContent: desc("protected_files_without_precontent", "Files of protect-mode block filters whose file system (tmpfs, overlayfs) or kernel (before 6.14) has no pre-content events: their reads are judged, but writes, mmap and truncate through descriptors taken from allowed processes are not.", "profile", "filter"),
+		profileGroups:     desc("profile_groups", "Groups (the host, containers) each profile of the configuration in force covers; 0: its selector matches nothing that runs.", "profile"),
 	}
 }
 
@@ -66,7 +68,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.groups, c.pending, c.marks, c.rules, c.watches, c.watchesLimit,
 		c.overflows, c.dropped, c.timeouts, c.late, c.standinAnswers, c.readers, c.decisions, c.ready, c.unmarked,
-		c.unjudged, c.withoutPreContent,
+		c.unjudged, c.withoutPreContent, c.profileGroups,
 	} {
 		ch <- d
 	}
@@ -82,6 +84,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 
 	gauge(c.groups, float64(len(st.Groups)))
+	for _, pg := range st.ProfileGroups {
+		gauge(c.profileGroups, float64(pg.Groups), pg.Profile)
+	}
 	gauge(c.pending, float64(st.PendingEvents))
 	for _, t := range fsmon.MarkTypes {
 		gauge(c.marks, float64(st.Marks[t]), t.String())

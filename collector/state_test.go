@@ -33,6 +33,7 @@ func sampleState() *fakeState {
 			Unmarked:          6,
 			Unjudged:          []fsmon.FilterCount{{Profile: "host", Filter: "shadow", Count: 2}, {Profile: "host", Filter: "keys"}},
 			WithoutPreContent: []fsmon.FilterCount{{Profile: "host", Filter: "shadow"}, {Profile: "host", Filter: "shm", Count: 3}},
+			ProfileGroups:     []fsmon.ProfileGroups{{Profile: "host", Groups: 1}, {Profile: "web", Groups: 1}, {Profile: "typo", Groups: 0}},
 			// Three decisions: 8µs, 30µs and 2ms.
 			Decisions: fsmon.HistogramSnapshot{Count: 3, Sum: 0.002038, Buckets: map[float64]uint64{
 				1e-6: 0, 2.5e-6: 0, 5e-6: 0, 1e-5: 1, 2.5e-5: 1, 5e-5: 2, 1e-4: 2, 2.5e-4: 2, 5e-4: 2,
@@ -110,6 +111,11 @@ fsmon_permission_standin_answers_total 4
 # TYPE fsmon_permission_standin_readers_total counter
 fsmon_permission_standin_readers_total{reader="last_resort"} 0
 fsmon_permission_standin_readers_total{reader="standin"} 2
+# HELP fsmon_profile_groups Groups (the host, containers) each profile of the configuration in force covers; 0: its selector matches nothing that runs.
+# TYPE fsmon_profile_groups gauge
+fsmon_profile_groups{profile="host"} 1
+fsmon_profile_groups{profile="typo"} 0
+fsmon_profile_groups{profile="web"} 1
 # HELP fsmon_protected_files_without_precontent Files of protect-mode block filters whose file system (tmpfs, overlayfs) or kernel (before 6.14) has no pre-content events: their reads are judged, but writes, mmap and truncate through descriptors taken from allowed processes are not.
 # TYPE fsmon_protected_files_without_precontent gauge
 fsmon_protected_files_without_precontent{filter="shadow",profile="host"} 0
@@ -143,7 +149,12 @@ func TestStateCollectorZero(t *testing.T) {
 	if n := testutil.CollectAndCount(c); n != 23 {
 		t.Errorf("zero state: %d series, want 23", n)
 	}
-	const want = `# HELP fsmon_ready 1 once every mark of the current configuration is placed, else 0.
+	const want = `# HELP fsmon_profile_groups Groups (the host, containers) each profile of the configuration in force covers; 0: its selector matches nothing that runs.
+# TYPE fsmon_profile_groups gauge
+fsmon_profile_groups{profile="host"} 1
+fsmon_profile_groups{profile="typo"} 0
+fsmon_profile_groups{profile="web"} 1
+# HELP fsmon_ready 1 once every mark of the current configuration is placed, else 0.
 # TYPE fsmon_ready gauge
 fsmon_ready 0
 `

@@ -124,9 +124,23 @@ type Process struct {
 }
 
 // Container names the container an event came from; empty on the host.
+// Every field comes from the container's runtime, none from the
+// container. It is a value of strings only, so that events compare
+// (folding) and copy without allocation.
 type Container struct {
-	ID   string // full id as the runtime writes it
-	Name string
+	ID    string // full id as the runtime writes it
+	Name  string // the runtime's name; for a pod's container its name in the pod spec
+	Image string
+	// Pod is set for the containers of Kubernetes pods.
+	Pod Pod
+}
+
+// Pod is the Kubernetes identity of a container: the k8s.* keys of
+// OpenTelemetry's semantic conventions. Zero outside Kubernetes.
+type Pod struct {
+	Namespace, Name, UID string
+	// ContainerName is the container's name in the pod spec.
+	ContainerName string
 }
 
 // Event is one report of the engine. Events are values: a sink may keep

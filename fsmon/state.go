@@ -56,10 +56,20 @@ type GroupState struct {
 	InotifyWatches int
 }
 
+// ProfileGroups is how many groups (the host, containers) one profile
+// covers.
+type ProfileGroups struct {
+	Profile string
+	Groups  int
+}
+
 // State is a snapshot of the engine, the successor of the seed's
 // FmonProbeData. It is read at scrape time.
 type State struct {
-	Groups           []GroupState
+	Groups []GroupState
+	// ProfileGroups counts the groups each profile in force covers, in
+	// the configuration's order, every profile listed (at 0 too).
+	ProfileGroups    []ProfileGroups
 	PendingEvents    int // events waiting in the report queue
 	Marks            map[MarkType]int
 	Rules            int // allow rules in force (entries of allow lists of block filters)

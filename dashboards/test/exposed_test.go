@@ -65,6 +65,7 @@ func (fakeState) Snapshot() fsmon.State {
 		NotifyEvents:     20,
 		Ready:            true,
 		Unjudged:         []fsmon.FilterCount{{Profile: "host", Filter: "shadow", Count: 1}},
+		ProfileGroups:    []fsmon.ProfileGroups{{Profile: "host", Groups: 1}, {Profile: "web", Groups: 1}},
 		Decisions:        fakeState{}.DecisionHistogram(),
 	}
 }
@@ -108,6 +109,12 @@ func exposedSeries(t testing.TB) map[string]*series {
 				Time: time.Now(), Kind: k, Op: op, Mode: fsmon.ModeMonitor,
 				Profile: "web", Filter: "tls-keys", Path: "/etc/ssl/private/key.pem", Count: 2,
 				Container: fsmon.Container{ID: strings.Repeat("cd", 32), Name: "web-1"},
+			})
+			events.Handle(&fsmon.Event{
+				Time: time.Now(), Kind: k, Op: op, Mode: fsmon.ModeProtect,
+				Profile: "pods", Filter: "token", Path: "/var/run/secrets/token", Count: 1,
+				Container: fsmon.Container{ID: strings.Repeat("ef", 32), Name: "app", Image: "registry/app:2",
+					Pod: fsmon.Pod{Namespace: "prod", Name: "api-1", UID: "u-1", ContainerName: "app"}},
 			})
 		}
 	}
@@ -171,9 +178,10 @@ func TestExposedSeriesCoverDesign(t *testing.T) {
 	// code really has them before trusting the other tests.
 	want := map[string][]string{
 		"fsmon_events_total":                                 {"event", "op", "profile"},
-		"fsmon_access_denied_total":                          {"profile", "filter", "container"},
-		"fsmon_access_violations_total":                      {"profile", "filter", "container"},
+		"fsmon_access_denied_total":                          {"profile", "filter", "container", "namespace"},
+		"fsmon_access_violations_total":                      {"profile", "filter", "container", "namespace"},
 		"fsmon_groups":                                       nil,
+		"fsmon_profile_groups":                               {"profile"},
 		"fsmon_pending_file_events":                          nil,
 		"fsmon_fanotify_marks":                               {"type"},
 		"fsmon_fanotify_rules":                               nil,

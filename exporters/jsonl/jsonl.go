@@ -78,6 +78,11 @@ func Append(b []byte, ev *fsmon.Event) []byte {
 	b = str(b, "process.loader_env", p.LoaderEnv.String())
 	b = str(b, "container.id", ev.Container.ID)
 	b = str(b, "container.name", ev.Container.Name)
+	b = str(b, "container.image.name", ev.Container.Image)
+	b = str(b, "k8s.namespace.name", ev.Container.Pod.Namespace)
+	b = str(b, "k8s.pod.name", ev.Container.Pod.Name)
+	b = str(b, "k8s.pod.uid", ev.Container.Pod.UID)
+	b = str(b, "k8s.container.name", ev.Container.Pod.ContainerName)
 	if ev.Answer != 0 {
 		b = str(b, "answer", ev.Answer.String())
 	}

@@ -34,6 +34,22 @@ func TestAppendKeys(t *testing.T) {
 	}
 }
 
+// A pod's container: the container keys, then the pod's (OpenTelemetry's
+// semantic conventions), after the process.
+func TestAppendContainerKeys(t *testing.T) {
+	ev := fsmon.Event{
+		Time: time.Unix(0, 0), Kind: fsmon.KindDenied, Op: fsmon.OpOpen, Count: 1,
+		Container: fsmon.Container{ID: "abc", Name: "app", Image: "registry/app:2",
+			Pod: fsmon.Pod{Namespace: "prod", Name: "api-7d9f", UID: "0c1d-22", ContainerName: "app"}},
+	}
+	got := string(Append(nil, &ev))
+	want := `{"time":"1970-01-01T00:00:00Z","event":"denied","op":"open","container.id":"abc","container.name":"app","container.image.name":"registry/app:2",` +
+		`"k8s.namespace.name":"prod","k8s.pod.name":"api-7d9f","k8s.pod.uid":"0c1d-22","k8s.container.name":"app","count":1}`
+	if got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+}
+
 func TestReasonKey(t *testing.T) {
 	ev := fsmon.Event{Time: time.Unix(0, 0), Kind: fsmon.KindViolation, Op: fsmon.OpOpen, Reason: fsmon.ReasonOpenedBefore, Count: 1}
 	got := string(Append(nil, &ev))

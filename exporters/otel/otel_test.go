@@ -70,8 +70,9 @@ func deniedEvent() *fsmon.Event {
 			PID: 4242, ParentPID: 1, ExecutablePath: "/usr/bin/cat", ExecutableName: "cat",
 			CommandLine: "cat /etc/shadow", UserID: 0, LoaderEnv: fsmon.LoaderPreload,
 		},
-		Container: fsmon.Container{ID: strings.Repeat("ab", 32), Name: "web-1"},
-		Decision:  1500 * time.Microsecond,
+		Container: fsmon.Container{ID: strings.Repeat("ab", 32), Name: "web-1", Image: "registry/web:2",
+			Pod: fsmon.Pod{Namespace: "prod", Name: "web-7d9f", UID: "0c1d-22", ContainerName: "web-1"}},
+		Decision: 1500 * time.Microsecond,
 	}
 }
 
@@ -135,6 +136,8 @@ func TestRecordAndSpanArrive(t *testing.T) {
 				"process.command_line": "cat /etc/shadow", "process.user.id": "0",
 				"process.loader_env": "LD_PRELOAD",
 				"container.id":       strings.Repeat("ab", 32), "container.name": "web-1",
+				"container.image.name": "registry/web:2", "k8s.namespace.name": "prod", "k8s.pod.name": "web-7d9f",
+				"k8s.pod.uid": "0c1d-22", "k8s.container.name": "web-1",
 			}
 			checkAttrs(t, "denied record", r.Attributes, want)
 			host, _ := os.Hostname()
@@ -154,7 +157,8 @@ func TestRecordAndSpanArrive(t *testing.T) {
 				t.Errorf("change: %q %d %q", ch.EventName, ch.SeverityNumber, ch.SeverityText)
 			}
 			// Unknown facts are absent, not invented.
-			for _, k := range []string{"process.pid", "process.user.id", "container.id", "container.name", "mode", "profile", "process.executable.path", "process.loader_env"} {
+			for _, k := range []string{"process.pid", "process.user.id", "container.id", "container.name", "container.image.name",
+				"k8s.namespace.name", "k8s.pod.name", "k8s.pod.uid", "k8s.container.name", "mode", "profile", "process.executable.path", "process.loader_env"} {
 				if v, ok := ch.Attributes.get(k); ok {
 					t.Errorf("change record has %s=%q for an unknown value", k, v)
 				}

@@ -29,7 +29,7 @@ const (
 
 // maxAttrs is the most attributes an event carries, so that one slice
 // allocation holds them all.
-const maxAttrs = 24
+const maxAttrs = 28
 
 // attributes turns ev into record/span attributes. Unknown values are left
 // out, never filled in: zero pids, empty strings, a negative user id.
@@ -62,6 +62,11 @@ func attributes(ev *fsmon.Event, buf []attribute.KeyValue) []attribute.KeyValue 
 	}
 	kv = appendString(kv, semconv.ContainerIDKey, ev.Container.ID)
 	kv = appendString(kv, semconv.ContainerNameKey, ev.Container.Name)
+	kv = appendString(kv, semconv.ContainerImageNameKey, ev.Container.Image)
+	kv = appendString(kv, semconv.K8SNamespaceNameKey, ev.Container.Pod.Namespace)
+	kv = appendString(kv, semconv.K8SPodNameKey, ev.Container.Pod.Name)
+	kv = appendString(kv, semconv.K8SPodUIDKey, ev.Container.Pod.UID)
+	kv = appendString(kv, semconv.K8SContainerNameKey, ev.Container.Pod.ContainerName)
 	if ev.Answer != 0 {
 		kv = append(kv, keyAnswer.String(ev.Answer.String()))
 	}

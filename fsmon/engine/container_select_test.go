@@ -94,9 +94,8 @@ func TestContainerSelectedByID(t *testing.T) {
 
 // TestContainerSelectedByImage: `image:` matches the image the runtime's
 // state file names (Docker's config.v2.json, read from the host's root),
-// and so does the name there, which wins over the container's HOSTNAME.
-// A container without state files has no image: an image selector never
-// picks it.
+// and so does the name there. A container without state files has no
+// image: an image selector never picks it.
 func TestContainerSelectedByImage(t *testing.T) {
 	testroot.Require(t)
 	launch := func(host, state string) *fakeContainer {
@@ -106,11 +105,34 @@ func TestContainerSelectedByImage(t *testing.T) {
 	}
 	web := launch("img-web", fmt.Sprintf(`{"Name":"/%s-from-state","Config":{"Image":"registry.local/%s/web:1.27"}}`, testRun, testRun))
 	db := launch("img-db", fmt.Sprintf(`{"Name":"/%s-db","Config":{"Image":"registry.local/%s/db:17"}}`, testRun, testRun))
-	none := launch("img-none", "")
+	none := launch("img-none", noStateFile)
 	h := startScanning(t, scanForTests, fmt.Sprintf(selectorConfig, "{image: 'registry.local/{run}/web:*'}"))
 	g := waitGroup(t, h, web, true)
 	if want := testRun + "-from-state"; g.Name != want {
 		t.Errorf("group name %q, want the state file's %q", g.Name, want)
 	}
 	checkSelected(t, h, web, db, none)
+}
+
+// TestContainerNotNamedByHostname: a container no runtime knows is
+// named by its short id, never by its HOSTNAME, which it controls: a
+// profile selecting the name it claims leaves it, one selecting its
+// short id picks it, and its events carry that.
+func TestContainerNotNamedByHostname(t *testing.T) {
+	testroot.Require(t)
+	root := busyboxRoot(t)
+	writeFile(t, filepath.Join(root, "etc", "shadow"), "secret\n")
+	liar := runContainer(t, containerSpec{root: root, hostname: "liar", shape: cgroupV2Docker, dockerState: noStateFile})
+	h := startScanning(t, scanForTests, fmt.Sprintf(selectorConfig, "{name: '{run}-liar'}"))
+	checkSelected(t, h, nil, liar)
+	h.stop()
+
+	h = startScanning(t, scanForTests, fmt.Sprintf(selectorConfig, "{name: '"+liar.id[:12]+"'}"))
+	if g := waitGroup(t, h, liar, true); g.Name != liar.id[:12] {
+		t.Errorf("group named %q, want the short id", g.Name)
+	}
+	mustDeny(t, liar.exec(t, "cat", "/etc/shadow"))
+	h.rec.waitFor(t, "deny named by the short id", func(ev *fsmon.Event) bool {
+		return ev.Kind == fsmon.KindDenied && ev.Container.ID == liar.id && ev.Container.Name == liar.id[:12] && ev.Container.Image == ""
+	})
 }

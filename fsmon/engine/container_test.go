@@ -27,7 +27,7 @@ import (
 // cgroup whose path has the shape a runtime gives it.
 type fakeContainer struct {
 	id     string
-	name   string // its HOSTNAME, which the engine names it by without state files
+	name   string // its name in the Docker state file runContainer writes for it, and its HOSTNAME
 	root   string
 	pid    int32 // the container's init, as the host sees it
 	cmd    *exec.Cmd
@@ -112,11 +112,17 @@ type containerSpec struct {
 	hostname string
 	shape    cgroupShape
 	id       string // 64 hex digits; "" for a random one
-	// dockerState, when set, is written as the container's Docker state
-	// file (/var/lib/docker/containers/<id>/config.v2.json) before it
-	// starts, where the engine reads names and images; removed at the end.
+	// dockerState is written as the container's Docker state file
+	// (/var/lib/docker/containers/<id>/config.v2.json) before it starts,
+	// where the engine reads names and images; removed at the end. ""
+	// writes one with the container's name and no image; noStateFile
+	// writes none.
 	dockerState string
 }
+
+// noStateFile as a containerSpec's dockerState starts a container no
+// runtime knows: the engine may name it by its short id only.
+const noStateFile = "none"
 
 // Magic numbers of the cgroup file systems (statfs f_type).
 const (
@@ -169,7 +175,11 @@ func runContainer(t *testing.T, spec containerSpec) *fakeContainer {
 			t.Errorf("cgroup of the container left behind: %v", err)
 		}
 	})
-	if spec.dockerState != "" {
+	switch spec.dockerState {
+	case noStateFile:
+	case "":
+		writeDockerState(t, c.id, fmt.Sprintf(`{"Name":"/%s","Config":{}}`, c.name))
+	default:
 		writeDockerState(t, c.id, spec.dockerState)
 	}
 	// The shell joins the cgroup, then becomes unshare, whose child is

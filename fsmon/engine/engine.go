@@ -146,6 +146,10 @@ type Options struct {
 	// Arming says whether file systems that hold protected files are
 	// armed (docs/design/deny.md §2).
 	Arming Arming
+	// CRISockets are the CRI API sockets of Kubernetes runtimes
+	// (containerd, CRI-O) that name pods' containers, as paths on the
+	// host (read below the host's root); nil asks none.
+	CRISockets []string
 }
 
 // Arming says whether the engine arms the file systems of protected
@@ -222,8 +226,12 @@ type Engine struct {
 	// no container id); the placement lock guards it.
 	unmonitored    map[uint64]time.Time
 	hostNS, selfNS uint64
-	finder         *groups.Finder // makes container groups
-	cfs            container.FS
+	// coverage is how many groups each profile covered when last
+	// logged (noteCoverage).
+	coverageMu sync.Mutex
+	coverage   map[string]int
+	finder     *groups.Finder // makes container groups
+	cfs        container.FS
 
 	// containers is set while any container group exists: until then a
 	// decision need not ask which namespace the process is in.
@@ -325,7 +333,7 @@ func New(opts Options) (*Engine, error) {
 		return nil, err
 	}
 	e.hostNS = e.host.NS
-	e.finder = &groups.Finder{ProcRoot: opts.ProcRoot, Proc: e.proc, CFS: e.cfs, Host: e.host}
+	e.finder = &groups.Finder{ProcRoot: opts.ProcRoot, Proc: e.proc, CFS: e.cfs, Host: e.host, Meta: runtimeSources(opts)}
 	e.groups[e.hostNS] = e.host
 	e.selfNS, _ = e.cfs.MountNS(e.selfPID)
 	// The permission group is read by a blocking read(2) on a thread of
@@ -583,6 +591,7 @@ func (e *Engine) Apply(p *policy.Policy) (ApplyResult, error) {
 	clear(e.unmonitored)
 	e.allowGen.Add(1)
 	pl.Retire(old)
+	e.noteCoverage()
 	// Descriptors of the files now covered that were opened before.
 	e.requestScan()
 	res.Took = time.Since(start)
@@ -722,6 +731,7 @@ func (e *Engine) Snapshot() fsmon.State {
 			}
 		}
 	}
+	profileGroups := e.profileGroups()
 	var states []fsmon.GroupState
 	for _, g := range e.groups {
 		if g.IsHost() || len(g.Rules) > 0 {
@@ -739,6 +749,7 @@ func (e *Engine) Snapshot() fsmon.State {
 	})
 	return fsmon.State{
 		Groups:         states,
+		ProfileGroups:  profileGroups,
 		PendingEvents:  len(e.queue),
 		Marks:          counts.Total,
 		Rules:          rules,

@@ -2,15 +2,19 @@ package engine
 
 import (
 	"context"
+	"path/filepath"
 	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/groups"
 	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/marks"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/container"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/cri"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
+	"github.com/fsmon/fsmon_exporter/fsmon/policy"
 )
 
 // group is the host or one container (groups.Group).
@@ -94,6 +98,12 @@ func (e *Engine) scanContainers() {
 	if p == nil {
 		return
 	}
+	changed := len(gone) > 0
+	defer func() {
+		if changed {
+			e.noteCoverage()
+		}
+	}()
 	for ns, pids := range nss {
 		e.mu.RLock()
 		_, known := e.groups[ns]
@@ -121,6 +131,7 @@ func (e *Engine) scanContainers() {
 		e.groups[ns] = g
 		e.containers.Store(true)
 		e.mu.Unlock()
+		changed = true
 		w := pl.Walk(pl.Live(), g, g.Rules)
 		e.requestScan()
 		e.log.Info("watching container", "container", g.Name, "id", g.ContainerID, "runtime", string(g.Runtime),
@@ -142,4 +153,68 @@ func (e *Engine) dropGroup(pl marks.Placement, g *group) {
 	dirs, files := pl.DropGroup(g)
 	unix.Close(g.RootFD)
 	e.log.Info("container gone", "container", g.Name, "id", g.ContainerID, "dirs", dirs, "files", files)
+}
+
+// runtimeSources are what tells who a container is: the CRI API of the
+// Kubernetes runtimes (pods' labels are there only), then the runtimes'
+// state files, both where the host's files are (groups.HostFiles).
+func runtimeSources(opts Options) container.Source {
+	root := groups.HostFiles(opts.ProcRoot)
+	var ss container.Sources
+	for _, s := range opts.CRISockets {
+		ss = append(ss, cri.New(filepath.Join(root, s)))
+	}
+	return append(ss, container.StateFiles{Root: root})
+}
+
+// DefaultCRISockets are where containerd and CRI-O serve the CRI API.
+var DefaultCRISockets = cri.DefaultSockets
+
+// profileGroups counts, per profile of the policy in force (in its
+// order, each listed, at 0 too), the groups it covers: those it has
+// rules in. e.mu must be held.
+func (e *Engine) profileGroups() []fsmon.ProfileGroups {
+	if e.policy == nil {
+		return nil
+	}
+	n := make(map[*policy.CompiledProfile]int, len(e.policy.Profiles))
+	for _, g := range e.groups {
+		var last *policy.CompiledProfile
+		for _, r := range g.Rules {
+			// A profile's rules are consecutive in a group's (RulesFor).
+			if r.Profile != last {
+				n[r.Profile]++
+				last = r.Profile
+			}
+		}
+	}
+	out := make([]fsmon.ProfileGroups, 0, len(e.policy.Profiles))
+	for _, p := range e.policy.Profiles {
+		out = append(out, fsmon.ProfileGroups{Profile: p.Name, Groups: n[p]})
+	}
+	return out
+}
+
+// noteCoverage logs each profile that starts or stops covering any
+// group (a profile of a new configuration that covers none, too): a
+// selector that matches nothing, a typo in a name, leaves a workload
+// unprotected, and this says so.
+func (e *Engine) noteCoverage() {
+	e.mu.RLock()
+	now := e.profileGroups()
+	e.mu.RUnlock()
+	e.coverageMu.Lock()
+	defer e.coverageMu.Unlock()
+	next := make(map[string]int, len(now))
+	for _, pg := range now {
+		next[pg.Profile] = pg.Groups
+		before, known := e.coverage[pg.Profile]
+		switch {
+		case pg.Groups > 0 && (!known || before == 0):
+			e.log.Info("profile covers groups", "profile", pg.Profile, "groups", pg.Groups)
+		case pg.Groups == 0 && (!known || before > 0):
+			e.log.Info("profile covers no group: its selector matches no running container", "profile", pg.Profile)
+		}
+	}
+	e.coverage = next
 }

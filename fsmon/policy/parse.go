@@ -263,7 +263,7 @@ func decodeOne(data []byte) (doc *yaml.Node, err error) {
 var (
 	configKeys    = []string{"mode", "important_files", "profiles"}
 	profileKeys   = []string{"name", "host", "containers", "mode", "filters"}
-	selectorKeys  = []string{"name", "id", "image"}
+	selectorKeys  = []string{"name", "id", "image", "namespace", "pod", "labels"}
 	filterKeys    = []string{"name", "path", "regex", "recursive", "behavior", "allow", "report_access"}
 	behaviorNames = map[string]Behavior{"monitor": BehaviorMonitor, "block": BehaviorBlock}
 )
@@ -414,12 +414,16 @@ func (p *parser) selector(n *yaml.Node) Selector {
 		return s
 	}
 	if len(n.Content) == 0 {
-		p.errorf(n.Line, "containers: give at least one of name, id or image (leave containers out to apply the profile everywhere)")
+		p.errorf(n.Line, "containers: give at least one of name, id, image, namespace, pod or labels (leave containers out to apply the profile everywhere)")
 		return s
 	}
 	for _, k := range selectorKeys {
 		v := f[k]
 		if v == nil {
+			continue
+		}
+		if k == "labels" {
+			s.Labels = p.labels(v)
 			continue
 		}
 		g, ok := p.str(v, "containers."+k)
@@ -444,9 +448,97 @@ func (p *parser) selector(n *yaml.Node) Selector {
 			s.ID = g
 		case "image":
 			s.Image = g
+		case "namespace":
+			s.Namespace = g
+		case "pod":
+			s.Pod = g
 		}
 	}
 	return s
+}
+
+// labels parses `labels: {key: value-glob, ...}`: pod labels that must
+// all be there, keys exact (as Kubernetes writes them, an optional
+// DNS prefix and a slash, then a name), values by glob.
+func (p *parser) labels(n *yaml.Node) []LabelMatch {
+	n = p.resolve(n)
+	if n == nil {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n.Line, "containers.labels: want a mapping of label keys to values, got %s", describe(n))
+		return nil
+	}
+	if len(n.Content) == 0 {
+		p.errorf(n.Line, "containers.labels is empty: leave it out instead")
+		return nil
+	}
+	var out []LabelMatch
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := p.resolve(n.Content[i]), p.resolve(n.Content[i+1])
+		if k == nil || v == nil {
+			return nil
+		}
+		if k.Kind != yaml.ScalarNode || k.ShortTag() == "!!merge" {
+			p.errorf(k.Line, "containers.labels: a key must be a label key, got %s", describe(k))
+			continue
+		}
+		if first, dup := seen[k.Value]; dup {
+			p.errorf(k.Line, "duplicate label %q in containers.labels (first at line %d)", k.Value, first)
+			continue
+		}
+		seen[k.Value] = k.Line
+		if err := checkLabelKey(k.Value); err != "" {
+			p.errorf(k.Line, "containers.labels: label key %q: %s", k.Value, err)
+			continue
+		}
+		val, ok := p.str(v, "containers.labels."+k.Value)
+		if !ok {
+			continue
+		}
+		if _, err := path.Match(val, val); err != nil {
+			p.errorf(v.Line, "containers.labels.%s: bad glob %q: %v", k.Value, val, err)
+			continue
+		}
+		out = append(out, LabelMatch{Key: k.Value, Value: val})
+	}
+	return out
+}
+
+// checkLabelKey says what is wrong with a Kubernetes label key, or "":
+// [prefix/]name, the name 1-63 characters of letters, digits, '-', '_'
+// and '.' that begins and ends with a letter or digit, the prefix a DNS
+// subdomain of at most 253. Globs are not keys: a key is matched as
+// written.
+func checkLabelKey(k string) string {
+	prefix, name, hasPrefix := strings.Cut(k, "/")
+	if !hasPrefix {
+		name, prefix = prefix, ""
+	}
+	if hasPrefix && (prefix == "" || len(prefix) > 253 || !labelChars(prefix, false)) {
+		return "the prefix before / must be a DNS subdomain (lower-case letters, digits, '-' and '.')"
+	}
+	if name == "" || len(name) > 63 || !labelChars(name, true) {
+		return "the name must be 1-63 letters, digits, '-', '_' or '.', beginning and ending with a letter or digit (keys are exact: no globs)"
+	}
+	return ""
+}
+
+func labelChars(s string, name bool) bool {
+	alnum := func(c byte) bool {
+		return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || name && c >= 'A' && c <= 'Z'
+	}
+	if !alnum(s[0]) || !alnum(s[len(s)-1]) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !alnum(c) && c != '-' && c != '.' && !(name && c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *parser) filter(n *yaml.Node, mode fsmon.Mode) (Filter, bool) {

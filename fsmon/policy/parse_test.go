@@ -528,7 +528,43 @@ profiles:
 			`5: containers.name: bad glob "web-\[": syntax error in pattern`,
 			`6: containers.id is empty: leave it out instead`,
 			`7: containers.image: bad glob .*`,
-			`9: containers: give at least one of name, id or image \(leave containers out to apply the profile everywhere\)`,
+			`9: containers: give at least one of name, id, image, namespace, pod or labels \(leave containers out to apply the profile everywhere\)`,
+		},
+	}, {
+		name: "pod selectors",
+		src: `
+profiles:
+  - name: a
+    containers:
+      namespace: 'prod-['
+      pod: ""
+      labels:
+        app: 'web-['
+        "app.kubernetes.io/*": x
+        -bad: x
+        Example.com/tier: x
+        tier: [a, b]
+  - name: b
+    containers: {labels: {}}
+  - name: c
+    containers: {labels: [app]}
+  - name: d
+    containers:
+      labels: {app: a, app: b}
+    namespazes: x
+`,
+		want: []string{
+			`5: containers.namespace: bad glob "prod-\[": syntax error in pattern`,
+			`6: containers.pod is empty: leave it out instead`,
+			`8: containers.labels.app: bad glob "web-\[": syntax error in pattern`,
+			`9: containers.labels: label key "app.kubernetes.io/\*": the name must be .*no globs.*`,
+			`10: containers.labels: label key "-bad": the name must be .*`,
+			`11: containers.labels: label key "Example.com/tier": the prefix before / must be a DNS subdomain .*`,
+			`12: containers.labels.tier: want a string, got .*`,
+			`14: containers.labels is empty: leave it out instead`,
+			`16: containers.labels: want a mapping of label keys to values, got .*`,
+			`19: duplicate label "app" in containers.labels \(first at line 19\)`,
+			`20: unknown key "namespazes" in a profile .*`,
 		},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,13 +9,20 @@ type Target struct {
 	Host bool
 	// Name, ID (in full) and Image of a container.
 	Name, ID, Image string
+	// Namespace, Pod and Labels of a pod's container; empty for other
+	// containers.
+	Namespace, Pod string
+	Labels         map[string]string
 }
 
 // Selects reports whether the profile covers the target. A profile with
 // neither host nor containers covers the host and every container; one
 // with `host: true` and no selector only the host; a selector covers the
-// containers whose name, id (in full or its first 12 digits) and image
-// match every glob it gives.
+// containers whose name, id (in full or its first 12 digits), image,
+// pod namespace, pod name and pod labels match every glob it gives. A
+// glob never matches a value the container does not have: `image` no
+// container without an image, `namespace`, `pod` and `labels` no
+// container outside a pod.
 func (p *CompiledProfile) Selects(t Target) bool {
 	if t.Host {
 		return p.AppliesToHost()
@@ -24,7 +31,22 @@ func (p *CompiledProfile) Selects(t Target) bool {
 		return !p.Host
 	}
 	s := p.Containers
-	return glob(s.Name, t.Name) && (glob(s.ID, t.ID) || glob(s.ID, ShortID(t.ID))) && glob(s.Image, t.Image)
+	if !(glob(s.Name, t.Name) && (glob(s.ID, t.ID) || glob(s.ID, ShortID(t.ID))) && glob(s.Image, t.Image) &&
+		glob(s.Namespace, t.Namespace) && glob(s.Pod, t.Pod)) {
+		return false
+	}
+	for _, l := range s.Labels {
+		v, ok := t.Labels[l.Key]
+		if !ok {
+			return false
+		}
+		// A label may have an empty value, which an empty or a `*`
+		// value matches.
+		if m, err := path.Match(l.Value, v); err != nil || !m {
+			return false
+		}
+	}
+	return true
 }
 
 // RulesFor lists the rules of the profiles that cover the target, in
@@ -40,10 +62,15 @@ func (p *Policy) RulesFor(t Target) []*Rule {
 }
 
 // glob matches v against a path.Match pattern; an empty pattern matches
-// anything, a malformed one (rejected when the file is parsed) nothing.
+// anything, a malformed one (rejected when the file is parsed) nothing,
+// and no pattern an empty value: `*` is not a way to select what has no
+// name, image or pod.
 func glob(pattern, v string) bool {
 	if pattern == "" {
 		return true
+	}
+	if v == "" {
+		return false
 	}
 	ok, err := path.Match(pattern, v)
 	return err == nil && ok

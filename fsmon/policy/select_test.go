@@ -10,6 +10,13 @@ func TestSelects(t *testing.T) {
 	web := Target{Name: "web-1", ID: id, Image: "nginx:1.27"}
 	other := Target{Name: "db", ID: strings.Repeat("a", 64), Image: "postgres:17"}
 	host := Target{Host: true}
+	// Two pods' containers of the same pod-spec name and image, and a
+	// container without a pod or an image.
+	api := Target{Name: "app", ID: strings.Repeat("b", 64), Image: "registry/app:2", Namespace: "prod", Pod: "api-7d9f",
+		Labels: map[string]string{"app": "api", "app.kubernetes.io/part-of": "shop", "tier": ""}}
+	batch := Target{Name: "app", ID: strings.Repeat("c", 64), Image: "registry/app:2", Namespace: "batch", Pod: "job-1",
+		Labels: map[string]string{"app": "job"}}
+	bare := Target{Name: "tmp", ID: strings.Repeat("d", 64)}
 	for _, tc := range []struct {
 		profile string
 		yes, no []Target
@@ -25,6 +32,22 @@ func TestSelects(t *testing.T) {
 		{"{containers: {image: 'nginx:*'}}", []Target{web}, []Target{host, other}},
 		{"{containers: {name: 'web-*', image: 'postgres:*'}}", nil, []Target{host, web, other}},
 		{"{containers: {name: 'db', image: 'postgres:*'}}", []Target{other}, []Target{host, web}},
+		{"{containers: {image: '*'}}", []Target{web, other}, []Target{host, bare, api}}, // * does not cross /
+		{"{containers: {image: '*/*'}}", []Target{api, batch}, []Target{host, bare, web}},
+		{"{containers: {name: '*'}}", []Target{web, other, api, batch, bare}, []Target{host}},
+		{"{containers: {namespace: prod}}", []Target{api}, []Target{host, web, other, batch, bare}},
+		{"{containers: {namespace: '*'}}", []Target{api, batch}, []Target{host, web, other, bare}},
+		{"{containers: {pod: 'api-*'}}", []Target{api}, []Target{host, web, batch, bare}},
+		{"{containers: {namespace: prod, pod: 'job-*'}}", nil, []Target{host, web, api, batch, bare}},
+		{"{containers: {labels: {app: api}}}", []Target{api}, []Target{host, web, batch, bare}},
+		{"{containers: {labels: {app: '*'}}}", []Target{api, batch}, []Target{host, web, bare}},
+		{"{containers: {labels: {app: 'ap'}}}", nil, []Target{api, batch}},
+		{"{containers: {labels: {app: api, app.kubernetes.io/part-of: shop}}}", []Target{api}, []Target{batch}},
+		{"{containers: {labels: {app: api, app.kubernetes.io/part-of: other}}}", nil, []Target{api, batch}},
+		{"{containers: {labels: {tier: ''}}}", []Target{api}, []Target{batch, bare}},
+		{"{containers: {labels: {tier: '*'}}}", []Target{api}, []Target{batch, bare}},
+		{"{containers: {name: app, labels: {app: job}}}", []Target{batch}, []Target{api}},
+		{"{containers: {namespace: batch, image: 'registry/*'}}", []Target{batch}, []Target{api, web}},
 	} {
 		extra := strings.TrimSuffix(strings.TrimPrefix(tc.profile, "{"), "}")
 		if extra != "" {

@@ -41,15 +41,29 @@ type Config struct {
 }
 
 // Selector picks containers; each non-empty field is a glob (path.Match)
-// that must match. The zero Selector selects no container.
+// that must match, and so must every label. The zero Selector selects
+// no container.
 type Selector struct {
 	Name  string
 	ID    string
 	Image string
+	// Namespace and Pod match a pod's namespace and name; Labels its
+	// labels. Each selects only containers of pods.
+	Namespace string
+	Pod       string
+	Labels    []LabelMatch
+}
+
+// LabelMatch is one pod label a selector needs: the key exactly, the
+// value by glob (a value without *, ? or [ matches only itself).
+type LabelMatch struct {
+	Key, Value string
 }
 
 // IsZero reports whether the selector selects nothing.
-func (s Selector) IsZero() bool { return s == Selector{} }
+func (s Selector) IsZero() bool {
+	return s.Name == "" && s.ID == "" && s.Image == "" && s.Namespace == "" && s.Pod == "" && len(s.Labels) == 0
+}
 
 // Profile is a named set of filters that applies to the host, to
 // containers, or to both.

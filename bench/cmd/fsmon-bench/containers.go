@@ -7,7 +7,8 @@ package main
 // A fake container is what fsmon/engine/container_test.go builds: a
 // busybox root file system, a process in new mount and PID namespaces
 // whose root is that file system (unshare --root), in a cgroup shaped
-// like Docker's (system.slice/docker-<64 hex>.scope), named by HOSTNAME.
+// like Docker's (system.slice/docker-<64 hex>.scope), named by a Docker
+// state file (config.v2.json) as Docker names its containers.
 
 import (
 	"bufio"
@@ -120,6 +121,7 @@ func busyboxRoot(dir, busybox string) {
 type fakeContainer struct {
 	c       *exec.Cmd
 	cgroup  string
+	state   string    // its Docker state directory, which names it
 	started time.Time // its init is running, in its namespaces and cgroup
 }
 
@@ -131,10 +133,15 @@ func startContainer(root, name string) *fakeContainer {
 	id := make([]byte, 32)
 	_, err := rand.Read(id)
 	must(err)
-	fc := &fakeContainer{cgroup: filepath.Join(cgroupParent(), "docker-"+hex.EncodeToString(id)+".scope")}
+	fc := &fakeContainer{cgroup: filepath.Join(cgroupParent(), "docker-"+hex.EncodeToString(id)+".scope"),
+		state: filepath.Join("/var/lib/docker/containers", hex.EncodeToString(id))}
 	if err := addCgroup(fc.cgroup); err != nil {
 		fatalf("cannot make a cgroup (%v)", err)
 	}
+	// The daemon names containers by what their runtime says, never by
+	// their HOSTNAME.
+	must(os.MkdirAll(fc.state, 0o700))
+	must(os.WriteFile(filepath.Join(fc.state, "config.v2.json"), []byte(`{"Name":"/`+name+`","Config":{}}`), 0o600))
 	script := fmt.Sprintf(`echo $$ > %s/cgroup.procs && exec unshare --mount --pid --fork --kill-child --mount-proc --root=%s /bin/sh -c 'echo started; exec sleep 600'`, fc.cgroup, root)
 	fc.c = command(context.Background(), -1, "sh", "-c", script)
 	fc.c.Env = []string{"PATH=/bin:/usr/bin:/sbin:/usr/sbin", "HOSTNAME=" + name}
@@ -161,6 +168,7 @@ func (fc *fakeContainer) wait() {
 	_ = fc.c.Wait()
 	untrack(fc.c)
 	rmCgroup(fc.cgroup)
+	_ = os.RemoveAll(fc.state)
 }
 
 func (fc *fakeContainer) stop() { fc.kill(); fc.wait() }

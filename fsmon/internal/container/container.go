@@ -1,13 +1,13 @@
-// Package container finds containers without a runtime API: processes
-// whose mount namespace differs from the host's, grouped by namespace,
-// named by the id in their cgroup path and, where the runtime's state
-// files say so, by name and image. Reading is apart from parsing; the
-// proc root is a parameter.
+// Package container finds containers: processes whose mount namespace
+// differs from the host's, grouped by namespace, known by the id in
+// their cgroup path, and named by what their runtime says of that id
+// (its state files, state.go; the CRI API, package cri), never by what
+// the container itself controls (its HOSTNAME, its files). Reading is
+// apart from parsing; the proc root is a parameter.
 package container
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -201,107 +201,4 @@ func ParseNSpidInit(b []byte) bool {
 	}
 	f := bytes.Fields(line)
 	return len(f) > 1 && string(f[len(f)-1]) == "1"
-}
-
-// Hostname reads HOSTNAME from PID's environment: runtimes set it to the
-// pod name (Kubernetes) or the short id (Docker) unless told otherwise.
-func (fs FS) Hostname(pid int32) string {
-	f, err := os.Open(fs.pidPath(pid, "environ"))
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	buf := make([]byte, 64<<10)
-	n, _ := f.Read(buf)
-	return ParseHostname(buf[:n])
-}
-
-// ParseHostname finds HOSTNAME in NUL-separated environment contents.
-func ParseHostname(b []byte) string {
-	for _, kv := range bytes.Split(b, []byte{0}) {
-		if v, ok := bytes.CutPrefix(kv, []byte("HOSTNAME=")); ok {
-			return string(v)
-		}
-	}
-	return ""
-}
-
-// Meta is what a runtime's state files tell about a container.
-type Meta struct {
-	Name  string
-	Image string
-}
-
-// stateFiles are where runtimes keep a container's configuration, below
-// the host's root: Docker's config.v2.json, and the OCI bundle
-// config.json of containerd, CRI-O and podman, whose annotations name the
-// container and its image.
-var stateFiles = []string{
-	"var/lib/docker/containers/%s/config.v2.json",
-	"run/containerd/io.containerd.runtime.v2.task/k8s.io/%s/config.json",
-	"run/containerd/io.containerd.runtime.v2.task/moby/%s/config.json",
-	"run/containerd/io.containerd.runtime.v2.task/default/%s/config.json",
-	"run/containers/storage/overlay-containers/%s/userdata/config.json",
-	"var/lib/containers/storage/overlay-containers/%s/userdata/config.json",
-}
-
-// LookupMeta reads the runtime state of the container id below hostRoot.
-func LookupMeta(hostRoot, id string) Meta {
-	for _, pat := range stateFiles {
-		b, err := readCapped(filepath.Join(hostRoot, fmt.Sprintf(pat, id)), 4<<20)
-		if err != nil {
-			continue
-		}
-		if m, ok := ParseState(b); ok {
-			return m
-		}
-	}
-	return Meta{}
-}
-
-func readCapped(p string, max int64) ([]byte, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil || !st.Mode().IsRegular() || st.Size() > max {
-		return nil, fmt.Errorf("%s: not a small regular file", p)
-	}
-	b := make([]byte, st.Size())
-	_, err = f.Read(b)
-	return b, err
-}
-
-// ParseState reads the name and image from Docker's config.v2.json or an
-// OCI config.json.
-func ParseState(b []byte) (Meta, bool) {
-	var s struct {
-		Name   string `json:"Name"`
-		Config *struct {
-			Image string `json:"Image"`
-		} `json:"Config"`
-		Annotations map[string]string `json:"annotations"`
-	}
-	if err := json.Unmarshal(b, &s); err != nil {
-		return Meta{}, false
-	}
-	var m Meta
-	if s.Config != nil {
-		m.Image = s.Config.Image
-		m.Name = strings.TrimPrefix(s.Name, "/")
-	}
-	a := s.Annotations
-	for _, k := range []string{"io.kubernetes.cri.container-name", "io.kubernetes.container.name", "io.podman.annotations.name", "nerdctl/name"} {
-		if v := a[k]; v != "" && m.Name == "" {
-			m.Name = v
-		}
-	}
-	for _, k := range []string{"io.kubernetes.cri.image-name", "io.kubernetes.cri-o.ImageName", "io.podman.annotations.image", "org.opencontainers.image.ref.name"} {
-		if v := a[k]; v != "" && m.Image == "" {
-			m.Image = v
-		}
-	}
-	return m, m.Name != "" || m.Image != ""
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,39 +39,6 @@ func TestParseCgroup(t *testing.T) {
 		if rt != tc.rt || got != tc.id {
 			t.Errorf("%s: got (%q, %q), want (%q, %q)", tc.name, rt, got, tc.rt, tc.id)
 		}
-	}
-}
-
-func TestParseState(t *testing.T) {
-	m, ok := ParseState([]byte(`{"Name":"/web-1","Config":{"Image":"nginx:1.27"}}`))
-	if !ok || m != (Meta{Name: "web-1", Image: "nginx:1.27"}) {
-		t.Errorf("docker: %+v %v", m, ok)
-	}
-	m, ok = ParseState([]byte(`{"ociVersion":"1.0.2","annotations":{"io.kubernetes.cri.container-name":"api","io.kubernetes.cri.image-name":"registry/api:2"}}`))
-	if !ok || m != (Meta{Name: "api", Image: "registry/api:2"}) {
-		t.Errorf("cri: %+v %v", m, ok)
-	}
-	if _, ok := ParseState([]byte(`not json`)); ok {
-		t.Error("garbage parsed")
-	}
-}
-
-func TestLookupMeta(t *testing.T) {
-	root := t.TempDir()
-	p := filepath.Join(root, "var/lib/docker/containers", id, "config.v2.json")
-	os.MkdirAll(filepath.Dir(p), 0o755)
-	os.WriteFile(p, []byte(`{"Name":"/db","Config":{"Image":"postgres:17"}}`), 0o644)
-	if m := LookupMeta(root, id); m.Name != "db" || m.Image != "postgres:17" {
-		t.Errorf("%+v", m)
-	}
-	if m := LookupMeta(root, "0000"); m != (Meta{}) {
-		t.Errorf("%+v", m)
-	}
-}
-
-func TestParseHostname(t *testing.T) {
-	if h := ParseHostname([]byte("PATH=/bin\x00HOSTNAME=web-7\x00HOME=/")); h != "web-7" {
-		t.Errorf("%q", h)
 	}
 }
 
@@ -122,8 +88,7 @@ func TestParseNSpidInit(t *testing.T) {
 // TestReadsOfARealProcess reads what the engine reads of a process in
 // a Docker-shaped cgroup (v1 pids:/docker/<id>, which this machine has)
 // and in mount and PID namespaces of its own: its container id, its
-// namespace apart from ours, whether it is its namespace's init, its
-// HOSTNAME.
+// namespace apart from ours, whether it is its namespace's init.
 func TestReadsOfARealProcess(t *testing.T) {
 	testroot.Require(t)
 	testroot.RequireCommand(t, "unshare")
@@ -193,9 +158,6 @@ func TestReadsOfARealProcess(t *testing.T) {
 	}
 	if fs.IsNamespaceInit(unsharePID) {
 		t.Error("unshare, which stays in our PID namespace, taken for an init")
-	}
-	if h := fs.Hostname(initPID); h != "real-1" {
-		t.Errorf("Hostname = %q", h)
 	}
 	self, err := fs.MountNS(int32(os.Getpid()))
 	if err != nil {

@@ -1,10 +1,12 @@
 // Package groups knows the host and the containers: each a mount
 // namespace with a root of its own, in which the paths of its profiles
-// are resolved, marked and reported. It finds a container's id, name,
-// image and root from /proc and the runtime's state files.
+// are resolved, marked and reported. It finds a container's id and root
+// from /proc, and its name, image and pod from what its runtime says
+// (container.Source).
 package groups
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -24,9 +26,11 @@ type Finder struct {
 	Proc     proc.FS
 	CFS      container.FS
 	// Host is the host's group: a container whose root is still the
-	// host's is not one yet, and the runtimes' state files are found
-	// through its root.
+	// host's is not one yet.
 	Host *Group
+	// Meta tells who a container is: the runtimes' state files (read
+	// below HostFiles) and APIs.
+	Meta container.Source
 }
 
 // Group is the host or one container: a mount namespace with its own
@@ -35,10 +39,16 @@ type Group struct {
 	Name        string // "host", or the container's name, or its short id
 	ContainerID string // full id; "" for the host
 	Image       string
-	Runtime     container.Runtime
-	NS          uint64 // mount namespace inode
-	RootPID     int32
-	RootStart   uint64 // start time of rootPID: with it, the container's identity
+	// Pod is the Kubernetes identity of a pod's container (nil
+	// otherwise), with the pod's labels.
+	Pod *container.Pod
+	// SpecName is the container's name in its pod's spec: "" for a
+	// pod's sandbox (its pause container), which has none.
+	SpecName  string
+	Runtime   container.Runtime
+	NS        uint64 // mount namespace inode
+	RootPID   int32
+	RootStart uint64 // start time of rootPID: with it, the container's identity
 	// RootFD is an O_PATH fd of the group's root (/proc/PID/root):
 	// every path of the group is opened below it with RESOLVE_IN_ROOT,
 	// so nothing a container holds can lead the daemon out of it.
@@ -58,7 +68,11 @@ func (g *Group) Container() fsmon.Container {
 	if g == nil || g.IsHost() {
 		return fsmon.Container{}
 	}
-	return fsmon.Container{ID: g.ContainerID, Name: g.Name}
+	c := fsmon.Container{ID: g.ContainerID, Name: g.Name, Image: g.Image}
+	if g.Pod != nil {
+		c.Pod = fsmon.Pod{Namespace: g.Pod.Namespace, Name: g.Pod.Name, UID: g.Pod.UID, ContainerName: g.SpecName}
+	}
+	return c
 }
 
 // Inside turns a path as the daemon sees it into the path as the
@@ -95,7 +109,11 @@ func (g *Group) Target() policy.Target {
 	if g.IsHost() {
 		return policy.Target{Host: true}
 	}
-	return policy.Target{Name: g.Name, ID: g.ContainerID, Image: g.Image}
+	t := policy.Target{Name: g.Name, ID: g.ContainerID, Image: g.Image}
+	if g.Pod != nil {
+		t.Namespace, t.Pod, t.Labels = g.Pod.Namespace, g.Pod.Name, g.Pod.Labels
+	}
+	return t
 }
 
 // Container makes the group of a mount namespace whose processes carry
@@ -137,10 +155,15 @@ func (f *Finder) Container(ns uint64, pids []int32) (g *Group, notYet bool) {
 		if v, err := f.Proc.ReadStat(pid, sb[:]); err == nil {
 			g.RootStart = v.StartTime
 		}
-		meta := container.LookupMeta(f.hostRootPath(), id)
-		g.Name, g.Image = meta.Name, meta.Image
-		if g.Name == "" {
-			g.Name = f.CFS.Hostname(pid)
+		if f.Meta != nil {
+			// Never the container's HOSTNAME or files: a container
+			// controls those, and would choose its profile.
+			if m, ok := f.Meta.Lookup(context.Background(), rt, id); ok {
+				g.Name, g.Image, g.Pod = m.Name, m.Image, m.Pod
+				if m.Pod != nil {
+					g.SpecName = m.Name
+				}
+			}
 		}
 		if g.Name == "" {
 			g.Name = policy.ShortID(id)
@@ -162,33 +185,37 @@ func (f *Finder) SameInit(g *Group) bool {
 	return err == nil && ns == g.NS
 }
 
-// hostRootPath is where the host's files are, as a path of the daemon's:
-// through the host group's root descriptor, which is /proc/1/root, or
-// the daemon's own root where PID 1's cannot be opened (NewHost).
-// /proc/1/root by name would be unreadable then, and no runtime's
-// state file found.
-func (f *Finder) hostRootPath() string {
-	if f.Host == nil {
-		return f.ProcRoot + "/1/root"
+// HostFiles is where the host's files are, as a path of the daemon's:
+// "/" when the daemon runs in the host's mount namespace (PID 1's), and
+// PID 1's root only when the daemon runs in a container of its own
+// (with the host's PID namespace). Where PID 1's namespace cannot be
+// read (a PID 1 that others may not inspect, as on some sandboxes), the
+// daemon is taken to be on the host: its own root is then the only one
+// it can see.
+func HostFiles(procRoot string) string {
+	cfs := container.FS{Root: procRoot}
+	host, err := cfs.MountNS(1)
+	if err != nil {
+		return "/"
 	}
-	if f.Host.Prefix != "" {
-		return f.Host.Prefix
+	self, err := cfs.MountNS(int32(unix.Getpid()))
+	if err != nil || self == host {
+		return "/"
 	}
-	return "/proc/self/fd/" + strconv.Itoa(f.Host.RootFD)
+	return procRoot + "/1/root"
 }
 
-// NewHost makes the host's group: the root and mount namespace of
-// PID 1, which is the host when the daemon runs there or in a container
-// with the host's PID namespace.
+// NewHost makes the host's group: the root and mount namespace of the
+// host's files (HostFiles), which is PID 1's when the daemon runs there
+// or in a container with the host's PID namespace.
 func NewHost(procRoot string) (*Group, error) {
-	fd, prefix, err := openRoot(procRoot, 1)
+	root := HostFiles(procRoot)
+	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		// Without /proc/1/root (a PID namespace of our own without
-		// access) the daemon's own root is the host.
-		fd, err = unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return nil, fmt.Errorf("opening /: %w", err)
-		}
+		return nil, fmt.Errorf("opening the host's root %s: %w", root, err)
+	}
+	prefix := fsys.Path(fd)
+	if prefix == "/" {
 		prefix = ""
 	}
 	ns, _ := container.FS{Root: procRoot}.MountNS(1)
