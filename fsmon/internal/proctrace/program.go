@@ -110,7 +110,9 @@ func (e *emitter) task(o offsets) {
 // reader that has counted it has all of it) and hands it to user space.
 func (e *emitter) submit(countFD int) {
 	e.add(
-		asm.StoreImm(asm.R7, offSeq, 0, asm.DWord),
+		// StoreImm has no 64-bit form: two words.
+		asm.StoreImm(asm.R7, offSeq, 0, asm.Word),
+		asm.StoreImm(asm.R7, offSeq+4, 0, asm.Word),
 		asm.StoreImm(asm.RFP, -4, slotSeq, asm.Word),
 		asm.LoadMapPtr(asm.R1, countFD),
 		asm.Mov.Reg(asm.R2, asm.RFP), asm.Add.Imm(asm.R2, -4),
@@ -127,10 +129,10 @@ func (e *emitter) submit(countFD int) {
 	)
 }
 
-// zero clears n bytes of the record from off (a multiple of 8).
+// zero clears n bytes of the record from off (a multiple of 4).
 func (e *emitter) zero(off, n int16) {
-	for i := off; i < off+n; i += 8 {
-		e.add(asm.StoreImm(asm.R7, i, 0, asm.DWord))
+	for i := off; i < off+n; i += 4 {
+		e.add(asm.StoreImm(asm.R7, i, 0, asm.Word))
 	}
 }
 
