@@ -41,23 +41,26 @@ import (
 )
 
 type flags struct {
-	configFile      string
-	configCheck     bool
-	metricsPath     string
-	disableExporter bool
-	maxRequests     int
-	eventsStdout    bool
-	queueSize       int
-	permTimeout     time.Duration
-	failClosed      bool
-	exeCache        string
-	priority        string
-	foldWindow      time.Duration
-	containerScan   time.Duration
-	maxObjects      int
-	containerCap    int
-	web             *web.FlagConfig
-	log             *promslog.Config
+	configFile       string
+	configCheck      bool
+	metricsPath      string
+	disableExporter  bool
+	maxRequests      int
+	eventsStdout     bool
+	queueSize        int
+	permTimeout      time.Duration
+	failClosed       bool
+	exeCache         string
+	priority         string
+	processTable     string
+	processTableSize int
+	exitedRetention  time.Duration
+	foldWindow       time.Duration
+	containerScan    time.Duration
+	maxObjects       int
+	containerCap     int
+	web              *web.FlagConfig
+	log              *promslog.Config
 }
 
 func parseFlags(args []string) *flags {
@@ -79,6 +82,12 @@ func parseFlags(args []string) *flags {
 	app.Flag("fail-closed", "Deny, rather than allow, an open whose decision misses the deadline.").BoolVar(&f.failClosed)
 	app.Flag("permission.exe-cache", "How allow lists learn what a process runs: on caches it per process, read again after each exec, exit or rename (counted in the kernel by a BPF program); off reads /proc/PID/exe at every decision.").
 		Default("on").EnumVar(&f.exeCache, "on", "off")
+	app.Flag("process.table", "Where reports learn who made a change: on keeps a table of every process, fed by the kernel at exec, fork and exit (BPF programs), so that a change names its process after that has exited; off reads /proc when the event is read (a process gone by then is its pid only).").
+		Default("on").EnumVar(&f.processTable, "on", "off")
+	app.Flag("process.table-size", "Most processes the process table holds, live and recently exited; past it the oldest exited go first, counted in fsmon_process_table_evictions_total.").
+		Default("32768").IntVar(&f.processTableSize)
+	app.Flag("process.exited-retention", "How long the process table keeps an exited process, for its changes still to be read.").
+		Default("30s").DurationVar(&f.exitedRetention)
 	app.Flag("permission.priority", "Scheduling of the threads that answer permission events: realtime (SCHED_FIFO 10, the watchdog 11; nice -20 where refused), so that a flood of openers cannot keep decisions from the CPU, or normal.").
 		Default("realtime").EnumVar(&f.priority, "realtime", "normal")
 	app.Flag("events.fold-window", "Identical events (same event, op, file, process, container) within this window are reported once with a count; 0 turns folding off. Metrics count every event.").
@@ -219,16 +228,23 @@ func run(args []string) int {
 	if f.exeCache == "off" {
 		exeCache = engine.ExeCacheOff
 	}
+	processTable := engine.ProcessTableOn
+	if f.processTable == "off" {
+		processTable = engine.ProcessTableOff
+	}
 	eng, err := engine.New(engine.Options{
-		Logger:          logger.With("component", "engine"),
-		DecisionTimeout: f.permTimeout,
-		Default:         def,
-		QueueSize:       f.queueSize,
-		Sink:            sinks,
-		ContainerScan:   f.containerScan,
-		MaxObjects:      f.maxObjects,
-		ExeCache:        exeCache,
-		Priority:        priority,
+		Logger:           logger.With("component", "engine"),
+		DecisionTimeout:  f.permTimeout,
+		Default:          def,
+		QueueSize:        f.queueSize,
+		Sink:             sinks,
+		ContainerScan:    f.containerScan,
+		MaxObjects:       f.maxObjects,
+		ExeCache:         exeCache,
+		Priority:         priority,
+		ProcessTable:     processTable,
+		ProcessTableSize: f.processTableSize,
+		ExitedRetention:  f.exitedRetention,
 	})
 	if err != nil {
 		if errors.Is(err, engine.ErrNotRoot) || os.Geteuid() != 0 {

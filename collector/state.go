@@ -31,6 +31,8 @@ type stateCollector struct {
 	late, standinAnswers, readers *prometheus.Desc
 	decisions, ready, unmarked    *prometheus.Desc
 	unjudged                      *prometheus.Desc
+	procRecords, procSize         *prometheus.Desc
+	procEvictions, procLost       *prometheus.Desc
 }
 
 // NewStateCollector returns a collector that reads src.Snapshot() once per
@@ -57,6 +59,10 @@ func NewStateCollector(src StateSource, logger *slog.Logger) prometheus.Collecto
 		decisions:      desc("permission_decision_duration_seconds", "Time from reading a permission event to writing its answer, in seconds."),
 		ready:          desc("ready", "1 once every mark of the current configuration is placed, else 0."),
 		unmarked:       desc("unmarked_objects", "Files and directories of the current configuration that could not be marked (out of room, or an error); the log says why."),
+		procRecords:    desc("process_table_records", "Processes in the process table, live and recently exited (absent when reports read /proc)."),
+		procSize:       desc("process_table_size", "The most processes the process table holds (--process.table-size)."),
+		procEvictions:  desc("process_table_evictions_total", "Process records dropped to make room before their time: a change of such a process, read later, is named by /proc, or by its pid only."),
+		procLost:       desc("process_events_lost_total", "Execs, forks and exits the kernel could not record for the process table (its ring buffer was full, or a program was skipped)."),
 		unjudged:       desc("unjudged_descriptors", "Descriptors of files a block or report_access filter covers, held by processes the filter does not allow, opened before the file was protected (found by the last scan of /proc; the kernel cannot deny their reads).", "profile", "filter"),
 	}
 }
@@ -65,7 +71,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.groups, c.pending, c.marks, c.rules, c.watches, c.watchesLimit,
 		c.overflows, c.dropped, c.timeouts, c.late, c.standinAnswers, c.readers, c.decisions, c.ready, c.unmarked,
-		c.unjudged,
+		c.unjudged, c.procRecords, c.procSize, c.procEvictions, c.procLost,
 	} {
 		ch <- d
 	}
@@ -109,6 +115,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(c.ready, ready)
 	gauge(c.unmarked, float64(st.Unmarked))
+	if pt := st.ProcessTable; pt != nil {
+		gauge(c.procRecords, float64(pt.Records))
+		gauge(c.procSize, float64(pt.Size))
+		counter(c.procEvictions, pt.Evictions)
+		counter(c.procLost, pt.Lost)
+	}
 	for _, u := range st.Unjudged {
 		gauge(c.unjudged, float64(u.Count), u.Profile, u.Filter)
 	}

@@ -105,6 +105,20 @@ const (
 	ExeCacheOff
 )
 
+// ProcessTable says where reports learn who made a change.
+type ProcessTable uint8
+
+const (
+	// ProcessTableOn keeps a table of every process fed by the kernel at
+	// exec, fork and exit (BPF programs), so that a change is named by
+	// its process after that process has exited; where the programs
+	// cannot be loaded, reports read /proc (and the log says so).
+	ProcessTableOn ProcessTable = iota
+	// ProcessTableOff reads /proc when the event is read: a process
+	// gone by then is reported by its pid only.
+	ProcessTableOff
+)
+
 // Options configure an Engine.
 type Options struct {
 	Logger *slog.Logger
@@ -131,6 +145,13 @@ type Options struct {
 	// Priority is how the permission loop and the watchdog are
 	// scheduled.
 	Priority Priority
+	// ProcessTable chooses where reports learn who made a change;
+	// ProcessTableSize bounds its records (default 32768) and
+	// ExitedRetention is how long it keeps those of exited processes
+	// (default 30s).
+	ProcessTable     ProcessTable
+	ProcessTableSize int
+	ExitedRetention  time.Duration
 }
 
 // The marks package's types under the names the decision reads them by.
@@ -216,6 +237,8 @@ type Engine struct {
 	readErrors      atomic.Uint64
 	allowIDs        allowIDs           // the permission loop's own
 	exes            *procinfo.ExeCache // who's
+	procs           *procinfo.Table    // nil: reports read /proc
+	users           procinfo.Users     // user names, by group
 	lastExec        execKey            // the permission loop's own
 	allowGen        atomic.Uint64
 	learnedMu       sync.Mutex
@@ -322,6 +345,7 @@ func New(opts Options) (*Engine, error) {
 	}
 	e.exes = procinfo.NewExeCache(e.log, mode, e.proc, 1024)
 	e.who = procinfo.NewReader(e.proc, e.exes)
+	e.procs = newProcessTable(e.log, e.proc, opts)
 	return e, nil
 }
 
@@ -352,6 +376,13 @@ func (e *Engine) Run(ctx context.Context) error {
 	go func() { defer close(discovered); e.discover(discoverCtx) }()
 	go e.logLosses(discoverCtx)
 	go e.exes.Watch(discoverCtx)
+	tableDone := make(chan struct{})
+	go func() {
+		defer close(tableDone)
+		if e.procs != nil {
+			e.procs.Run()
+		}
+	}()
 	scanned := make(chan struct{})
 	go func() { defer close(scanned); e.scanLoop(discoverCtx) }()
 
@@ -400,6 +431,10 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.ino.Close()
 	e.wake.close()
 	e.exes.Close()
+	if e.procs != nil {
+		e.procs.Close()
+	}
+	<-tableDone
 	e.marks.Close()
 	close(e.queue)
 	<-dispatched
@@ -643,6 +678,7 @@ func (e *Engine) Snapshot() fsmon.State {
 		Ready:            e.marks.Ready(),
 		Unmarked:         e.marks.Unmarked(),
 		Unjudged:         e.unjudged(),
+		ProcessTable:     e.processTableState(),
 		Decisions:        e.decisions.Snapshot(),
 	}
 }

@@ -115,20 +115,6 @@ func pickRule(rules []grule) grule {
 	return best
 }
 
-// processOf gathers the facts of pid for a notification of group g's
-// file: the process may be gone already, then the pid is all there is.
-func (e *Engine) processOf(g *group, pid int32, now time.Time) fsmon.Process {
-	if p, ok := e.recent.Get(pid, now); ok {
-		return p
-	}
-	p := e.who.Read(pid)
-	p.ExecutablePath = g.Inside(p.ExecutablePath)
-	if p.ExecutablePath != "" {
-		e.recent.Put(p, now)
-	}
-	return p
-}
-
 // dispatchHold is how long the dispatcher lets reports gather after
 // handing some to the sink.
 const dispatchHold = 250 * time.Microsecond
