@@ -251,6 +251,10 @@ type Engine struct {
 	// inside phase 2 (the report's facts) of every reported decision.
 	slowDecision atomic.Pointer[func()]
 	slowReport   atomic.Pointer[func()]
+	// holdNotify, when set by a test, runs before the notification loop
+	// handles a batch it has read: the stand-in for a loop that reads
+	// changes after their writers have exited.
+	holdNotify atomic.Pointer[func()]
 }
 
 // Learned is one (profile, filter, executable) seen in learn mode.

@@ -26,6 +26,9 @@ func (e *Engine) notifyLoop() error {
 	buf := make([]byte, 256<<10)
 	var rules []grule
 	return e.readLoop("notification", e.notif.File(), e.notif.Read, buf, func(b []byte) {
+		if f := e.holdNotify.Load(); f != nil {
+			(*f)()
+		}
 		now := time.Now()
 		perr := fanotify.Parse(b, func(ev *fanotify.Event) {
 			if ev.Mask.Any(fanotify.QOverflow) {
