@@ -3,6 +3,7 @@ package procinfo
 import (
 	"errors"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -104,6 +105,11 @@ func NewTable(log *slog.Logger, fs proc.FS, o TableOptions) (*Table, error) {
 	if fs.Root != "/proc" {
 		return nil, errors.New("the process table follows real processes: /proc only")
 	}
+	if nested, err := nestedPIDNS(); err != nil || nested {
+		// The programs number processes as the initial PID namespace
+		// does, fanotify as the daemon's.
+		return nil, errors.New("the daemon is not in the initial PID namespace: the kernel's records would not match the pids of events")
+	}
 	tr, err := proctrace.Open()
 	if err != nil {
 		return nil, err
@@ -115,6 +121,22 @@ func NewTable(log *slog.Logger, fs proc.FS, o TableOptions) (*Table, error) {
 		log: log, fs: fs, tr: tr, max: o.Size, retention: o.Retention,
 		m: make(map[int32]*Proc, min(o.Size, 4096)), progress: make(chan struct{}),
 	}, nil
+}
+
+// nestedPIDNS reports whether the daemon runs in a PID namespace below
+// the initial one (its NSpid line in /proc/self/status has more than
+// one pid).
+func nestedPIDNS() (bool, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f, ok := strings.CutPrefix(l, "NSpid:"); ok {
+			return len(strings.Fields(f)) > 1, nil
+		}
+	}
+	return false, nil
 }
 
 // Run applies the kernel's records until Close.
