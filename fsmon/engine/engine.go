@@ -255,6 +255,9 @@ type Engine struct {
 	// handles a batch it has read: the stand-in for a loop that reads
 	// changes after their writers have exited.
 	holdNotify atomic.Pointer[func()]
+	// syncWait is how long a change waits for the process table
+	// (syncWait, unless a test changes it).
+	syncWait atomic.Int64
 }
 
 // Learned is one (profile, filter, executable) seen in learn mode.
@@ -350,6 +353,7 @@ func New(opts Options) (*Engine, error) {
 	e.exes = procinfo.NewExeCache(e.log, mode, e.proc, 1024)
 	e.who = procinfo.NewReader(e.proc, e.exes)
 	e.procs = newProcessTable(e.log, e.proc, opts)
+	e.syncWait.Store(int64(syncWait))
 	return e, nil
 }
 

@@ -15,7 +15,8 @@ import (
 
 // syncWait bounds how long a change waits for the process table to
 // catch up with the kernel's records (procinfo.Table.Sync): past it the
-// change is reported with what the table has.
+// change is reported with what the table has. Tests that hold the table
+// back lengthen it (Engine.syncWait).
 const syncWait = 100 * time.Millisecond
 
 // newProcessTable loads the process table, or says once why reports
@@ -67,7 +68,7 @@ func (e *Engine) groupOfNS(ns uint64) *group {
 // pid only.
 func (e *Engine) processOf(g *group, pid int32, now time.Time) fsmon.Process {
 	if e.procs != nil {
-		e.procs.Sync(syncWait)
+		e.procs.Sync(time.Duration(e.syncWait.Load()))
 		if r, ok := e.procs.Get(pid); ok {
 			return e.fromRecord(&r, g)
 		}
@@ -145,22 +146,30 @@ func (e *Engine) exePath(g *group, exe, exec string, resolve func() string) stri
 // the process table, else from /proc.
 func (e *Engine) completeProcess(g *group, p *fsmon.Process) {
 	p.UserName = e.users.Name(g.NS, g.RootFD, p.UserID)
-	if p.ParentPID <= 0 {
-		return
+	if p.ParentPID > 0 && !e.parentFromTable(g, p) {
+		e.parentFromProc(g, p)
 	}
-	if e.procs != nil {
-		if q, ok := e.procs.Get(p.ParentPID); ok && !q.Exited {
-			par := q.AsParent()
-			ppg := g
-			if par.MntNS != 0 {
-				ppg = e.groupOfNS(par.MntNS)
-			}
-			p.ParentExecutablePath = e.exePath(ppg, par.Exe, par.ExecPath, nil)
-			p.ParentExecutableName, p.ParentCommandLine = par.Comm, par.Cmdline
-			return
-		}
+}
+
+// parentFromTable fills p's parent from the process table's record of
+// it, and reports whether there was one: memory only, nothing that can
+// block, so stand-in readers use it too.
+func (e *Engine) parentFromTable(g *group, p *fsmon.Process) bool {
+	if e.procs == nil || p.ParentPID <= 0 {
+		return false
 	}
-	e.parentFromProc(g, p)
+	q, ok := e.procs.Get(p.ParentPID)
+	if !ok || q.Exited {
+		return false
+	}
+	par := q.AsParent()
+	ppg := g
+	if par.MntNS != 0 {
+		ppg = e.groupOfNS(par.MntNS)
+	}
+	p.ParentExecutablePath = e.exePath(ppg, par.Exe, par.ExecPath, nil)
+	p.ParentExecutableName, p.ParentCommandLine = par.Comm, par.Cmdline
+	return true
 }
 
 // parentFromProc reads p's parent from /proc.

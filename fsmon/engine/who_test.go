@@ -70,6 +70,7 @@ func requireTable(t *testing.T, h *harness) {
 
 // self is what the test binary's children see of their parent.
 type self struct {
+	pid                int32
 	exe, comm, cmdline string
 }
 
@@ -87,7 +88,7 @@ func readSelf(t *testing.T) self {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return self{exe, strings.TrimSpace(string(comm)), strings.ReplaceAll(strings.TrimRight(string(cmdline), "\x00"), "\x00", " ")}
+	return self{int32(os.Getpid()), exe, strings.TrimSpace(string(comm)), strings.ReplaceAll(strings.TrimRight(string(cmdline), "\x00"), "\x00", " ")}
 }
 
 // runGone runs c to its end while the notification loop is held, and
@@ -135,7 +136,7 @@ func mustName(t *testing.T, what string, p fsmon.Process, exe, comm, cmdline, us
 	if p.UserID != int64(os.Geteuid()) {
 		bad = append(bad, "process.user.id="+strconv.FormatInt(p.UserID, 10))
 	}
-	if p.ParentPID != int32(os.Getpid()) {
+	if p.ParentPID != parent.pid {
 		bad = append(bad, "process.parent_pid="+strconv.Itoa(int(p.ParentPID)))
 	}
 	if len(bad) > 0 {
@@ -211,6 +212,16 @@ func TestChangeNamesExitedProcess(t *testing.T) {
 		}
 		mustName(t, tc.name, ev.Process, tc.exe, comm, strings.Join(tc.args, " "), root.Username, parent)
 	}
+	// A parent gone too: the shell forks chmod, then exits; both are
+	// reaped before the change is read.
+	script := "chmod 644 " + f + "; exit 0"
+	c := exec.Command("sh", "-c", script)
+	sh := self{exe: realPath(t, "sh"), comm: "sh", cmdline: "sh -c " + script}
+	sh.pid = runGone(t, hold, c)
+	ev := h.rec.waitFor(t, "chmod's change under a gone shell", func(ev *fsmon.Event) bool {
+		return ev.Kind == fsmon.KindChange && ev.Op == fsmon.OpAttrib && ev.Process.ParentPID == sh.pid
+	})
+	mustName(t, "chmod under sh", ev.Process, realPath(t, "chmod"), "chmod", "chmod 644 "+f, root.Username, sh)
 }
 
 // TestContainerChangeNamesItsUser: a container's process that has
@@ -319,4 +330,48 @@ func TestWithoutTableReportsWhatProcGives(t *testing.T) {
 	if ev.Process.ExecutablePath != "" || ev.Process.CommandLine != "" {
 		t.Errorf("facts of a process gone before its change was read, without the table: %+v", ev.Process)
 	}
+}
+
+// TestChangeWaitsForTheTable: a change read before the process table
+// has applied its writer's records (the table's reader held back) waits
+// for them: the writer, gone by then, is still named in full.
+func TestChangeWaitsForTheTable(t *testing.T) {
+	testroot.Require(t)
+	dir := t.TempDir()
+	f := filepath.Join(dir, "watched")
+	writeFile(t, f, "a\n")
+	h := start(t, "profiles:\n  - name: who\n    filters:\n      - path: "+f+"\n")
+	requireTable(t, h)
+	busyLoad(t)
+	h.syncWait.Store(int64(time.Minute)) // the test, not the deadline, decides when the table catches up
+	parent := readSelf(t)
+	root, err := user.LookupId(strconv.Itoa(os.Geteuid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table sync.Mutex
+	h.procs.HoldApply(func() { table.Lock(); table.Unlock() })
+	table.Lock()
+	held := true
+	defer func() {
+		if held {
+			table.Unlock()
+		}
+	}()
+	hold := holdChanges(h)
+	c := exec.Command("touch", f)
+	pid := runGone(t, hold, c)
+	// The loop has read the change and waits for the table.
+	eventually(t, "the change waiting for the table", func() error {
+		if h.procs.Waiting() == 0 {
+			return errors.New("no Sync waiting")
+		}
+		return nil
+	})
+	table.Unlock()
+	held = false
+	ev := h.rec.waitFor(t, "touch's change", func(ev *fsmon.Event) bool {
+		return ev.Kind == fsmon.KindChange && ev.Process.PID == pid
+	})
+	mustName(t, "touch", ev.Process, realPath(t, "touch"), "touch", "touch "+f, root.Username, parent)
 }

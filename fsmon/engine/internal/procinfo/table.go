@@ -45,6 +45,10 @@ type Table struct {
 	waiters   atomic.Int32  // Syncs waiting for progress
 	evictions atomic.Uint64
 	lagged    atomic.Uint64 // Syncs that gave up waiting
+
+	// beforeApply, set by tests (HoldApply), runs before each record is
+	// applied: the stand-in for a reader that lags behind the kernel.
+	beforeApply atomic.Pointer[func()]
 }
 
 // Proc is what the table knows of one process.
@@ -149,9 +153,19 @@ func (t *Table) Run() {
 			}
 			return
 		}
+		if f := t.beforeApply.Load(); f != nil {
+			(*f)()
+		}
 		t.apply(&r, time.Now())
 	}
 }
+
+// HoldApply makes Run call f before it applies each record, for tests
+// that hold the table behind the kernel.
+func (t *Table) HoldApply(f func()) { t.beforeApply.Store(&f) }
+
+// Waiting is how many Syncs wait for the table to catch up, for tests.
+func (t *Table) Waiting() int { return int(t.waiters.Load()) }
 
 // Close stops Run and unloads the programs.
 func (t *Table) Close() {

@@ -2,8 +2,12 @@ package procinfo
 
 import (
 	"log/slog"
+	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/proctrace"
@@ -106,4 +110,49 @@ func (t *Table) statsBare() TableStats {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return TableStats{Records: len(t.m), Size: t.max, Evictions: t.evictions.Load()}
+}
+
+// TestResolveExe: the executable of a process gone before its
+// /proc/PID/exe could be read is the path it exec'd, resolved in its
+// root with symlinks followed, only if that still names the file that
+// was exec'd.
+func TestResolveExe(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	real, err := filepath.EvalSymlinks(sh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(real, &st); err != nil {
+		t.Fatal(err)
+	}
+	root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(root)
+	tb := bareTable(16, time.Minute)
+	rec := execRec(far+1, far, 10, sh, "sh\x00")
+	rec.Dev, rec.Ino = st.Dev, st.Ino
+	tb.apply(rec, time.Unix(1000, 0))
+	p, _ := tb.Get(far + 1)
+	if p.Exe != "" {
+		t.Fatalf("a process that does not exist has an exe: %q", p.Exe)
+	}
+	if got := tb.ResolveExe(&p, root); got != real {
+		t.Fatalf("resolved %q, want %q", got, real)
+	}
+	if p, _ = tb.Get(far + 1); p.Exe != real {
+		t.Fatalf("the resolved exe was not kept: %q", p.Exe)
+	}
+	other := execRec(far+2, far, 11, sh, "sh\x00")
+	other.Dev, other.Ino = st.Dev, st.Ino+1
+	tb.apply(other, time.Unix(1000, 0))
+	p, _ = tb.Get(far + 2)
+	if got := tb.ResolveExe(&p, root); got != "" {
+		t.Fatalf("a path that names another file now resolved to %q", got)
+	}
 }
