@@ -124,7 +124,7 @@ func (e *Engine) fromRecord(r *procinfo.Proc, g *group) fsmon.Process {
 	if par.MntNS != 0 {
 		ppg = e.groupOfNS(par.MntNS)
 	}
-	p.ParentExecutablePath = e.exePath(ppg, par.Exe, par.ExecPath, nil)
+	p.ParentExecutablePath = e.exePath(ppg, par.Exe, par.ExecPath, func() string { return e.procs.ResolveParent(&par, ppg.RootFD) })
 	p.ParentExecutableName, p.ParentCommandLine = par.Comm, par.Cmdline
 	return p
 }
@@ -167,7 +167,7 @@ func (e *Engine) parentFromTable(g *group, p *fsmon.Process) bool {
 	if par.MntNS != 0 {
 		ppg = e.groupOfNS(par.MntNS)
 	}
-	p.ParentExecutablePath = e.exePath(ppg, par.Exe, par.ExecPath, nil)
+	p.ParentExecutablePath = e.exePath(ppg, par.Exe, par.ExecPath, func() string { return e.procs.ResolveParent(&par, ppg.RootFD) })
 	p.ParentExecutableName, p.ParentCommandLine = par.Comm, par.Cmdline
 	return true
 }

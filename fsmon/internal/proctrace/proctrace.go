@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -94,6 +95,9 @@ type Tracer struct {
 	links  []link.Link
 	rd     *ringbuf.Reader
 	rec    ringbuf.Record
+	// draining: the last Read returned a record, so the deadline set
+	// before it still holds for the rest of the batch.
+	draining bool
 }
 
 // Open loads and attaches the programs. It needs CAP_BPF and
@@ -162,17 +166,36 @@ func Open() (_ *Tracer, err error) {
 // ErrClosed is what Read returns once the tracer is closed.
 var ErrClosed = os.ErrClosed
 
-// Read waits for the next record and fills r with it; r.Args is valid
-// until the next Read. One goroutine reads.
+// ErrNone says Read found no record before its poll ended (or Wake).
+var ErrNone = errors.New("no process record")
+
+// PollEvery is how long Read waits for records: the programs do not
+// wake the reader, so it looks every PollEvery, or when woken (Wake).
+const PollEvery = 20 * time.Millisecond
+
+// Read fills r with the next record, waiting at most PollEvery (ErrNone
+// then); r.Args is valid until the next Read. One goroutine reads.
 func (t *Tracer) Read(r *Record) error {
+	if !t.draining {
+		t.rd.SetDeadline(time.Now().Add(PollEvery))
+	}
 	if err := t.rd.ReadInto(&t.rec); err != nil {
+		t.draining = false
+		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrFlushed) {
+			return ErrNone
+		}
 		if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
 			return ErrClosed
 		}
 		return fmt.Errorf("reading the process ring buffer: %w", err)
 	}
+	// The rest of what is there is read without a new deadline.
+	t.draining = true
 	return parse(t.rec.RawSample, r)
 }
+
+// Wake makes a Read that waits look at the ring buffer now.
+func (t *Tracer) Wake() error { return t.rd.Flush() }
 
 // ErrShort says a record was shorter than its kind needs.
 var ErrShort = errors.New("process record too short")

@@ -33,6 +33,9 @@ const (
 	ArgsMax = 4096
 )
 
+// rbNoWakeup is BPF_RB_NO_WAKEUP.
+const rbNoWakeup = 1
+
 const (
 	kindExec = 1
 	kindFork = 2
@@ -107,7 +110,10 @@ func (e *emitter) task(o offsets) {
 }
 
 // submit numbers the record in R7 (after every other write, so that a
-// reader that has counted it has all of it) and hands it to user space.
+// reader that has counted it has all of it) and hands it to user space
+// without waking the reader (BPF_RB_NO_WAKEUP): a wakeup per exec, fork
+// and exit would cost every exec a context switch. The reader polls,
+// and is woken when a change needs the records (Tracer.Wake).
 func (e *emitter) submit(countFD int) {
 	e.add(
 		// StoreImm has no 64-bit form: two words.
@@ -122,7 +128,7 @@ func (e *emitter) submit(countFD int) {
 		asm.FetchAdd.Mem(asm.R0, asm.R1, asm.DWord, 0), // R1: the count before
 		asm.StoreMem(asm.R7, offSeq, asm.R1, asm.DWord),
 		asm.Mov.Reg(asm.R1, asm.R7).WithSymbol("submit"),
-		asm.Mov.Imm(asm.R2, 0),
+		asm.Mov.Imm(asm.R2, rbNoWakeup),
 		asm.FnRingbufSubmit.Call(),
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
 		asm.Return(),

@@ -79,14 +79,18 @@ type Proc struct {
 
 // Parent is the facts of a process's parent.
 type Parent struct {
+	PID           int32
+	Start         uint64
 	Exe, ExecPath string
+	ExeID         fsys.FileID
 	Comm, Cmdline string
 	MntNS         uint64
 }
 
 // AsParent is p's facts as a parent.
 func (p *Proc) AsParent() Parent {
-	return Parent{Exe: p.Exe, ExecPath: p.ExecPath, Comm: p.Comm, Cmdline: p.Cmdline, MntNS: p.MntNS}
+	return Parent{PID: p.PID, Start: p.Start, Exe: p.Exe, ExecPath: p.ExecPath, ExeID: p.ExeID,
+		Comm: p.Comm, Cmdline: p.Cmdline, MntNS: p.MntNS}
 }
 
 // TableOptions configure a Table.
@@ -148,6 +152,12 @@ func (t *Table) Run() {
 	var r proctrace.Record
 	for {
 		if err := t.tr.Read(&r); err != nil {
+			if errors.Is(err, proctrace.ErrNone) {
+				t.mu.Lock()
+				t.expire(time.Now())
+				t.mu.Unlock()
+				continue
+			}
 			if !errors.Is(err, proctrace.ErrClosed) {
 				t.log.Error("the process table stopped reading the kernel's records: reports read /proc from now on", "err", err)
 			}
@@ -354,6 +364,13 @@ func (t *Table) Sync(max time.Duration) bool {
 	}
 	t.waiters.Add(1)
 	defer t.waiters.Add(-1)
+	// The programs do not wake the reader (a wakeup per exec would cost
+	// every exec a context switch): wake it now.
+	t.mu.Lock()
+	if !t.closed {
+		t.tr.Wake()
+	}
+	t.mu.Unlock()
 	timer := time.NewTimer(max)
 	defer timer.Stop()
 	for {
@@ -415,22 +432,46 @@ func (t *Table) Stats() TableStats {
 
 // ResolveExe finds the executable of a record whose Exe is unknown
 // (its process had gone, or exec'd again, by the time the record was
-// read): the path exec'd, resolved in the process's root rootFD,
-// if it still names the file that was exec'd. "" otherwise.
+// read): the path exec'd, resolved in the process's root rootFD, if it
+// still names the file that was exec'd. "" otherwise. What it finds is
+// kept in the record.
 func (t *Table) ResolveExe(p *Proc, rootFD int) string {
-	if p.Exe != "" || p.ExecPath == "" || !strings.HasPrefix(p.ExecPath, "/") {
+	if p.Exe != "" {
 		return p.Exe
 	}
-	fd, err := fsys.OpenInRoot(rootFD, p.ExecPath, 0, 0)
+	exe := resolveIn(rootFD, p.ExecPath, p.ExeID)
+	if exe != "" {
+		t.setExe(p.PID, p.Start, exe)
+	}
+	return exe
+}
+
+// ResolveParent is ResolveExe for a parent's facts.
+func (t *Table) ResolveParent(p *Parent, rootFD int) string {
+	if p.Exe != "" {
+		return p.Exe
+	}
+	exe := resolveIn(rootFD, p.ExecPath, p.ExeID)
+	if exe != "" {
+		t.setExe(p.PID, p.Start, exe)
+	}
+	return exe
+}
+
+// resolveIn resolves path in rootFD, symlinks followed and confined to
+// the root, and returns it as the daemon sees it if it is the file id.
+func resolveIn(rootFD int, path string, id fsys.FileID) string {
+	if path == "" || !strings.HasPrefix(path, "/") || id == (fsys.FileID{}) {
+		return ""
+	}
+	fd, err := fsys.OpenInRoot(rootFD, path, 0, 0)
 	if err != nil {
 		return ""
 	}
 	defer unix.Close(fd)
 	var st unix.Stat_t
-	if unix.Fstat(fd, &st) != nil || st.Ino != p.ExeID.Ino || st.Dev != p.ExeID.Dev {
+	if unix.Fstat(fd, &st) != nil || st.Ino != id.Ino || st.Dev != id.Dev {
 		return ""
 	}
-	exe := fsys.Path(fd)
-	t.setExe(p.PID, p.Start, exe)
-	return exe
+	return fsys.Path(fd)
 }
