@@ -375,3 +375,32 @@ func TestChangeWaitsForTheTable(t *testing.T) {
 	})
 	mustName(t, "touch", ev.Process, realPath(t, "touch"), "touch", "touch "+f, root.Username, parent)
 }
+
+// TestStuckTableDoesNotHoldChanges: when the table's reader is stuck (a
+// read of /proc that does not return), a change waits for it once, up
+// to the deadline, and the changes after it do not wait again while it
+// has not moved: they are reported from /proc.
+func TestStuckTableDoesNotHoldChanges(t *testing.T) {
+	testroot.Require(t)
+	dir := t.TempDir()
+	f := filepath.Join(dir, "watched")
+	writeFile(t, f, "a\n")
+	h := start(t, "profiles:\n  - name: who\n    filters:\n      - path: "+f+"\n")
+	requireTable(t, h)
+	h.syncWait.Store(int64(50 * time.Millisecond))
+	stuck := make(chan struct{})
+	defer close(stuck)
+	h.procs.HoldApply(func() { <-stuck })
+	for i := 0; i < 3; i++ {
+		c := exec.Command("touch", f)
+		if out, err := c.CombinedOutput(); err != nil {
+			t.Fatalf("touch: %v %s", err, out)
+		}
+		h.rec.waitFor(t, "touch's change", func(ev *fsmon.Event) bool {
+			return ev.Kind == fsmon.KindChange && ev.Process.PID == int32(c.Process.Pid)
+		})
+	}
+	if n := h.procs.Lagged(); n != 1 {
+		t.Fatalf("%d changes waited for the stuck reader until the deadline, want 1", n)
+	}
+}

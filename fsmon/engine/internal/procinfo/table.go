@@ -45,6 +45,10 @@ type Table struct {
 	waiters   atomic.Int32  // Syncs waiting for progress
 	evictions atomic.Uint64
 	lagged    atomic.Uint64 // Syncs that gave up waiting
+	// stuckAt is applied+1 when a Sync last gave up (0: none did): while
+	// the reader has applied nothing since, it is stuck (a read of
+	// /proc that does not return), and Syncs do not wait for it again.
+	stuckAt atomic.Uint64
 
 	// beforeApply, set by tests (HoldApply), runs before each record is
 	// applied: the stand-in for a reader that lags behind the kernel.
@@ -173,6 +177,9 @@ func (t *Table) Run() {
 // HoldApply makes Run call f before it applies each record, for tests
 // that hold the table behind the kernel.
 func (t *Table) HoldApply(f func()) { t.beforeApply.Store(&f) }
+
+// Lagged is how many Syncs gave up waiting for the reader.
+func (t *Table) Lagged() uint64 { return t.lagged.Load() }
 
 // Waiting is how many Syncs wait for the table to catch up, for tests.
 func (t *Table) Waiting() int { return int(t.waiters.Load()) }
@@ -359,8 +366,12 @@ func (t *Table) Sync(max time.Duration) bool {
 	}
 	target := t.tr.Published()
 	t.mu.Unlock()
-	if t.applied.Load() >= target {
+	applied := t.applied.Load()
+	if applied >= target {
 		return true
+	}
+	if t.stuckAt.Load() == applied+1 {
+		return false // the reader has not moved since a Sync gave up on it
 	}
 	t.waiters.Add(1)
 	defer t.waiters.Add(-1)
@@ -384,6 +395,7 @@ func (t *Table) Sync(max time.Duration) bool {
 		case <-ch:
 		case <-timer.C:
 			t.lagged.Add(1)
+			t.stuckAt.Store(t.applied.Load() + 1)
 			return false
 		}
 	}
