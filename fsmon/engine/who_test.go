@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"debug/elf"
 	"errors"
 	"os"
 	"os/exec"
@@ -224,15 +225,41 @@ func TestChangeNamesExitedProcess(t *testing.T) {
 	mustName(t, "chmod under sh", ev.Process, realPath(t, "chmod"), "chmod", "chmod 644 "+f, root.Username, sh)
 }
 
-// TestContainerChangeNamesItsUser: a container's process that has
-// exited by the time its change is read is named with the container's
-// own /etc/passwd (uid 0 is "croot" there), and its executable as the
-// container sees it.
+// TestContainerChangeNamesItsUser: with both CPUs busy, each of the
+// commands, run in a container, has exited by the time its change is
+// read: the change names it with the container's own /etc/passwd (uid 0
+// is "croot" there), its executable as the container sees it, and its
+// parent (nsenter, which entered the container).
 func TestContainerChangeNamesItsUser(t *testing.T) {
 	testroot.Require(t)
 	root := busyboxRoot(t)
+	for _, a := range []string{"tee", "chmod", "chown", "cp"} {
+		if err := os.Symlink("busybox", filepath.Join(root, "bin", a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A static test binary (make test builds with CGO_ENABLED=0) is, in
+	// the container, the writer that exits at once; a dynamic one has
+	// no loader in the busybox root.
+	testBin, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	static := isStatic(t, testBin)
+	if static {
+		b, err := os.ReadFile(testBin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, "bin", "quick"), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		t.Log("the test binary is dynamically linked (CGO_ENABLED=1): the writer that exits at once is left out in the container")
+	}
 	writeFile(t, filepath.Join(root, "etc", "passwd"), "croot:x:0:0::/:/bin/sh\n")
 	writeFile(t, filepath.Join(root, "data", "f"), "a\n")
+	writeFile(t, filepath.Join(root, "data", "src"), "b\n")
 	h := startScanning(t, scanForTests, `
 profiles:
   - name: c
@@ -246,24 +273,58 @@ profiles:
 	waitGroup(t, h, c, true)
 	hold := holdChanges(h)
 	for _, tc := range []struct {
-		op   fsmon.Op
-		args []string
+		op    fsmon.Op
+		comm  string
+		exe   string
+		args  []string
+		stdin string
+		env   string
 	}{
-		{fsmon.OpWrite, []string{"sh", "-c", "echo x >> /data/f"}},
-		{fsmon.OpAttrib, []string{"touch", "/data/f"}},
+		{fsmon.OpWrite, "sh", "/bin/busybox", []string{"sh", "-c", "echo x >> /data/f"}, "", ""},
+		{fsmon.OpWrite, "tee", "/bin/busybox", []string{"tee", "-a", "/data/f"}, "x\n", ""},
+		{fsmon.OpAttrib, "chmod", "/bin/busybox", []string{"chmod", "600", "/data/f"}, "", ""},
+		{fsmon.OpAttrib, "chown", "/bin/busybox", []string{"chown", "1:1", "/data/f"}, "", ""},
+		{fsmon.OpAttrib, "touch", "/bin/busybox", []string{"touch", "/data/f"}, "", ""},
+		{fsmon.OpWrite, "cp", "/bin/busybox", []string{"cp", "/data/src", "/data/f"}, "", ""},
+		{fsmon.OpWrite, "quick", "/bin/quick", []string{"/bin/quick", "-test.run=^$"}, "", quickWriterEnv + "=/data/f"},
 	} {
+		if tc.comm == "quick" && !static {
+			continue
+		}
 		full := append([]string{"-t", strconv.Itoa(int(c.pid)), "-m", "-p", "-r", "-w", "--"}, tc.args...)
 		n := exec.Command("nsenter", full...)
+		n.Stdin = strings.NewReader(tc.stdin)
+		n.Env = []string{"PATH=/bin"}
+		if tc.env != "" {
+			n.Env = append(n.Env, tc.env)
+		}
 		runGone(t, hold, n)
-		ev := h.rec.waitFor(t, tc.args[0]+"'s change in the container", func(ev *fsmon.Event) bool {
-			return ev.Kind == fsmon.KindChange && ev.Op == tc.op && ev.Container.ID == c.id && ev.Process.ExecutableName == tc.args[0]
+		ev := h.rec.waitFor(t, tc.comm+"'s change in the container", func(ev *fsmon.Event) bool {
+			return ev.Kind == fsmon.KindChange && ev.Op == tc.op && ev.Container.ID == c.id && ev.Process.ExecutableName == tc.comm
 		})
 		p := ev.Process
-		if p.UserName != "croot" || p.UserID != 0 || p.ExecutablePath != "/bin/busybox" || p.CommandLine != strings.Join(tc.args, " ") ||
+		if p.UserName != "croot" || p.UserID != 0 || p.ExecutablePath != tc.exe || p.CommandLine != strings.Join(tc.args, " ") ||
 			p.ParentExecutableName != "nsenter" || !strings.HasPrefix(p.ParentCommandLine, "nsenter -t") || p.ParentExecutablePath == "" || p.ParentPID <= 0 {
 			t.Errorf("%v: %+v", tc.args, p)
 		}
 	}
+}
+
+// isStatic reports whether the ELF file p asks for no program
+// interpreter.
+func isStatic(t *testing.T, p string) bool {
+	t.Helper()
+	f, err := elf.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, ph := range f.Progs {
+		if ph.Type == elf.PT_INTERP {
+			return false
+		}
+	}
+	return true
 }
 
 // TestDeniedNamesUserAndParent: a permission event names the opener's
