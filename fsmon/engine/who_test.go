@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/testutil/stepper"
 	"github.com/fsmon/fsmon_exporter/testutil/testroot"
 )
 
@@ -464,4 +465,44 @@ func TestStuckTableDoesNotHoldChanges(t *testing.T) {
 	if n := h.procs.Lagged(); n != 1 {
 		t.Fatalf("%d changes waited for the stuck reader until the deadline, want 1", n)
 	}
+}
+
+// TestChangeOfProcessFromBeforeTheDaemon: a process that started before
+// the daemon (no exec or fork of it was recorded) and exits right after
+// its write is named from what /proc said of it at the daemon's start.
+func TestChangeOfProcessFromBeforeTheDaemon(t *testing.T) {
+	testroot.Require(t)
+	dir := t.TempDir()
+	f := filepath.Join(dir, "watched")
+	writeFile(t, f, "a\n")
+	script := "echo ready; read x; echo x >> " + f
+	s := stepper.Shell(t, script)
+	s.Expect(t, "ready")
+	pid := s.PID()
+	h := start(t, "profiles:\n  - name: who\n    filters:\n      - path: "+f+"\n")
+	requireTable(t, h)
+	busyLoad(t)
+	eventually(t, "the table seeded from /proc", func() error {
+		if !h.procs.Seeded() {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	parent := readSelf(t)
+	root, err := user.LookupId(strconv.Itoa(os.Geteuid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hold := holdChanges(h)
+	hold.Lock()
+	s.Send(t, "go")
+	s.Cmd.Wait()
+	if _, err := os.Stat("/proc/" + strconv.Itoa(int(pid))); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("pid %d still in /proc after it was reaped: %v", pid, err)
+	}
+	hold.Unlock()
+	ev := h.rec.waitFor(t, "the old shell's change", func(ev *fsmon.Event) bool {
+		return ev.Kind == fsmon.KindChange && ev.Process.PID == pid
+	})
+	mustName(t, "sh from before", ev.Process, realPath(t, "sh"), "sh", "sh -c "+script, root.Username, parent)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,9 +26,8 @@ import (
 // exited processes go first, oldest first, then any; each record
 // dropped before its time is counted (Evictions).
 //
-// A process that started before the daemon has no record until it
-// forks or execs, or is the parent of one that does: its facts are
-// read from /proc then, once.
+// A process that started before the daemon is read from /proc once: at
+// start (Seed), or when it forks or is the parent of one that execs.
 type Table struct {
 	log       *slog.Logger
 	fs        proc.FS
@@ -49,6 +49,8 @@ type Table struct {
 	// the reader has applied nothing since, it is stuck (a read of
 	// /proc that does not return), and Syncs do not wait for it again.
 	stuckAt atomic.Uint64
+
+	seeded atomic.Bool // Seed has read /proc
 
 	// beforeApply, set by tests (HoldApply), runs before each record is
 	// applied: the stand-in for a reader that lags behind the kernel.
@@ -151,8 +153,10 @@ func nestedPIDNS() (bool, error) {
 	return false, nil
 }
 
-// Run applies the kernel's records until Close.
+// Run applies the kernel's records until Close. It also reads, once,
+// the processes that run already (Seed), beside it.
 func (t *Table) Run() {
+	go t.Seed()
 	var r proctrace.Record
 	for {
 		if err := t.tr.Read(&r); err != nil {
@@ -173,6 +177,53 @@ func (t *Table) Run() {
 		t.apply(&r, time.Now())
 	}
 }
+
+// Seed reads from /proc every process that started before the table
+// and keeps those it has no record of: a process that started before the
+// daemon and exits later is named by what /proc said while it ran. At
+// most half the table is filled this way, so that seeding never evicts.
+// A read that does not return (a process holding its memory lock) holds
+// up only the rest of the seeding, never the table's reader.
+func (t *Table) Seed() {
+	d, err := os.Open(t.fs.Root)
+	if err != nil {
+		return
+	}
+	names, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		return
+	}
+	for _, n := range names {
+		pid, err := strconv.ParseInt(n, 10, 32)
+		if err != nil {
+			continue
+		}
+		t.mu.Lock()
+		_, known := t.m[int32(pid)]
+		room := !t.closed && len(t.m) < t.max/2
+		t.mu.Unlock()
+		if !room {
+			break
+		}
+		if known {
+			continue
+		}
+		p := t.fromProc(int32(pid))
+		if p.Comm == "" || p.Exe == "" {
+			continue // gone, or a kernel thread
+		}
+		t.mu.Lock()
+		if _, ok := t.m[p.PID]; !ok && !t.closed {
+			t.insert(p, time.Now())
+		}
+		t.mu.Unlock()
+	}
+	t.seeded.Store(true)
+}
+
+// Seeded reports whether Seed has finished.
+func (t *Table) Seeded() bool { return t.seeded.Load() }
 
 // HoldApply makes Run call f before it applies each record, for tests
 // that hold the table behind the kernel.
