@@ -85,7 +85,7 @@ func parseFlags(args []string) *flags {
 	app.Flag("process.table", "Where reports learn who made a change: on keeps a table of every process, fed by the kernel at exec, fork and exit (BPF programs), so that a change names its process after that has exited; off reads /proc when the event is read (a process gone by then is its pid only).").
 		Default("on").EnumVar(&f.processTable, "on", "off")
 	app.Flag("process.table-size", "Most processes the process table holds, live and recently exited; past it the oldest exited go first, counted in fsmon_process_table_evictions_total.").
-		Default("32768").IntVar(&f.processTableSize)
+		Default("16384").IntVar(&f.processTableSize)
 	app.Flag("process.exited-retention", "How long the process table keeps an exited process, for its changes still to be read.").
 		Default("30s").DurationVar(&f.exitedRetention)
 	app.Flag("permission.priority", "Scheduling of the threads that answer permission events: realtime (SCHED_FIFO 10, the watchdog 11; nice -20 where refused), so that a flood of openers cannot keep decisions from the CPU, or normal.").

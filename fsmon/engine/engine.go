@@ -146,7 +146,7 @@ type Options struct {
 	// scheduled.
 	Priority Priority
 	// ProcessTable chooses where reports learn who made a change;
-	// ProcessTableSize bounds its records (default 32768) and
+	// ProcessTableSize bounds its records (default 16384) and
 	// ExitedRetention is how long it keeps those of exited processes
 	// (default 30s).
 	ProcessTable     ProcessTable

@@ -28,7 +28,7 @@ func newProcessTable(log *slog.Logger, fs proc.FS, opts Options) *procinfo.Table
 	}
 	size := opts.ProcessTableSize
 	if size <= 0 {
-		size = 32768
+		size = 16384
 	}
 	t, err := procinfo.NewTable(log, fs, procinfo.TableOptions{Size: size, Retention: opts.ExitedRetention})
 	if err != nil {
