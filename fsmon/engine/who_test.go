@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -54,12 +55,35 @@ func busyLoad(t *testing.T) {
 // holdChanges makes the notification loop wait, before it handles what
 // it has read, while the returned lock is held: a change made while the
 // test holds it is read after its writer has exited and been reaped.
-func holdChanges(h *harness) *sync.Mutex {
-	var mu sync.Mutex
-	f := func() { mu.Lock(); mu.Unlock() }
+func holdChanges(h *harness) *gate {
+	g := newGate()
+	f := g.pass
 	h.holdNotify.Store(&f)
-	return &mu
+	return g
 }
+
+// gate holds whoever passes it while it is locked.
+type gate struct{ ch atomic.Pointer[chan struct{}] }
+
+func newGate() *gate {
+	g := &gate{}
+	c := make(chan struct{})
+	close(c)
+	g.ch.Store(&c)
+	return g
+}
+
+// Lock holds those who come to the gate from now on.
+func (g *gate) Lock() {
+	c := make(chan struct{})
+	g.ch.Store(&c)
+}
+
+// Unlock lets them through.
+func (g *gate) Unlock() { close(*g.ch.Load()) }
+
+// pass waits while the gate is locked.
+func (g *gate) pass() { <-*g.ch.Load() }
 
 // requireTable makes the test unavailable where the process table
 // cannot be loaded.
@@ -96,7 +120,7 @@ func readSelf(t *testing.T) self {
 // runGone runs c to its end while the notification loop is held, and
 // checks that its process is gone (reaped) before the loop may read its
 // change.
-func runGone(t *testing.T, hold *sync.Mutex, c *exec.Cmd) int32 {
+func runGone(t *testing.T, hold sync.Locker, c *exec.Cmd) int32 {
 	t.Helper()
 	hold.Lock()
 	defer hold.Unlock()
@@ -411,8 +435,8 @@ func TestChangeWaitsForTheTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var table sync.Mutex
-	h.procs.HoldApply(func() { table.Lock(); table.Unlock() })
+	table := newGate()
+	h.procs.HoldApply(table.pass)
 	table.Lock()
 	held := true
 	defer func() {
