@@ -107,8 +107,16 @@ func (e *Engine) fromRecord(r *procinfo.Proc, g *group) fsmon.Process {
 		pg = e.groupOfNS(r.MntNS)
 	}
 	p := fsmon.Process{PID: r.PID, ParentPID: r.PPID, ExecutableName: r.Comm, CommandLine: r.Cmdline, UserID: r.UID}
+	if !r.Exited {
+		// A process can change its uid without an exec (a daemon's
+		// worker dropping privileges), which no tracepoint reports:
+		// while it runs, its uid now is the one it wrote as.
+		if uid, err := e.proc.EUID(r.PID); err == nil {
+			p.UserID = uid
+		}
+	}
 	p.ExecutablePath = e.exePath(pg, r.Exe, r.ExecPath, func() string { return e.procs.ResolveExe(r, pg.RootFD) })
-	p.UserName = e.users.Name(pg.NS, pg.RootFD, r.UID)
+	p.UserName = e.users.Name(pg.NS, pg.RootFD, p.UserID)
 	par := r.Parent
 	if par.Comm == "" && r.PPID > 0 {
 		// Not known when the process was recorded: what the table knows

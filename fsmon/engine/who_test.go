@@ -26,13 +26,32 @@ import (
 // between its write and its exit.
 const quickWriterEnv = "FSMON_TEST_QUICK_WRITE"
 
+// quickStayEnv, set with it, makes the writer wait for its stdin to
+// close after its write.
+const quickStayEnv = "FSMON_TEST_QUICK_STAY"
+
+// quickUIDEnv, set with it, makes the writer take that uid and gid
+// after it has opened the file, before it writes.
+const quickUIDEnv = "FSMON_TEST_QUICK_UID"
+
 func quickWrite(path string) int {
 	fd, err := syscall.Open(path, syscall.O_WRONLY|syscall.O_APPEND, 0)
 	if err != nil {
 		return 2
 	}
+	if uid := os.Getenv(quickUIDEnv); uid != "" {
+		// A daemon's worker dropping its privileges: no exec after it.
+		n, _ := strconv.Atoi(uid)
+		if syscall.Setgid(n) != nil || syscall.Setuid(n) != nil {
+			return 4
+		}
+	}
 	if _, err := syscall.Write(fd, []byte("q\n")); err != nil {
 		return 3
+	}
+	if os.Getenv(quickStayEnv) != "" {
+		var b [1]byte
+		syscall.Read(0, b[:]) // until the test closes stdin
 	}
 	syscall.Exit(0)
 	return 0
@@ -529,4 +548,42 @@ func TestChangeOfProcessFromBeforeTheDaemon(t *testing.T) {
 		return ev.Kind == fsmon.KindChange && ev.Process.PID == pid
 	})
 	mustName(t, "sh from before", ev.Process, realPath(t, "sh"), "sh", "sh -c "+script, root.Username, parent)
+}
+
+// TestChangeNamesTheUIDAfterSetuid: a process that changes its uid
+// without an exec (a daemon's worker dropping privileges), which no
+// tracepoint reports, is named while it runs with the uid it wrote as,
+// not the one it exec'd with.
+func TestChangeNamesTheUIDAfterSetuid(t *testing.T) {
+	testroot.Require(t)
+	dir := t.TempDir()
+	f := filepath.Join(dir, "watched")
+	writeFile(t, f, "a\n")
+	h := start(t, "profiles:\n  - name: who\n    filters:\n      - path: "+f+"\n")
+	requireTable(t, h)
+	busyLoad(t)
+	nobody, err := user.LookupId("65534")
+	if err != nil {
+		testroot.Unavailable(t, "no user 65534 here: %v", err)
+	}
+	testBin, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := exec.Command(testBin, "-test.run=^$")
+	c.Env = append(os.Environ(), quickWriterEnv+"="+f, quickUIDEnv+"=65534", quickStayEnv+"=1")
+	stdin, err := c.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stdin.Close(); c.Wait() }()
+	ev := h.rec.waitFor(t, "the writer's change", func(ev *fsmon.Event) bool {
+		return ev.Kind == fsmon.KindChange && ev.Process.PID == int32(c.Process.Pid)
+	})
+	if ev.Process.UserID != 65534 || ev.Process.UserName != nobody.Username || ev.Process.ExecutablePath != testBin {
+		t.Errorf("%+v, want uid 65534 (%s)", ev.Process, nobody.Username)
+	}
 }

@@ -18,6 +18,7 @@ type offsets struct {
 	taskRealParent       uint32 // task_struct.real_parent
 	taskCred             uint32 // task_struct.cred (the effective credentials)
 	taskStart            uint32 // task_struct.start_time
+	taskLeader           uint32 // task_struct.group_leader
 	taskNsproxy          uint32 // task_struct.nsproxy
 	taskMM               uint32 // task_struct.mm
 	credEUID, credEGID   uint32 // cred.euid, egid
@@ -50,6 +51,7 @@ func kernelOffsets() (offsets, error) {
 		{"task_struct", "real_parent", &o.taskRealParent},
 		{"task_struct", "cred", &o.taskCred},
 		{"task_struct", "start_time", &o.taskStart},
+		{"task_struct", "group_leader", &o.taskLeader},
 		{"task_struct", "nsproxy", &o.taskNsproxy},
 		{"task_struct", "mm", &o.taskMM},
 		{"cred", "euid", &o.credEUID},

@@ -265,10 +265,21 @@ func exitProgram(ringFD, countFD int, o offsets) asm.Instructions {
 		asm.FnGetCurrentPidTgid.Call(),
 		asm.RSh.Imm(asm.R0, 32),
 		asm.StoreMem(asm.R7, offTGID, asm.R0, asm.Word),
+	)
+	e.leaderStart(o)
+	e.submit(countFD)
+	return e.in
+}
+
+// leaderStart records the start time of the current process: its
+// thread group leader's, since the thread that exits last need not be
+// the leader (a Go program's exit_group may end on any thread), and a
+// thread's own start time is not the process's.
+func (e *emitter) leaderStart(o offsets) {
+	e.add(
 		asm.FnGetCurrentTask.Call(),
 		asm.Mov.Reg(asm.R8, asm.R0),
 	)
+	e.ptr(asm.R8, asm.R8, o.taskLeader)
 	e.read(asm.R7, offStart, 8, asm.R8, o.taskStart)
-	e.submit(countFD)
-	return e.in
 }
