@@ -239,6 +239,7 @@ type Engine struct {
 	exes            *procinfo.ExeCache // who's
 	procs           *procinfo.Table    // nil: reports read /proc
 	users           procinfo.Users     // user names, by group
+	recentRec       recentRecords      // the notification loop's own
 	lastExec        execKey            // the permission loop's own
 	allowGen        atomic.Uint64
 	learnedMu       sync.Mutex

@@ -70,7 +70,15 @@ func (e *Engine) processOf(g *group, pid int32, now time.Time) fsmon.Process {
 	if e.procs != nil {
 		e.procs.Sync(time.Duration(e.syncWait.Load()))
 		if r, ok := e.procs.Get(pid); ok {
-			return e.fromRecord(&r, g)
+			// A writer makes many changes in a row: its report is kept
+			// for a moment, while its record stays the same one (no
+			// exec, fork or exit of the pid since).
+			if p, ok := e.recentRec.get(&r, now); ok {
+				return p
+			}
+			p := e.fromRecord(&r, g)
+			e.recentRec.put(&r, p, now)
+			return p
 		}
 	}
 	if p, ok := e.recent.Get(pid, now); ok {
@@ -185,4 +193,35 @@ func (e *Engine) parentFromProc(g *group, p *fsmon.Process) {
 	q := e.who.Read(p.ParentPID)
 	p.ParentExecutablePath = g.Inside(q.ExecutablePath)
 	p.ParentExecutableName, p.ParentCommandLine = q.ExecutableName, q.CommandLine
+}
+
+// recentRecords keeps the reports made from table records for
+// procinfo.RecentFor, for the notification loop alone: reading the uid
+// and naming the user for every change of a stream of writes would slow
+// the loop. A report is used again only while its record is the same
+// (its kernel record number and its exit unchanged).
+type recentRecords struct {
+	m map[int32]recentRecord
+}
+
+type recentRecord struct {
+	seq, start uint64
+	exited     bool
+	p          fsmon.Process
+	at         time.Time
+}
+
+func (c *recentRecords) get(r *procinfo.Proc, now time.Time) (fsmon.Process, bool) {
+	x, ok := c.m[r.PID]
+	if !ok || x.seq != r.Seq || x.start != r.Start || x.exited != r.Exited || now.Sub(x.at) > procinfo.RecentFor {
+		return fsmon.Process{}, false
+	}
+	return x.p, true
+}
+
+func (c *recentRecords) put(r *procinfo.Proc, p fsmon.Process, now time.Time) {
+	if c.m == nil || len(c.m) >= 4096 {
+		c.m = make(map[int32]recentRecord, 256)
+	}
+	c.m[r.PID] = recentRecord{seq: r.Seq, start: r.Start, exited: r.Exited, p: p, at: now}
 }

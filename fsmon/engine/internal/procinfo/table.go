@@ -81,6 +81,9 @@ type Proc struct {
 	// Exited is set once its last thread has exited, at ExitedAt.
 	Exited   bool
 	ExitedAt time.Time
+	// Seq is the number of the kernel's record it was made from (0: from
+	// /proc): a new exec or fork of the pid makes another.
+	Seq uint64
 }
 
 // Parent is the facts of a process's parent.
@@ -253,7 +256,7 @@ func (t *Table) apply(r *proctrace.Record, now time.Time) {
 			PID: r.PID, PPID: r.PPID, UID: int64(r.EUID), GID: int64(r.EGID),
 			MntNS: uint64(r.MntNS), Start: r.Start,
 			ExecPath: r.Path, ExeID: fsys.FileID{Dev: r.Dev, Ino: r.Ino},
-			Comm: r.Comm, Cmdline: proc.ParseCmdline(r.Args),
+			Comm: r.Comm, Cmdline: proc.ParseCmdline(r.Args), Seq: r.Seq,
 		}
 		p.Exe = t.exeNow(p)
 		p.Parent = t.known(r.PPID).AsParent()
@@ -264,6 +267,7 @@ func (t *Table) apply(r *proctrace.Record, now time.Time) {
 			PID: r.PID, PPID: r.PPID, UID: int64(r.EUID), GID: int64(r.EGID),
 			MntNS: uint64(r.MntNS), Start: r.Start,
 			Exe: src.Exe, ExecPath: src.ExecPath, ExeID: src.ExeID, Comm: r.Comm, Cmdline: src.Cmdline,
+			Seq: r.Seq,
 		}
 		if r.PPID == r.Forker {
 			p.Parent = src.AsParent()
