@@ -41,26 +41,29 @@ import (
 )
 
 type flags struct {
-	configFile      string
-	configCheck     bool
-	metricsPath     string
-	disableExporter bool
-	maxRequests     int
-	eventsStdout    bool
-	queueSize       int
-	permTimeout     time.Duration
-	failClosed      bool
-	exeCache        string
-	priority        string
-	armFilesystems  bool
-	foldWindow      time.Duration
-	containerScan   time.Duration
-	maxObjects      int
-	stateDir        string
-	containerCap    int
-	criSockets      []string
-	web             *web.FlagConfig
-	log             *promslog.Config
+	configFile       string
+	configCheck      bool
+	metricsPath      string
+	disableExporter  bool
+	maxRequests      int
+	eventsStdout     bool
+	queueSize        int
+	permTimeout      time.Duration
+	failClosed       bool
+	exeCache         string
+	priority         string
+	armFilesystems   bool
+	foldWindow       time.Duration
+	containerScan    time.Duration
+	maxObjects       int
+	stateDir         string
+	containerCap     int
+	criSockets       []string
+	web              *web.FlagConfig
+	log              *promslog.Config
+	processTable     string
+	processTableSize int
+	exitedRetention  time.Duration
 }
 
 func parseFlags(args []string) *flags {
@@ -82,6 +85,12 @@ func parseFlags(args []string) *flags {
 	app.Flag("fail-closed", "Deny, rather than allow, an open whose decision misses the deadline.").BoolVar(&f.failClosed)
 	app.Flag("permission.exe-cache", "How allow lists learn what a process runs: on caches it per process, read again after each exec, exit or rename (counted in the kernel by a BPF program); off reads /proc/PID/exe at every decision.").
 		Default("on").EnumVar(&f.exeCache, "on", "off")
+	app.Flag("process.table", "Where reports learn who made a change: on keeps a table of every process, fed by the kernel at exec, fork and exit (BPF programs), so that a change names its process after that has exited; off reads /proc when the event is read (a process gone by then is its pid only).").
+		Default("on").EnumVar(&f.processTable, "on", "off")
+	app.Flag("process.table-size", "Most processes the process table holds, live and recently exited; past it the oldest exited go first, counted in fsmon_process_table_evictions_total.").
+		Default("16384").IntVar(&f.processTableSize)
+	app.Flag("process.exited-retention", "How long the process table keeps an exited process, for its changes still to be read.").
+		Default("30s").DurationVar(&f.exitedRetention)
 	app.Flag("permission.priority", "Scheduling of the threads that answer permission events: realtime (SCHED_FIFO 10, the watchdog 11; nice -20 where refused), so that a flood of openers cannot keep decisions from the CPU, or normal.").
 		Default("realtime").EnumVar(&f.priority, "realtime", "normal")
 	app.Flag("protect.arm-filesystems", "Arm the file systems that hold files of protect-mode block filters (a file system mark of its own fanotify group, which gets no events), so that a descriptor opened before a file's own mark (a new file's first instants, the walk at start and reload) is still judged at its reads and writes. Costs about 0.25 µs per read or write of any file on an armed file system; --no-protect.arm-filesystems leaves such descriptors unjudged.").
@@ -246,19 +255,26 @@ func run(args []string) int {
 	if !f.armFilesystems {
 		arming = engine.ArmOff
 	}
+	processTable := engine.ProcessTableOn
+	if f.processTable == "off" {
+		processTable = engine.ProcessTableOff
+	}
 	eng, err := engine.New(engine.Options{
-		Logger:          logger.With("component", "engine"),
-		DecisionTimeout: f.permTimeout,
-		Default:         def,
-		QueueSize:       f.queueSize,
-		Sink:            sinks,
-		ContainerScan:   f.containerScan,
-		MaxObjects:      f.maxObjects,
-		ExeCache:        exeCache,
-		Priority:        priority,
-		StateDir:        f.stateDir,
-		Arming:          arming,
-		CRISockets:      nonEmpty(f.criSockets),
+		Logger:           logger.With("component", "engine"),
+		DecisionTimeout:  f.permTimeout,
+		Default:          def,
+		QueueSize:        f.queueSize,
+		Sink:             sinks,
+		ContainerScan:    f.containerScan,
+		MaxObjects:       f.maxObjects,
+		ExeCache:         exeCache,
+		Priority:         priority,
+		StateDir:         f.stateDir,
+		Arming:           arming,
+		CRISockets:       nonEmpty(f.criSockets),
+		ProcessTable:     processTable,
+		ProcessTableSize: f.processTableSize,
+		ExitedRetention:  f.exitedRetention,
 	})
 	if err != nil {
 		if errors.Is(err, engine.ErrNotRoot) || os.Geteuid() != 0 {

@@ -32,6 +32,8 @@ type stateCollector struct {
 	decisions, ready, unmarked    *prometheus.Desc
 	unjudged, withoutPreContent   *prometheus.Desc
 	profileGroups                 *prometheus.Desc
+	procRecords, procSize         *prometheus.Desc
+	procEvictions, procLost       *prometheus.Desc
 }
 
 // NewStateCollector returns a collector that reads src.Snapshot() once per
@@ -61,6 +63,10 @@ func NewStateCollector(src StateSource, logger *slog.Logger) prometheus.Collecto
 		unjudged:          desc("unjudged_descriptors", "Descriptors of files a block or report_access filter covers, held by processes the filter does not allow, opened before the file was protected (found by the last scan of /proc; the kernel cannot deny their reads).", "profile", "filter"),
 		withoutPreContent: desc("protected_files_without_precontent", "Files of protect-mode block filters whose file system (tmpfs, overlayfs) or kernel (before 6.14) has no pre-content events: their reads are judged, but writes, mmap and truncate through descriptors taken from allowed processes are not.", "profile", "filter"),
 		profileGroups:     desc("profile_groups", "Groups (the host, containers) each profile of the configuration in force covers; 0: its selector matches nothing that runs.", "profile"),
+		procRecords:       desc("process_table_records", "Processes in the process table, live and recently exited (absent when reports read /proc)."),
+		procSize:          desc("process_table_size", "The most processes the process table holds (--process.table-size)."),
+		procEvictions:     desc("process_table_evictions_total", "Process records dropped to make room before their time: a change of such a process, read later, is named by /proc, or by its pid only."),
+		procLost:          desc("process_events_lost_total", "Execs, forks and exits the kernel could not record for the process table (its ring buffer was full, or a program was skipped)."),
 	}
 }
 
@@ -69,6 +75,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.groups, c.pending, c.marks, c.rules, c.watches, c.watchesLimit,
 		c.overflows, c.dropped, c.timeouts, c.late, c.standinAnswers, c.readers, c.decisions, c.ready, c.unmarked,
 		c.unjudged, c.withoutPreContent, c.profileGroups,
+		c.procRecords, c.procSize, c.procEvictions, c.procLost,
 	} {
 		ch <- d
 	}
@@ -115,6 +122,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(c.ready, ready)
 	gauge(c.unmarked, float64(st.Unmarked))
+	if pt := st.ProcessTable; pt != nil {
+		gauge(c.procRecords, float64(pt.Records))
+		gauge(c.procSize, float64(pt.Size))
+		counter(c.procEvictions, pt.Evictions)
+		counter(c.procLost, pt.Lost)
+	}
 	for _, u := range st.Unjudged {
 		gauge(c.unjudged, float64(u.Count), u.Profile, u.Filter)
 	}

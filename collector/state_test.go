@@ -34,6 +34,7 @@ func sampleState() *fakeState {
 			Unjudged:          []fsmon.FilterCount{{Profile: "host", Filter: "shadow", Count: 2}, {Profile: "host", Filter: "keys"}},
 			WithoutPreContent: []fsmon.FilterCount{{Profile: "host", Filter: "shadow"}, {Profile: "host", Filter: "shm", Count: 3}},
 			ProfileGroups:     []fsmon.ProfileGroups{{Profile: "host", Groups: 1}, {Profile: "web", Groups: 1}, {Profile: "typo", Groups: 0}},
+			ProcessTable:      &fsmon.ProcessTableState{Records: 120, Size: 32768, Evictions: 3, Lost: 1},
 			// Three decisions: 8µs, 30µs and 2ms.
 			Decisions: fsmon.HistogramSnapshot{Count: 3, Sum: 0.002038, Buckets: map[float64]uint64{
 				1e-6: 0, 2.5e-6: 0, 5e-6: 0, 1e-5: 1, 2.5e-5: 1, 5e-5: 2, 1e-4: 2, 2.5e-4: 2, 5e-4: 2,
@@ -111,6 +112,18 @@ fsmon_permission_standin_answers_total 4
 # TYPE fsmon_permission_standin_readers_total counter
 fsmon_permission_standin_readers_total{reader="last_resort"} 0
 fsmon_permission_standin_readers_total{reader="standin"} 2
+# HELP fsmon_process_events_lost_total Execs, forks and exits the kernel could not record for the process table (its ring buffer was full, or a program was skipped).
+# TYPE fsmon_process_events_lost_total counter
+fsmon_process_events_lost_total 1
+# HELP fsmon_process_table_evictions_total Process records dropped to make room before their time: a change of such a process, read later, is named by /proc, or by its pid only.
+# TYPE fsmon_process_table_evictions_total counter
+fsmon_process_table_evictions_total 3
+# HELP fsmon_process_table_records Processes in the process table, live and recently exited (absent when reports read /proc).
+# TYPE fsmon_process_table_records gauge
+fsmon_process_table_records 120
+# HELP fsmon_process_table_size The most processes the process table holds (--process.table-size).
+# TYPE fsmon_process_table_size gauge
+fsmon_process_table_size 32768
 # HELP fsmon_profile_groups Groups (the host, containers) each profile of the configuration in force covers; 0: its selector matches nothing that runs.
 # TYPE fsmon_profile_groups gauge
 fsmon_profile_groups{profile="host"} 1

@@ -118,6 +118,14 @@ type Process struct {
 	ExecutableName string // comm
 	CommandLine    string // arguments joined by spaces
 	UserID         int64  // effective uid; -1 when unknown
+	// UserName is UserID's name in the /etc/passwd of the process's
+	// root (a container's own for its processes).
+	UserName string
+	// The parent's executable (as ExecutablePath), name (comm) and
+	// command line, as known when the process exec'd or was forked.
+	ParentExecutablePath string
+	ParentExecutableName string
+	ParentCommandLine    string
 	// LoaderEnv is set when what the loader was told at exec kept the
 	// process from matching an executable allow entry.
 	LoaderEnv LoaderEnv

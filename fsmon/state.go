@@ -97,7 +97,20 @@ type State struct {
 	// after the mark or after arming.
 	WithoutPreContent []FilterCount
 
+	// ProcessTable is the state of the process table; nil when reports
+	// read /proc instead.
+	ProcessTable *ProcessTableState
+
 	// Decisions is the histogram of permission decision durations, event
 	// read to answer written.
 	Decisions HistogramSnapshot
+}
+
+// ProcessTableState is the process table's: what the kernel said of
+// every process at exec, fork and exit.
+type ProcessTableState struct {
+	Records   int    // processes in the table, live and recently exited
+	Size      int    // the most it holds (--process.table-size)
+	Evictions uint64 // records dropped to make room, before their time
+	Lost      uint64 // execs, forks and exits the kernel could not record (its ring buffer full)
 }

@@ -24,11 +24,12 @@ func TestAppendKeys(t *testing.T) {
 		Profile: "host",
 		Filter:  "shadow",
 		Path:    "/etc/shadow",
-		Process: fsmon.Process{PID: 42, ParentPID: 1, ExecutablePath: "/usr/bin/cat", ExecutableName: "cat", CommandLine: "cat /etc/shadow", UserID: 0, LoaderEnv: fsmon.LoaderPreload | fsmon.LoaderAudit},
-		Count:   1,
+		Process: fsmon.Process{PID: 42, ParentPID: 1, ExecutablePath: "/usr/bin/cat", ExecutableName: "cat", CommandLine: "cat /etc/shadow", UserID: 0, LoaderEnv: fsmon.LoaderPreload | fsmon.LoaderAudit,
+			UserName: "root", ParentExecutablePath: "/usr/bin/bash", ParentExecutableName: "bash", ParentCommandLine: "bash -l"},
+		Count: 1,
 	}
 	got := string(Append(nil, &ev))
-	want := `{"time":"2026-12-01T08:00:00.123456789Z","event":"denied","op":"open","mode":"protect","profile":"host","filter":"shadow","file.path":"/etc/shadow","process.pid":42,"process.parent_pid":1,"process.executable.path":"/usr/bin/cat","process.executable.name":"cat","process.command_line":"cat /etc/shadow","process.user.id":0,"process.loader_env":"LD_PRELOAD,LD_AUDIT","count":1}`
+	want := `{"time":"2026-12-01T08:00:00.123456789Z","event":"denied","op":"open","mode":"protect","profile":"host","filter":"shadow","file.path":"/etc/shadow","process.pid":42,"process.parent_pid":1,"process.executable.path":"/usr/bin/cat","process.executable.name":"cat","process.command_line":"cat /etc/shadow","process.user.id":0,"process.user.name":"root","process.parent.executable.path":"/usr/bin/bash","process.parent.executable.name":"bash","process.parent.command_line":"bash -l","process.loader_env":"LD_PRELOAD,LD_AUDIT","count":1}`
 	if got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}

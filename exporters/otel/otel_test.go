@@ -68,7 +68,8 @@ func deniedEvent() *fsmon.Event {
 		Profile: "web", Filter: "shadow", Path: "/etc/shadow", Count: 3,
 		Process: fsmon.Process{
 			PID: 4242, ParentPID: 1, ExecutablePath: "/usr/bin/cat", ExecutableName: "cat",
-			CommandLine: "cat /etc/shadow", UserID: 0, LoaderEnv: fsmon.LoaderPreload,
+			CommandLine: "cat /etc/shadow", UserID: 0, LoaderEnv: fsmon.LoaderPreload, UserName: "root",
+			ParentExecutablePath: "/usr/bin/bash", ParentExecutableName: "bash", ParentCommandLine: "bash -l",
 		},
 		Container: fsmon.Container{ID: strings.Repeat("ab", 32), Name: "web-1", Image: "registry/web:2",
 			Pod: fsmon.Pod{Namespace: "prod", Name: "web-7d9f", UID: "0c1d-22", ContainerName: "web-1"}},
@@ -134,8 +135,10 @@ func TestRecordAndSpanArrive(t *testing.T) {
 				"count": "3", "file.path": "/etc/shadow", "process.pid": "4242", "process.parent_pid": "1",
 				"process.executable.path": "/usr/bin/cat", "process.executable.name": "cat",
 				"process.command_line": "cat /etc/shadow", "process.user.id": "0",
-				"process.loader_env": "LD_PRELOAD",
-				"container.id":       strings.Repeat("ab", 32), "container.name": "web-1",
+				"process.loader_env": "LD_PRELOAD", "process.user.name": "root",
+				"process.parent.executable.path": "/usr/bin/bash", "process.parent.executable.name": "bash",
+				"process.parent.command_line": "bash -l",
+				"container.id":                strings.Repeat("ab", 32), "container.name": "web-1",
 				"container.image.name": "registry/web:2", "k8s.namespace.name": "prod", "k8s.pod.name": "web-7d9f",
 				"k8s.pod.uid": "0c1d-22", "k8s.container.name": "web-1",
 			}

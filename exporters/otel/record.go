@@ -22,9 +22,17 @@ const (
 	// keyLoaderEnv has no semantic convention: what the loader was told
 	// that kept the process from matching an executable allow entry.
 	keyLoaderEnv = attribute.Key("process.loader_env")
-	keyCount     = attribute.Key("count")
-	keyAnswer    = attribute.Key("answer")
-	keyReason    = attribute.Key("reason")
+	// The parent's executable and command line have no semantic
+	// convention (only process.parent_pid does): the keys nest the
+	// process's own under process.parent, as the Elastic Common Schema,
+	// which OpenTelemetry's conventions are merging with, names them
+	// (docs/design/process.md).
+	keyParentExePath = attribute.Key("process.parent.executable.path")
+	keyParentExeName = attribute.Key("process.parent.executable.name")
+	keyParentCmdline = attribute.Key("process.parent.command_line")
+	keyCount         = attribute.Key("count")
+	keyAnswer        = attribute.Key("answer")
+	keyReason        = attribute.Key("reason")
 )
 
 // maxAttrs is the most attributes an event carries, so that one slice
@@ -60,6 +68,10 @@ func attributes(ev *fsmon.Event, buf []attribute.KeyValue) []attribute.KeyValue 
 		// uid 0 is root, not unknown: the engine writes -1 for unknown.
 		kv = append(kv, semconv.ProcessUserIDKey.Int64(p.UserID))
 	}
+	kv = appendString(kv, semconv.ProcessUserNameKey, p.UserName)
+	kv = appendString(kv, keyParentExePath, p.ParentExecutablePath)
+	kv = appendString(kv, keyParentExeName, p.ParentExecutableName)
+	kv = appendString(kv, keyParentCmdline, p.ParentCommandLine)
 	kv = appendString(kv, semconv.ContainerIDKey, ev.Container.ID)
 	kv = appendString(kv, semconv.ContainerNameKey, ev.Container.Name)
 	kv = appendString(kv, semconv.ContainerImageNameKey, ev.Container.Image)

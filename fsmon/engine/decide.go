@@ -143,6 +143,7 @@ func (e *Engine) gather(s *permSlot, d *decision) {
 	// be read; only reported events pay for this.
 	d.proc = e.who.Report(&d.who, &d.bufs)
 	d.proc.ExecutablePath = d.group.Inside(d.proc.ExecutablePath)
+	e.completeProcess(d.group, &d.proc)
 	if d.kind == fsmon.KindLearned {
 		e.learn(Learned{Profile: d.rule.Profile.Name, Filter: d.rule.Name, Executable: d.proc.ExecutablePath})
 	}

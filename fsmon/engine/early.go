@@ -302,6 +302,7 @@ func (e *Engine) reportHeld(pid int32, link string, k fsmon.Kind, r grule) {
 	who := procinfo.Opener{PID: pid}
 	p := e.who.Report(&who, &e.early.d.bufs)
 	p.ExecutablePath = g.Inside(p.ExecutablePath)
+	e.completeProcess(g, &p)
 	if k == fsmon.KindLearned {
 		e.learn(Learned{Profile: r.Profile.Name, Filter: r.Name, Executable: p.ExecutablePath})
 	}

@@ -113,6 +113,20 @@ const (
 	ExeCacheOff
 )
 
+// ProcessTable says where reports learn who made a change.
+type ProcessTable uint8
+
+const (
+	// ProcessTableOn keeps a table of every process fed by the kernel at
+	// exec, fork and exit (BPF programs), so that a change is named by
+	// its process after that process has exited; where the programs
+	// cannot be loaded, reports read /proc (and the log says so).
+	ProcessTableOn ProcessTable = iota
+	// ProcessTableOff reads /proc when the event is read: a process
+	// gone by then is reported by its pid only.
+	ProcessTableOff
+)
+
 // Options configure an Engine.
 type Options struct {
 	Logger *slog.Logger
@@ -150,6 +164,13 @@ type Options struct {
 	// (containerd, CRI-O) that name pods' containers, as paths on the
 	// host (read below the host's root); nil asks none.
 	CRISockets []string
+	// ProcessTable chooses where reports learn who made a change;
+	// ProcessTableSize bounds its records (default 16384) and
+	// ExitedRetention is how long it keeps those of exited processes
+	// (default 30s).
+	ProcessTable     ProcessTable
+	ProcessTableSize int
+	ExitedRetention  time.Duration
 }
 
 // Arming says whether the engine arms the file systems of protected
@@ -263,6 +284,9 @@ type Engine struct {
 	contentHits     atomic.Uint64      // content events answered from it, for tests
 	filesGone       atomic.Uint64      // marked files gone for good (content.go's contentGen)
 	exes            *procinfo.ExeCache // who's
+	procs           *procinfo.Table    // nil: reports read /proc
+	users           procinfo.Users     // user names, by group
+	recentRec       recentRecords      // the notification loop's own
 	lastExec        execKey            // the permission loop's own
 	allowGen        atomic.Uint64
 	// allowSeeds is what the host's allow entries resolved to when the
@@ -280,6 +304,13 @@ type Engine struct {
 	// inside phase 2 (the report's facts) of every reported decision.
 	slowDecision atomic.Pointer[func()]
 	slowReport   atomic.Pointer[func()]
+	// holdNotify, when set by a test, runs before the notification loop
+	// handles a batch it has read: the stand-in for a loop that reads
+	// changes after their writers have exited.
+	holdNotify atomic.Pointer[func()]
+	// syncWait is how long a change waits for the process table
+	// (syncWait, unless a test changes it).
+	syncWait atomic.Int64
 }
 
 // Learned is one (profile, filter, executable) seen in learn mode.
@@ -396,6 +427,8 @@ func New(opts Options) (*Engine, error) {
 	if opts.StateDir != "" {
 		e.loadAllowState(opts.StateDir)
 	}
+	e.procs = newProcessTable(e.log, e.proc, opts)
+	e.syncWait.Store(int64(syncWait))
 	return e, nil
 }
 
@@ -469,6 +502,13 @@ func (e *Engine) Run(ctx context.Context) error {
 	go func() { defer close(discovered); e.discover(discoverCtx) }()
 	go e.logLosses(discoverCtx)
 	go e.exes.Watch(discoverCtx)
+	tableDone := make(chan struct{})
+	go func() {
+		defer close(tableDone)
+		if e.procs != nil {
+			e.procs.Run()
+		}
+	}()
 	scanned := make(chan struct{})
 	go func() { defer close(scanned); e.scanLoop(discoverCtx) }()
 	stopSave, saved := make(chan struct{}), make(chan struct{})
@@ -530,6 +570,10 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.ino.Close()
 	e.wake.close()
 	e.exes.Close()
+	if e.procs != nil {
+		e.procs.Close()
+	}
+	<-tableDone
 	e.marks.Close()
 	close(e.queue)
 	<-dispatched
@@ -779,6 +823,7 @@ func (e *Engine) Snapshot() fsmon.State {
 		Unmarked:          e.marks.Unmarked(),
 		Unjudged:          e.unjudged(),
 		WithoutPreContent: e.withoutPreContent(),
+		ProcessTable:      e.processTableState(),
 		Decisions:         e.decisions.Snapshot(),
 	}
 }

@@ -22,6 +22,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(floodEnv); spec != "" {
 		os.Exit(runFlood(spec))
 	}
+	if path := os.Getenv(quickWriterEnv); path != "" {
+		os.Exit(quickWrite(path))
+	}
 	if spec := os.Getenv(stealEnv); spec != "" {
 		os.Exit(runSteal(spec))
 	}

@@ -26,6 +26,9 @@ func (e *Engine) notifyLoop() error {
 	buf := make([]byte, 256<<10)
 	var rules []grule
 	return e.readLoop("notification", e.notif.File(), e.notif.Read, buf, func(b []byte) {
+		if f := e.holdNotify.Load(); f != nil {
+			(*f)()
+		}
 		now := time.Now()
 		perr := fanotify.Parse(b, func(ev *fanotify.Event) {
 			if ev.Mask.Any(fanotify.QOverflow) {
@@ -115,20 +118,6 @@ func pickRule(rules []grule) grule {
 		}
 	}
 	return best
-}
-
-// processOf gathers the facts of pid for a notification of group g's
-// file: the process may be gone already, then the pid is all there is.
-func (e *Engine) processOf(g *group, pid int32, now time.Time) fsmon.Process {
-	if p, ok := e.recent.Get(pid, now); ok {
-		return p
-	}
-	p := e.who.Read(pid)
-	p.ExecutablePath = g.Inside(p.ExecutablePath)
-	if p.ExecutablePath != "" {
-		e.recent.Put(p, now)
-	}
-	return p
 }
 
 // dispatchHold is how long the dispatcher lets reports gather after

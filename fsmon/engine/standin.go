@@ -191,6 +191,7 @@ func (e *Engine) standinPerm(s *permSlot, gen uint64, readAt time.Time, d *decis
 		}
 		d.proc = e.who.Quick(&d.who, &d.bufs)
 		d.proc.ExecutablePath = d.group.Inside(d.proc.ExecutablePath)
+		e.parentFromTable(d.group, &d.proc)
 		if d.kind == fsmon.KindLearned {
 			e.learn(Learned{Profile: d.rule.Profile.Name, Filter: d.rule.Name, Executable: d.proc.ExecutablePath})
 		}

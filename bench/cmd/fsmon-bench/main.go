@@ -51,7 +51,7 @@ var (
 	treeFiles = flag.Int("tree", 100000, "watched files in the start-up scenario")
 	nCtr      = flag.Int("containers", 20, "fake containers in the start-up scenario's per-container figure")
 	ctrRuns   = flag.Int("container-runs", 3, "runs of the per-container figure")
-	only      = flag.String("only", "abcdefghij", "scenarios to run (letters of the issue: a b c latency, d throughput, e start-up, f export, g collateral, h floods, j reads of guarded content)")
+	only      = flag.String("only", "abcdefghij", "scenarios to run (letters of the issue: a b c latency, d throughput, e start-up, f export, g collateral, h floods, i exec cost, j reads of guarded content)")
 	floodSecs = flag.Float64("flood-secs", 3, "seconds of each flood run (scenario h)")
 	floodReps = flag.Int("flood-reps", 3, "repetitions of the allowed floods (scenario h)")
 	verbose   = flag.Bool("v", false, "log every measurement to stderr")
@@ -757,7 +757,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "fsmon-bench: needs at least 2 CPUs (same-CPU and cross-CPU figures)")
 		os.Exit(1)
 	}
-	for _, t := range []string{"minresp", "opener", "reader", "writer", "flood"} {
+	for _, t := range []string{"minresp", "opener", "reader", "writer", "flood", "execer"} {
 		if !isFile(filepath.Join(*toolsDir, t)) {
 			fatalf("%s/%s missing: build with make -C bench", *toolsDir, t)
 		}
@@ -850,6 +850,10 @@ func main() {
 		floodPath, err := filepath.EvalSymlinks(filepath.Join(*toolsDir, "flood"))
 		must(err)
 		fl = flood(file, floodPath)
+	}
+	var ex *execResult
+	if has("i") {
+		ex = execCost(file)
 	}
 	var rd *readResult
 	if has("j") {
@@ -967,6 +971,9 @@ func main() {
 	}
 	if fl != nil {
 		reportFlood(w, fl)
+	}
+	if ex != nil {
+		reportExec(w, ex)
 	}
 	if rd != nil {
 		reportReads(w, rd)
