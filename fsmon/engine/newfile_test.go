@@ -50,25 +50,7 @@ func TestNewFileIsMarkedBeforeItsAnswer(t *testing.T) {
 	}
 	defer release()
 
-	p := filepath.Join(dir, "new.key")
-	w := stepper.Shell(t, "exec 3>"+p+"; echo opened; read x; echo SECRET >&3; exec 3>&-; echo written; read x")
-	w.Expect(t, "opened")
-	var st syscall.Stat_t
-	if err := syscall.Stat(p, &st); err != nil {
-		t.Fatal(err)
-	}
-	f, _ := h.marks.Entries(marks.DevIno{Dev: st.Dev, Ino: st.Ino})
-	if f == nil || f.Perm == 0 {
-		t.Fatalf("the new file has no permission mark of its own when its creator's open returned: %+v", f)
-	}
-	stolen := filepath.Join(elsewhere, "stolen")
-	if err := os.Link(p, stolen); err != nil {
-		t.Fatal(err)
-	}
-	w.Send(t, "")
-	w.Expect(t, "written")
-	mustDeny(t, cmd(t, "cat", stolen))
-	h.rec.waitFor(t, "the denied open through the link", kind(fsmon.KindDenied, stolen))
+	stolen := linkNewFile(t, h, dir, elsewhere, func() {})
 	release()
 	mustAllow(t, cmd(t, "head", stolen))
 }
@@ -108,19 +90,31 @@ func TestNewFileIsMarkedBeforeItsAnswerByAStandin(t *testing.T) {
 	mustAllow(t, sh(t, ": < "+first))
 	timeoutsAtLeast(t, h, 1)
 
+	linkNewFile(t, h, dir, elsewhere, func() {
+		if st := h.Snapshot(); st.StandinAnswers < 1 {
+			t.Fatalf("the creator's open was not answered by a stand-in (stand-in answers %d)", st.StandinAnswers)
+		}
+	})
+}
+
+// linkNewFile has a shell create dir/new.key and, once its open has
+// returned (then answered calls), checks that the new file has a
+// permission mark of its own, links it into elsewhere, lets the shell
+// write the secret, and checks that an outsider's open of the link is
+// denied and reported. It returns the link.
+func linkNewFile(t *testing.T, h *harness, dir, elsewhere string, answered func()) string {
+	t.Helper()
 	p := filepath.Join(dir, "new.key")
 	w := stepper.Shell(t, "exec 3>"+p+"; echo opened; read x; echo SECRET >&3; exec 3>&-; echo written; read x")
 	w.Expect(t, "opened")
-	if st := h.Snapshot(); st.StandinAnswers < 1 {
-		t.Fatalf("the creator's open was not answered by a stand-in (stand-in answers %d)", st.StandinAnswers)
-	}
+	answered()
 	var st syscall.Stat_t
 	if err := syscall.Stat(p, &st); err != nil {
 		t.Fatal(err)
 	}
 	f, _ := h.marks.Entries(marks.DevIno{Dev: st.Dev, Ino: st.Ino})
 	if f == nil || f.Perm == 0 {
-		t.Fatalf("the new file has no permission mark of its own when the stand-in answered its creator: %+v", f)
+		t.Fatalf("the new file has no permission mark of its own when its creator's open returned: %+v", f)
 	}
 	stolen := filepath.Join(elsewhere, "stolen")
 	if err := os.Link(p, stolen); err != nil {
@@ -130,4 +124,5 @@ func TestNewFileIsMarkedBeforeItsAnswerByAStandin(t *testing.T) {
 	w.Expect(t, "written")
 	mustDeny(t, cmd(t, "cat", stolen))
 	h.rec.waitFor(t, "the denied open through the link", kind(fsmon.KindDenied, stolen))
+	return stolen
 }

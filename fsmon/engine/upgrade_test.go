@@ -83,6 +83,21 @@ func TestUpgradeKeepsRunningProcessesAllowed(t *testing.T) {
 	// gets its number.
 	old.Cmd.Process.Kill()
 	old.Cmd.Wait()
+	impostor := impostorAt(t, dir, dash, oldIno)
+	r := cmd(t, impostor, "-c", `: < "$0" && echo read`, secret)
+	if r.err == nil {
+		t.Fatalf("a program that merely got the old build's inode number read the file: %s", r.out)
+	}
+	mustDeny(t, r)
+	// The new build is still the entry's.
+	mustAllow(t, cmd(t, prog, "-c", `: < "$0"`, secret))
+}
+
+// impostorAt writes a copy of dash as a new file in dir, which must get
+// the freed inode number oldIno (ext4 gives it to the next new file), or
+// the test shows nothing.
+func impostorAt(t *testing.T, dir, dash string, oldIno uint64) string {
+	t.Helper()
 	impostor := filepath.Join(dir, "impostor")
 	b, err := os.ReadFile(dash)
 	if err != nil {
@@ -94,13 +109,7 @@ func TestUpgradeKeepsRunningProcessesAllowed(t *testing.T) {
 	if inode(t, impostor) != oldIno {
 		t.Fatalf("the new file got inode %d, not the freed %d: the test shows nothing", inode(t, impostor), oldIno)
 	}
-	r := cmd(t, impostor, "-c", `: < "$0" && echo read`, secret)
-	if r.err == nil {
-		t.Fatalf("a program that merely got the old build's inode number read the file: %s", r.out)
-	}
-	mustDeny(t, r)
-	// The new build is still the entry's.
-	mustAllow(t, cmd(t, prog, "-c", `: < "$0"`, secret))
+	return impostor
 }
 
 func itoa(pid int32) string { return string(appendInt(nil, int64(pid))) }
@@ -169,17 +178,7 @@ func TestReusedInodeOfTheCurrentResolutionIsDenied(t *testing.T) {
 	oldIno := inode(t, prog)
 
 	newBuild(t, dash, prog, "build-2") // build-1's inode is freed
-	impostor := filepath.Join(dir, "impostor")
-	b, err := os.ReadFile(dash)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(impostor, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if inode(t, impostor) != oldIno {
-		t.Fatalf("the new file got inode %d, not the freed %d: the test shows nothing", inode(t, impostor), oldIno)
-	}
+	impostor := impostorAt(t, dir, dash, oldIno)
 	r := cmd(t, impostor, "-c", `: < "$0" && echo read`, secret)
 	if r.err == nil {
 		t.Fatalf("a program that got the inode number the entry last resolved to read the file: %s", r.out)
@@ -260,17 +259,7 @@ func TestRestartKeepsTheOldBuildAllowed(t *testing.T) {
 
 	old.Cmd.Process.Kill()
 	old.Cmd.Wait()
-	impostor := filepath.Join(dir, "impostor")
-	b, err := os.ReadFile(dash)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(impostor, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if inode(t, impostor) != oldIno {
-		t.Fatalf("the new file got inode %d, not the freed %d: the test shows nothing", inode(t, impostor), oldIno)
-	}
+	impostor := impostorAt(t, dir, dash, oldIno)
 	mustDeny(t, cmd(t, impostor, "-c", `: < "$0"`, secret))
 }
 
