@@ -21,6 +21,8 @@ var designAlerts = []string{
 	"FsmonPermissionDefaultAnswers",
 	"FsmonProtectionIncomplete",
 	"FsmonUnjudgedDescriptors",
+	"FsmonProtectedFilesWithoutPreContent",
+	"FsmonProfileCoversNothing",
 	"FsmonAccessViolation",
 	"FsmonEventsDropped",
 	"FsmonKernelQueueOverflow",
