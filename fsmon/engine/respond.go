@@ -388,6 +388,12 @@ func (e *Engine) handlePerm(s *permSlot, gen uint64, readAt time.Time, d *decisi
 	if !report {
 		return
 	}
+	e.reportDecided(s, d, readAt, took, content, &e.lastExec)
+}
+
+// reportDecided reports the decision d a reader (the loop, or a stand-in
+// with its own lastExec) answered: after the answer, as every report.
+func (e *Engine) reportDecided(s *permSlot, d *decision, readAt time.Time, took time.Duration, content bool, lastExec *execKey) {
 	if !content {
 		e.foldOpen(s, d)
 		// An exec makes two permission events, FAN_OPEN_EXEC_PERM and
@@ -395,12 +401,12 @@ func (e *Engine) handlePerm(s *permSlot, gen uint64, readAt time.Time, d *decisi
 		// report.
 		key := execKey{s.pid, d.id}
 		if s.mask.Any(fanotify.OpenExecPerm) {
-			e.lastExec = key
-		} else if e.lastExec == key {
-			e.lastExec = execKey{}
+			*lastExec = key
+		} else if *lastExec == key {
+			*lastExec = execKey{}
 			return
 		} else {
-			e.lastExec = execKey{}
+			*lastExec = execKey{}
 		}
 	}
 	ev := fsmon.Event{

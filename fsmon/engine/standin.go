@@ -204,30 +204,5 @@ func (e *Engine) standinPerm(s *permSlot, gen uint64, readAt time.Time, d *decis
 	if !report {
 		return
 	}
-	if !content {
-		e.foldOpen(s, d)
-		key := execKey{s.pid, d.id}
-		if s.mask.Any(fanotify.OpenExecPerm) {
-			*lastExec = key
-		} else if *lastExec == key {
-			*lastExec = execKey{}
-			return
-		} else {
-			*lastExec = execKey{}
-		}
-	}
-	ev := fsmon.Event{
-		Time:      readAt,
-		Kind:      d.kind,
-		Op:        s.op,
-		Mode:      d.rule.Mode,
-		Profile:   d.rule.Profile.Name,
-		Filter:    d.rule.Name,
-		Path:      d.path,
-		Process:   d.proc,
-		Container: d.group.Container(),
-		Count:     1,
-		Decision:  took,
-	}
-	e.enqueue(&ev)
+	e.reportDecided(s, d, readAt, took, content, lastExec)
 }
