@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -72,17 +71,7 @@ func TestNewFileIsMarkedBeforeItsAnswerByAStandin(t *testing.T) {
 		}
 	}
 	defer release()
-	unstick := make(chan struct{})
-	var once, unstuck sync.Once
-	stuck := func() {
-		first := false
-		once.Do(func() { first = true })
-		if first {
-			<-unstick
-		}
-	}
-	h.slowDecision.Store(&stuck)
-	defer unstuck.Do(func() { close(unstick) })
+	holdFirstDecision(t, h) // released when the test ends
 	// The loop's first decision hangs; the watchdog answers it with the
 	// default and starts a stand-in.
 	// An open without a read: the default answers the open only; a

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -354,17 +353,7 @@ func TestStandinJudgesContentEvents(t *testing.T) {
 	thief := startContent(t, "fsmonthief")
 	thief.must(t, "steal "+strconv.Itoa(int(holder.PID()))+" "+fd, "ok")
 
-	unstick := make(chan struct{})
-	var once, unstuck sync.Once
-	stuck := func() {
-		first := false
-		once.Do(func() { first = true })
-		if first {
-			<-unstick
-		}
-	}
-	h.slowDecision.Store(&stuck)
-	defer unstuck.Do(func() { close(unstick) })
+	release := holdFirstDecision(t, h)
 	// An open without a read: its decision hangs, the watchdog answers
 	// it with the default and starts a stand-in.
 	mustAllow(t, sh(t, ": < "+secret))
@@ -377,7 +366,7 @@ func TestStandinJudgesContentEvents(t *testing.T) {
 	if st := h.Snapshot(); st.StandinAnswers < answers+6 {
 		t.Fatalf("the reads were not answered by a stand-in (%d stand-in answers, want %d)", st.StandinAnswers, answers+6)
 	}
-	unstuck.Do(func() { close(unstick) })
+	release()
 	catDenied(t, h, secret)
 	if evs := eventsOf(h, thief.PID()); len(evs) != 1 || evs[0].Kind != fsmon.KindDenied || evs[0].Op != fsmon.OpAccess {
 		t.Errorf("the thief's three denied reads: want one denied access, got %s", dump(evs))

@@ -39,6 +39,26 @@ func startSlow(t *testing.T, yaml string, def DefaultAnswer) (h *harness, releas
 	return h, release
 }
 
+// holdFirstDecision makes the next decision h begins hang until the
+// returned release is called (or the test ends); later decisions run.
+// The loop is then stuck, and a stand-in answers what follows.
+func holdFirstDecision(t *testing.T, h *harness) (release func()) {
+	t.Helper()
+	held := make(chan struct{})
+	var first, released sync.Once
+	release = func() { released.Do(func() { close(held) }) }
+	t.Cleanup(release)
+	stuck := func() {
+		hold := false
+		first.Do(func() { hold = true })
+		if hold {
+			<-held
+		}
+	}
+	h.slowDecision.Store(&stuck)
+	return release
+}
+
 // defaults is the number of opens answered by the default, either answer.
 func defaults(st fsmon.State) uint64 {
 	return st.DecisionTimeouts[fsmon.AnswerAllow] + st.DecisionTimeouts[fsmon.AnswerDeny]
@@ -319,23 +339,7 @@ func TestStuckDecisionDoesNotHoldUpTheQueue(t *testing.T) {
 	secret := filepath.Join(dir, "secret")
 	writeFile(t, secret, "s")
 	h := start(t, protectFile("protect", secret), func(o *Options) { o.DecisionTimeout = 100 * time.Millisecond })
-	release := make(chan struct{})
-	var once sync.Once
-	stuck := func() {
-		first := false
-		once.Do(func() { first = true })
-		if first {
-			<-release
-		}
-	}
-	h.slowDecision.Store(&stuck)
-	defer func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	}()
+	release := holdFirstDecision(t, h)
 	// The first open's decision hangs; the watchdog answers it.
 	// An open without a read: the default answers the open only; a
 	// read would be a content event of its own, judged by the policy.
@@ -348,7 +352,7 @@ func TestStuckDecisionDoesNotHoldUpTheQueue(t *testing.T) {
 		t.Fatalf("stand-in answers %d, default answers %d; want at least 1 and 1", st.StandinAnswers, defaults(st))
 	}
 	h.rec.waitFor(t, "the stand-in's deny", kind(fsmon.KindDenied, secret))
-	close(release)
+	release()
 	// Back to deciding: denied again.
 	eventually(t, "the loop decides again", func() error { return denied(secret) })
 }
