@@ -2,6 +2,7 @@ package test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -118,6 +119,21 @@ func TestImageDenies(t *testing.T) {
 	if err := os.WriteFile(secret, []byte("host secret\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A key in a directory of mode 0700 owned by another user (as
+	// ~/.ssh is): root reaches it only with CAP_DAC_READ_SEARCH.
+	private := filepath.Join(hostDir, "private")
+	key := filepath.Join(private, "key")
+	if err := os.MkdirAll(private, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(key, []byte("private key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{key, private} {
+		if err := os.Chown(p, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cfgDir := filepath.Join(dir, "config")
 	if err := os.MkdirAll(cfgDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -129,11 +145,12 @@ profiles:
     host: true
     filters:
       - {name: secret, path: %s, behavior: block, allow: [/nonexistent]}
+      - {name: key, path: %s, behavior: block, allow: [/nonexistent]}
   - name: ctr
     containers: {id: %q}
     filters:
       - {name: secret, path: /etc/fsmon-secret, behavior: block, allow: [/nonexistent]}
-`, secret, victim)
+`, secret, key, victim)
 	if err := os.WriteFile(filepath.Join(cfgDir, "config.yml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -176,25 +193,41 @@ profiles:
 		return strings.Contains(body, `fsmon_profile_groups{profile="ctr"} 1`), grepLines(body, "fsmon_profile_groups")
 	})
 
-	// The two opens, by processes outside the daemon's container.
-	out, err := exec.Command("cat", secret).CombinedOutput()
+	// The opens, by processes outside the daemon's container. A
+	// permission event nobody answers would leave the opener waiting in
+	// the kernel: a deadline makes that a failure, not a hang.
+	catCmd := func(name string, args ...string) ([]byte, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+		if ctx.Err() != nil {
+			t.Errorf("%s %v did not return within a minute: an open nobody answered?", name, args)
+		}
+		return out, err
+	}
+	out, err := catCmd("cat", secret)
 	if err == nil || !strings.Contains(string(out), "not permitted") || strings.Contains(string(out), "host secret") {
 		t.Errorf("cat %s on the host: %v %q, want EPERM", secret, err, out)
 	}
-	out, err = exec.Command(docker, "exec", victim, "cat", "/etc/fsmon-secret").CombinedOutput()
+	out, err = catCmd("cat", key)
+	if err == nil || !strings.Contains(string(out), "not permitted") || strings.Contains(string(out), "private key") {
+		t.Errorf("cat %s (in a directory of mode 0700 of another user) on the host: %v %q, want EPERM", key, err, out)
+	}
+	out, err = catCmd(docker, "exec", victim, "cat", "/etc/fsmon-secret")
 	if err == nil || !strings.Contains(string(out), "not permitted") || strings.Contains(string(out), "runtime secret") {
 		t.Errorf("cat /etc/fsmon-secret in the other container: %v %q, want EPERM", err, out)
 	}
 
 	// Both denies, on the container's stdout as JSON lines.
-	poll(t, 30*time.Second, "two denied events on the daemon's stdout", func() (bool, string) {
+	poll(t, 30*time.Second, "three denied events on the daemon's stdout", func() (bool, string) {
 		cmd := exec.Command(docker, "logs", daemon)
 		var stdout strings.Builder
 		cmd.Stdout = &stdout
 		if err := cmd.Run(); err != nil {
 			return false, err.Error()
 		}
-		host, ctr := false, false
+		host, ctr, keyDenied := false, false, false
+		var seen []string
 		sc := bufio.NewScanner(strings.NewReader(stdout.String()))
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
@@ -202,10 +235,12 @@ profiles:
 			if json.Unmarshal(sc.Bytes(), &ev) != nil || ev["event"] != "denied" {
 				continue
 			}
+			seen = append(seen, fmt.Sprintf("%v:%v:%v", ev["profile"], ev["file.path"], ev["container.id"]))
 			host = host || (ev["profile"] == "host" && ev["file.path"] == secret)
+			keyDenied = keyDenied || (ev["profile"] == "host" && ev["file.path"] == key)
 			ctr = ctr || (ev["profile"] == "ctr" && ev["file.path"] == "/etc/fsmon-secret" && ev["container.id"] == victim)
 		}
-		return host && ctr, fmt.Sprintf("host deny seen %v, container deny seen %v", host, ctr)
+		return host && ctr && keyDenied, fmt.Sprintf("host deny seen %v, container deny seen %v, key deny seen %v; denied events %v", host, ctr, keyDenied, seen)
 	})
 
 	// A real Prometheus scrapes it.
@@ -227,7 +262,7 @@ profiles:
 			t.Logf("prometheus:\n%s", promLog.String())
 		}
 	})
-	poll(t, 60*time.Second, "Prometheus scrapes the image's daemon: two denies in fsmon_access_denied_total", func() (bool, string) {
+	poll(t, 60*time.Second, "Prometheus scrapes the image's daemon: three denies in fsmon_access_denied_total", func() (bool, string) {
 		up, err := promQuery(promAddr, `up{job="fsmon"}`)
 		if err != nil {
 			return false, err.Error()
@@ -236,7 +271,7 @@ profiles:
 		if err != nil {
 			return false, err.Error()
 		}
-		return len(up) == 1 && up[0].Value[1] == "1" && len(denied) == 1 && denied[0].Value[1] == "2",
+		return len(up) == 1 && up[0].Value[1] == "1" && len(denied) == 1 && denied[0].Value[1] == "3",
 			fmt.Sprintf("up %v, denied %v", up, denied)
 	})
 }

@@ -28,6 +28,11 @@
 //
 // The text between <<<<<<< and ======= must occur exactly once in the
 // file. `run` is what follows `go test -count=1`, read by the shell.
+// Three optional keys serve the test modules of their own (deploy/test):
+// `## dir: deploy/test` runs go test in that directory of the copy,
+// `## make: deb` makes those targets in the copy first (what the tests
+// test is built from the mutated tree), and `## env: K=V ...` sets
+// variables for go test (read by the shell, relative to dir).
 // Lines starting with # outside a block are comments.
 package main
 
@@ -56,8 +61,10 @@ type Mutation struct {
 	Name string
 	File string
 	Run  string
-	From string
-	To   string
+	// Dir, Make and Env: see the package comment.
+	Dir, Make, Env string
+	From           string
+	To             string
 	// Where is the list file and line the block starts at, for errors.
 	Where string
 }
@@ -124,17 +131,18 @@ func main() {
 	// Baselines: each distinct test command must pass on the unchanged tree.
 	seen := map[string]bool{}
 	for _, m := range muts {
-		if seen[m.Run] {
+		key := m.Dir + "\x00" + m.Make + "\x00" + m.Env + "\x00" + m.Run
+		if seen[key] {
 			continue
 		}
-		seen[m.Run] = true
-		fmt.Printf("baseline: go test -count=1 %s\n", m.Run)
-		out, err := r.test(ctx, m.Run)
+		seen[key] = true
+		fmt.Printf("baseline: %s\n", m.command())
+		out, err := r.test(ctx, m)
 		if err != nil {
-			fatalf("the unchanged tree fails `go test -count=1 %s`, so no mutation can be judged by it: %v\n%s", m.Run, err, tail(out, 40))
+			fatalf("the unchanged tree fails `%s`, so no mutation can be judged by it: %v\n%s", m.command(), err, tail(out, 40))
 		}
 		if !ranTests(out) {
-			fatalf("`go test -count=1 %s` runs no test (a test renamed or moved?), so it can catch nothing:\n%s", m.Run, tail(out, 10))
+			fatalf("`%s` runs no test (a test renamed or moved?), so it can catch nothing:\n%s", m.command(), tail(out, 10))
 		}
 	}
 
@@ -247,8 +255,14 @@ func parseFile(path string) ([]Mutation, error) {
 					cur.File = v
 				case "run":
 					cur.Run = v
+				case "dir":
+					cur.Dir = v
+				case "make":
+					cur.Make = v
+				case "env":
+					cur.Env = v
 				default:
-					return nil, fmt.Errorf("%s: unknown key %q (name, file, run)", where, k)
+					return nil, fmt.Errorf("%s: unknown key %q (name, file, run, dir, make, env)", where, k)
 				}
 			case line == "<<<<<<<":
 				if cur.Name == "" || cur.File == "" || cur.Run == "" {
@@ -370,7 +384,7 @@ func (r *runner) try(ctx context.Context, m Mutation) (Verdict, string) {
 		return Invalid, ": " + err.Error()
 	}
 	defer os.WriteFile(path, orig, 0o644)
-	out, err := r.test(ctx, m.Run)
+	out, err := r.test(ctx, m)
 	if err == nil {
 		if r.verbose {
 			fmt.Println(tail(out, 20))
@@ -387,14 +401,37 @@ func (r *runner) try(ctx context.Context, m Mutation) (Verdict, string) {
 	return Killed, ": " + firstFailure(out)
 }
 
+// command is the test command of m, as the reports show it.
+func (m Mutation) command() string {
+	c := "go test -count=1 " + m.Run
+	if m.Env != "" {
+		c = m.Env + " " + c
+	}
+	if m.Make != "" {
+		c = "make " + m.Make + " && " + c
+	}
+	if m.Dir != "" {
+		c = "(in " + m.Dir + ") " + c
+	}
+	return c
+}
+
 // test builds the daemon in the copy (end-to-end tests start it through
-// FSMON_BINARY) and runs go test with the given arguments there.
-func (r *runner) test(ctx context.Context, args string) ([]byte, error) {
+// FSMON_BINARY), makes m's targets, and runs go test with m's arguments
+// in m's directory.
+func (r *runner) test(ctx context.Context, m Mutation) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	bin := filepath.Join(r.dir, "fsmon_exporter")
-	script := fmt.Sprintf("go build -o %s . 2>/dev/null || { echo '%s'; go build -o %s .; exit 1; }; exec go test -count=1 -timeout %s %s",
-		bin, buildMarker, bin, r.timeout-10*time.Second, args)
+	script := fmt.Sprintf("go build -o %s . 2>/dev/null || { echo '%s'; go build -o %s .; exit 1; }; ",
+		bin, buildMarker, bin)
+	if m.Make != "" {
+		script += fmt.Sprintf("make -s --no-print-directory %s || { echo '%s'; exit 1; }; ", m.Make, buildMarker)
+	}
+	if m.Dir != "" {
+		script += fmt.Sprintf("cd %s || exit 1; ", m.Dir)
+	}
+	script += fmt.Sprintf("exec env %s go test -count=1 -timeout %s %s", m.Env, r.timeout-10*time.Second, m.Run)
 	c := exec.CommandContext(ctx, "bash", "-c", script)
 	c.Dir = r.dir
 	// CI=true: a test that would skip (its program or feature missing)
