@@ -133,8 +133,8 @@ func (e *Engine) scanContainers() {
 		e.mu.Unlock()
 		changed = true
 		w := pl.Walk(pl.Live(), g, g.Rules)
-		e.facts.sync(g)
 		e.requestScan()
+		e.facts.sync(g)
 		e.log.Info("watching container", "container", g.Name, "id", g.ContainerID, "runtime", string(g.Runtime),
 			"root_pid", g.RootPID, "rules", len(g.Rules), "unmarked", w.Errors)
 	}
