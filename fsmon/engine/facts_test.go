@@ -267,7 +267,7 @@ func TestBadBaseline(t *testing.T) {
 		name, want string
 		make       func(t *testing.T, p string)
 	}{
-		{"truncated", ":3: the line ends inside its JSON object (a truncated file?)", func(t *testing.T, p string) {
+		{"truncated", ":3: the last line has no newline (a truncated file?)", func(t *testing.T, p string) {
 			b := good(t)
 			writeBytes(t, p, b[:len(b)-20])
 		}},

@@ -193,7 +193,7 @@ func compare(root string, n, runs int) *compareResult {
 	res.buildMs = float64(time.Since(d.started).Milliseconds())
 	res.buildHashSecs = d.metrics(mHashSecs)[mHashSecs]
 	d.stop()
-	if st, err := os.Stat(filepath.Join(state, "watched-files-baseline.jsonl")); err == nil {
+	if st, err := os.Stat(filepath.Join(state, "watched-files.baseline")); err == nil {
 		res.stateBytes = st.Size()
 	}
 	for r := 0; r < runs; r++ {

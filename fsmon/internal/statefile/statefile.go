@@ -12,6 +12,7 @@ package statefile
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -100,7 +101,7 @@ func SetAside(dir, name string) (string, error) {
 // encode, from a goroutine of its own (Run).
 type Writer[T any] struct {
 	dir, name string
-	encode    func(T) []byte
+	encode    func(T, io.Writer) error
 	mu        sync.Mutex
 	next      T
 	pending   bool
@@ -110,7 +111,7 @@ type Writer[T any] struct {
 
 // NewWriter writes the file name into dir (made, mode 0700, at the
 // first write); onErr hears of failed writes.
-func NewWriter[T any](dir, name string, encode func(T) []byte, onErr func(error)) *Writer[T] {
+func NewWriter[T any](dir, name string, encode func(T, io.Writer) error, onErr func(error)) *Writer[T] {
 	return &Writer[T]{dir: dir, name: name, encode: encode, ready: make(chan struct{}, 1), err: onErr}
 }
 
@@ -149,15 +150,16 @@ func (w *Writer[T]) flush() {
 	if !ok {
 		return
 	}
-	if err := Write(w.dir, w.name, w.encode(s)); err != nil && w.err != nil {
+	if err := Write(w.dir, w.name, func(f io.Writer) error { return w.encode(s, f) }); err != nil && w.err != nil {
 		w.err(err)
 	}
 }
 
-// Write replaces the state file name in dir atomically: a new file
-// (mode 0600), synced, renamed over the old one, the directory synced.
-// A crash leaves the old file or the new one, never a part of either.
-func Write(dir, name string, b []byte) error {
+// Write replaces the state file name in dir atomically with what
+// content writes: a new file (mode 0600), synced, renamed over the old
+// one, the directory synced. A crash leaves the old file or the new
+// one, never a part of either.
+func Write(dir, name string, content func(io.Writer) error) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
@@ -167,7 +169,7 @@ func Write(dir, name string, b []byte) error {
 		return fmt.Errorf("%s: %w", p, err)
 	}
 	defer os.Remove(tmp.Name()) // after a successful rename there is nothing to remove
-	if _, err := tmp.Write(b); err != nil {
+	if err := content(tmp); err != nil {
 		tmp.Close()
 		return fmt.Errorf("%s: %w", p, err)
 	}

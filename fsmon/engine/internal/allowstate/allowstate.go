@@ -22,6 +22,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"sort"
 
@@ -181,5 +182,8 @@ type Writer = statefile.Writer[Entries]
 // NewWriter writes into dir (made, mode 0700, at the first write);
 // onErr hears of failed writes.
 func NewWriter(dir string, onErr func(error)) *Writer {
-	return statefile.NewWriter(dir, FileName, Encode, onErr)
+	return statefile.NewWriter(dir, FileName, func(e Entries, w io.Writer) error {
+		_, err := w.Write(Encode(e))
+		return err
+	}, onErr)
 }

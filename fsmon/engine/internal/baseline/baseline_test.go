@@ -65,20 +65,30 @@ func TestBadFiles(t *testing.T) {
 	good := string(Encode(sample(), time.Unix(1, 0)))
 	lines := strings.SplitAfter(good, "\n")
 	header := lines[0]
+	ok := "file\t\"/a\"\t\"p\"\t\"f\"\t1\t2\t3\t4\t644\t0\t0\t\"root\"\t\"root\"\t5\tskipped:size\n"
+	with := func(field int, v string) string {
+		f := strings.Split(strings.TrimSuffix(ok, "\n"), "\t")
+		f[field] = v
+		return header + strings.Join(f, "\t") + "\n"
+	}
 	for _, c := range []struct{ name, content, want string }{
 		{"empty", "", "empty (truncated?): not a watched-files baseline"},
 		{"foreign", `{"version": 1, "entries": []}` + "\n", ":1: not a watched-files baseline"},
 		{"not json", "hello\n", ":1: not a watched-files baseline"},
 		{"version", strings.Replace(header, `"version":1`, `"version":2`, 1), ":1: version 2, this daemon reads version 1"},
-		{"truncated", good[:len(good)-30], "the line ends inside its JSON object (a truncated file?)"},
-		{"unknown field", header + `{"profile":"p","filter":"f","path":"/a","hash_skipped":"size","allow":true}` + "\n", `:2: json: unknown field "allow"`},
-		{"relative", header + `{"profile":"p","filter":"f","path":"a","hash_skipped":"size"}` + "\n", `:2: path "a" is not a clean absolute path`},
-		{"twice", header + `{"profile":"p","filter":"f","path":"/a","hash_skipped":"size"}` + "\n" + `{"profile":"p","filter":"f","path":"/a","hash_skipped":"size"}` + "\n", `:3: path "/a" twice`},
-		{"hash", header + `{"profile":"p","filter":"f","path":"/a","sha256":"abc"}` + "\n", `:2: /a: sha256 "abc" is not 64 hex digits`},
-		{"no hash state", header + `{"profile":"p","filter":"f","path":"/a"}` + "\n", `:2: /a: hash_skipped "" is no reason`},
-		{"mode", header + `{"profile":"p","filter":"f","path":"/a","mode":40960,"hash_skipped":"size"}` + "\n", "has bits other than permissions"},
-		{"no filter", header + `{"path":"/a","hash_skipped":"size"}` + "\n", ":2: no profile or filter"},
-		{"facts without path", header + `{"profile":"p","filter":"f","size":3}` + "\n", ":2: a line with facts but no path"},
+		{"truncated", good[:len(good)-30], ":5: the last line has no newline (a truncated file?)"},
+		{"no newline at the end", header + strings.TrimSuffix(ok, "\n"), ":2: the last line has no newline (a truncated file?)"},
+		{"good", header + ok, ""},
+		{"unknown line", header + "allow\t\"/bin/sh\"\n", `:2: not a filter or file line ("allow")`},
+		{"extra field", header + strings.TrimSuffix(ok, "\n") + "\textra\n", ":2: more than 15 fields"},
+		{"relative", with(1, `"a"`), `:2: path "a" is not a clean absolute path`},
+		{"unquoted", with(1, `/a`), `:2: path /a is not a quoted string`},
+		{"twice", header + ok + ok, `:3: path "/a" twice`},
+		{"hash", with(14, "sha256:abc"), `:2: /a: hash "sha256:abc" is not sha256: and 64 hex digits`},
+		{"no hash state", with(14, "skipped:"), `:2: /a: "skipped:" is no reason`},
+		{"mode", with(8, "120644"), ":2: /a: mode \"120644\" is not a number in range"},
+		{"negative size", with(7, "-1"), ":2: /a: size \"-1\" is not a number in range"},
+		{"no filter", with(3, `""`), ":2: /a: no profile or filter"},
 		{"long line", header + strings.Repeat("x", maxLine+1) + "\n", ":2: line longer than"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -88,6 +98,12 @@ func TestBadFiles(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, err := Load(dir, DefaultLimits)
+			if c.want == "" {
+				if err != nil {
+					t.Fatalf("a good file: %v", err)
+				}
+				return
+			}
 			if err == nil || !strings.HasPrefix(err.Error(), p) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("got %v, want an error starting with %s and containing %q", err, p, c.want)
 			}
@@ -102,8 +118,13 @@ func TestLimits(t *testing.T) {
 	if _, err := Decode("f", bytes.NewReader(b), Limits{MaxBytes: int64(len(b)) - 1, MaxEntries: 10}); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Fatalf("byte limit: %v", err)
 	}
-	if _, err := Decode("f", bytes.NewReader(b), Limits{MaxBytes: 1 << 20, MaxEntries: 1}); err == nil || !strings.Contains(err.Error(), "more than 1 files") {
+	three := sample()
+	three.Files["/etc/third"] = three.Files["/etc/big"]
+	if _, err := Decode("f", bytes.NewReader(Encode(three, time.Unix(1, 0))), Limits{MaxBytes: 1 << 20, MaxEntries: 2}); err == nil || !strings.Contains(err.Error(), "f:6: more than 2 files") {
 		t.Fatalf("entry limit: %v", err)
+	}
+	if _, err := Decode("f", bytes.NewReader(b), Limits{MaxBytes: 1 << 20, MaxEntries: 1}); err == nil || !strings.Contains(err.Error(), "f:3: more than 1 filters") {
+		t.Fatalf("filter limit: %v", err)
 	}
 	dir := t.TempDir()
 	p := filepath.Join(dir, FileName)
