@@ -99,7 +99,7 @@ func hashing(protected, root, opener string) map[string][]hashRun {
 }
 
 func hashOnce(c hashCase, cfg, protected string, files []string) hashRun {
-	d := startDaemon(0, cfg, append([]string{"--state.dir=" + filepath.Join(tmpRoot, fmt.Sprintf("state-%d", daemonSeq+1))}, c.extra...)...)
+	d := startDaemon(0, cfg, c.extra...)
 	defer d.stop()
 	all := []string{mChanges, mHashed, mSkipped, mHashSecs, mDropped, mOverflow}
 	m0 := d.metrics(all...)

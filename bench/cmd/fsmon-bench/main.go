@@ -259,6 +259,11 @@ func startDaemon(cpu int, config string, extra ...string) *daemon {
 	if !slices.ContainsFunc(extra, func(a string) bool { return strings.HasPrefix(a, "--log.level=") }) {
 		args = append(args, "--log.level=warn")
 	}
+	if !slices.ContainsFunc(extra, func(a string) bool { return strings.HasPrefix(a, "--state.dir=") }) {
+		// A state of its own: the machine's (/var/lib/fsmon_exporter)
+		// would carry a baseline from one run into the next.
+		args = append(args, "--state.dir="+filepath.Join(tmpRoot, fmt.Sprintf("state-%d", daemonSeq)))
+	}
 	if config != "" {
 		p := filepath.Join(tmpRoot, fmt.Sprintf("config-%d.yml", daemonSeq))
 		if err := os.WriteFile(p, []byte(config), 0o644); err != nil {
