@@ -319,3 +319,34 @@ func writeBytes(t *testing.T, p string, b []byte) {
 		t.Fatal(err)
 	}
 }
+
+// TestContainerFileFacts: a container's file is named by the
+// container's own /etc/passwd and /etc/group, it has a baseline while
+// the container runs, and none once it is gone.
+func TestContainerFileFacts(t *testing.T) {
+	testroot.Require(t)
+	root := busyboxRoot(t)
+	writeFile(t, filepath.Join(root, "etc", "passwd"), "croot:x:0:0::/:/bin/sh\napp:x:54321:54321::/:/bin/sh\n")
+	writeFile(t, filepath.Join(root, "etc", "group"), "croot:x:0:\napps:x:54321:\n")
+	conf := "/etc/app-" + testRun + ".conf" // no such file on the host
+	p := filepath.Join(root, conf)
+	writeFile(t, p, "conf")
+	if err := os.Chown(p, 54321, 54321); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	h := startScanning(t, scanForTests, fmt.Sprintf("profiles: [{name: everywhere, filters: [{path: %q}]}]", conf))
+	c := startContainer(t, root, "facts", cgroupV1Docker)
+	waitGroup(t, h, c, true)
+	h.waitBaseline(t, 1)
+	mustAllow(t, c.exec(t, "sh", "-c", "chmod 600 "+conf))
+	ev := h.rec.waitFacts(t, factsWant{op: fsmon.OpAttrib, path: conf, after: "conf", size: 4, before: "conf", prevSize: 4,
+		mode: 0o600, prevMode: 0o640, uid: 54321, prevUID: 54321})
+	if ev.Container.ID != c.id || ev.File.OwnerName != "app" || ev.File.GroupName != "apps" || ev.Previous.OwnerName != "app" {
+		t.Fatalf("container %q, owner %q, group %q, before %q: want the container's own names", ev.Container.ID, ev.File.OwnerName, ev.File.GroupName, ev.Previous.OwnerName)
+	}
+	c.stop()
+	h.waitBaseline(t, 0)
+}
