@@ -96,7 +96,8 @@ func newFactsWorker(e *Engine) *factsWorker {
 	w := &factsWorker{e: e, jobs: make(chan factsJob, factsQueue), done: make(chan struct{}),
 		files: map[*group]map[string]*baseline.Entry{}, limits: map[baseline.Filter]*bucket{}}
 	if e.opts.StateDir != "" {
-		w.load(e.opts.StateDir)
+		w.dir = e.opts.StateDir
+		w.store = baseline.NewWriter(w.dir, func(err error) { w.e.log.Error("writing the baseline of watched files", "err", err) })
 	}
 	return w
 }
@@ -104,9 +105,10 @@ func newFactsWorker(e *Engine) *factsWorker {
 // load reads the host's baseline. One that cannot be read is set aside
 // and a new one built quietly: the daemon then cannot tell what changed
 // while it was down, and says so.
+//
+// The worker loads it before its first job, not New: the marks are
+// placed meanwhile, and the daemon is ready without waiting for it.
 func (w *factsWorker) load(dir string) {
-	w.dir = dir
-	w.store = baseline.NewWriter(dir, func(err error) { w.e.log.Error("writing the baseline of watched files", "err", err) })
 	b, err := baseline.Load(dir, baseline.DefaultLimits)
 	if err != nil {
 		bad, aerr := baseline.SetAside(dir)
@@ -164,6 +166,9 @@ func (w *factsWorker) forget(g *group) {
 // writes the baseline.
 func (w *factsWorker) run(stop <-chan struct{}) {
 	defer close(w.done)
+	if w.dir != "" {
+		w.load(w.dir)
+	}
 	saveStop, saved := make(chan struct{}), make(chan struct{})
 	if w.store != nil {
 		go func() { defer close(saved); w.store.Run(saveStop) }()
