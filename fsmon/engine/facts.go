@@ -74,6 +74,10 @@ type factsWorker struct {
 	done    chan struct{}
 
 	files map[*group]map[string]*baseline.Entry
+	// gone are the groups forgotten: a change of one that the
+	// notification loop read before its marks went is reported without
+	// facts, never looked at through its closed root.
+	gone map[*group]struct{}
 	// loaded is the host's baseline read at start, until the host's
 	// files are compared with it; nil at the first start.
 	loaded *baseline.Baseline
@@ -94,7 +98,7 @@ var hashStates = [...]fsmon.HashState{0, 0, fsmon.HashSkippedSize, fsmon.HashSki
 
 func newFactsWorker(e *Engine) *factsWorker {
 	w := &factsWorker{e: e, jobs: make(chan factsJob, factsQueue), done: make(chan struct{}),
-		files: map[*group]map[string]*baseline.Entry{}, limits: map[baseline.Filter]*bucket{}}
+		files: map[*group]map[string]*baseline.Entry{}, gone: map[*group]struct{}{}, limits: map[baseline.Filter]*bucket{}}
 	if e.opts.StateDir != "" {
 		w.dir = e.opts.StateDir
 		w.store = baseline.NewWriter(w.dir, func(err error) { w.e.log.Error("writing the baseline of watched files", "err", err) })
@@ -213,6 +217,10 @@ func (w *factsWorker) do(j *factsJob) {
 	case factsForget:
 		w.count.Add(-int64(len(w.files[j.g])))
 		delete(w.files, j.g)
+		if len(w.gone) >= 1024 {
+			clear(w.gone) // long gone: no change of theirs is still queued
+		}
+		w.gone[j.g] = struct{}{}
 		unix.Close(j.g.RootFD)
 	}
 }
@@ -221,6 +229,10 @@ func (w *factsWorker) do(j *factsJob) {
 // before, updates the baseline and reports the event.
 func (w *factsWorker) onChange(j *factsJob) {
 	ev, g := &j.ev, j.g
+	if _, gone := w.gone[g]; gone {
+		w.e.enqueue(ev)
+		return
+	}
 	files := w.files[g]
 	prev := files[ev.Path]
 	if prev != nil {
@@ -266,6 +278,9 @@ func (w *factsWorker) onChange(j *factsJob) {
 // to date quietly. Files whose inode says they are as they were keep
 // their hash: a start with 100,000 unchanged files is 100,000 stats.
 func (w *factsWorker) onSync(g *group) {
+	if _, gone := w.gone[g]; gone {
+		return
+	}
 	old := w.files[g]
 	now := make(map[string]*baseline.Entry, len(old))
 	for _, wf := range w.e.marks.WatchedFiles(g) {
