@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/alecthomas/units"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -64,6 +65,8 @@ type flags struct {
 	processTable     string
 	processTableSize int
 	exitedRetention  time.Duration
+	hashMaxSize      units.Base2Bytes
+	hashRate         float64
 }
 
 func parseFlags(args []string) *flags {
@@ -103,8 +106,12 @@ func parseFlags(args []string) *flags {
 		Default(engine.DefaultCRISockets...).StringsVar(&f.criSockets)
 	app.Flag("watch.max-objects", "Most directories and files that monitor-only filters follow at once; past it the rest is not followed and the log says so. Files of block and report_access filters are always marked.").
 		Default("1048576").IntVar(&f.maxObjects)
-	app.Flag("state.dir", "Directory of the state kept across restarts: what the executables of allow lists resolved to, so that the processes of a program upgraded while the daemon was down stay allowed; empty keeps nothing.").
+	app.Flag("state.dir", "Directory of the state kept across restarts: what the executables of allow lists resolved to, so that the processes of a program upgraded while the daemon was down stay allowed; the baseline of the host's watched files, so that what changed while the daemon was down is reported at its start; empty keeps nothing.").
 		Default("/var/lib/fsmon_exporter").StringVar(&f.stateDir)
+	app.Flag("hash.max-size", "Largest watched file whose content change events hash (SHA-256, file.hash.sha256); larger ones are reported with file.hash.skipped=size; 0 hashes nothing.").
+		Default("16MiB").BytesVar(&f.hashMaxSize)
+	app.Flag("hash.rate-per-filter", "Content hashes a second of each filter's changed files (a burst of as many); changes past it are reported with file.hash.skipped=rate.").
+		Default("10").Float64Var(&f.hashRate)
 	app.Flag("metrics.container-cap", "Distinct values of the container label before new containers are counted as other.").
 		Default(strconv.Itoa(collector.DefaultContainerCap)).IntVar(&f.containerCap)
 	f.web = kingpinflag.AddFlags(app, ":9717")
@@ -113,6 +120,14 @@ func parseFlags(args []string) *flags {
 	app.HelpFlag.Short('h')
 	kingpin.MustParse(app.Parse(args))
 	return f
+}
+
+// hashing is off for --hash.max-size=0.
+func hashing(maxSize units.Base2Bytes) engine.Hashing {
+	if maxSize <= 0 {
+		return engine.HashingOff
+	}
+	return engine.HashingOn
 }
 
 // init keeps the main goroutine on the main thread, and every other
@@ -275,6 +290,9 @@ func run(args []string) int {
 		ProcessTable:     processTable,
 		ProcessTableSize: f.processTableSize,
 		ExitedRetention:  f.exitedRetention,
+		Hashing:          hashing(f.hashMaxSize),
+		HashMaxSize:      int64(f.hashMaxSize),
+		HashRate:         f.hashRate,
 	})
 	if err != nil {
 		if errors.Is(err, engine.ErrNotRoot) || os.Geteuid() != 0 {

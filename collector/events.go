@@ -15,6 +15,7 @@ type EventMetrics struct {
 	events     *prometheus.CounterVec
 	denied     *prometheus.CounterVec
 	violations *prometheus.CounterVec
+	changes    *prometheus.CounterVec
 
 	profiles   *limiter
 	filters    *limiter
@@ -45,6 +46,11 @@ func NewEventMetrics(containerCap int) *EventMetrics {
 			Name:      "access_violations_total",
 			Help:      "Opens a block filter would have denied, allowed because the profile is in monitor mode, by profile, filter, container (name, short id, host or other) and the pod's namespace (empty outside Kubernetes pods).",
 		}, []string{"profile", "filter", "container", "namespace"}),
+		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "changes_total",
+			Help:      "Changes of watched files reported (change events, those made while the daemon was down included), by profile, filter and operation; counted before folding.",
+		}, []string{"profile", "filter", "op"}),
 		profiles:   newLimiter(LabelCap),
 		filters:    newLimiter(LabelCap),
 		containers: newLimiter(containerCap, labelHost, labelOther, labelUnknown),
@@ -66,6 +72,9 @@ func (m *EventMetrics) Handle(ev *fsmon.Event) {
 
 	var vec *prometheus.CounterVec
 	switch ev.Kind {
+	case fsmon.KindChange:
+		m.changes.WithLabelValues(profile, m.filters.value(ev.Filter), enumLabel(ev.Op.String())).Add(n)
+		return
 	case fsmon.KindDenied:
 		vec = m.denied
 	case fsmon.KindViolation:
@@ -107,6 +116,7 @@ func (m *EventMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.events.Describe(ch)
 	m.denied.Describe(ch)
 	m.violations.Describe(ch)
+	m.changes.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -114,6 +124,7 @@ func (m *EventMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.events.Collect(ch)
 	m.denied.Collect(ch)
 	m.violations.Collect(ch)
+	m.changes.Collect(ch)
 }
 
 var _ fsmon.Sink = (*EventMetrics)(nil)

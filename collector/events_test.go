@@ -41,6 +41,9 @@ fsmon_access_denied_total{container="web-1",filter="tls-keys",namespace="",profi
 # TYPE fsmon_access_violations_total counter
 fsmon_access_violations_total{container="4f3c2b1a0e9d",filter="tls-keys",namespace="",profile="web"} 1
 fsmon_access_violations_total{container="app",filter="token",namespace="batch",profile="pods"} 2
+# HELP fsmon_changes_total Changes of watched files reported (change events, those made while the daemon was down included), by profile, filter and operation; counted before folding.
+# TYPE fsmon_changes_total counter
+fsmon_changes_total{filter="passwd",op="write",profile="host"} 2
 # HELP fsmon_events_total File events reported, by event (access, change, violation, denied, learned, timeout), operation and profile; counted before folding, so a folded report of n events adds n.
 # TYPE fsmon_events_total counter
 fsmon_events_total{event="access",op="unknown",profile="unknown"} 1

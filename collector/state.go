@@ -34,6 +34,7 @@ type stateCollector struct {
 	profileGroups                 *prometheus.Desc
 	procRecords, procSize         *prometheus.Desc
 	procEvictions, procLost       *prometheus.Desc
+	baseline                      baselineMetrics
 }
 
 // NewStateCollector returns a collector that reads src.Snapshot() once per
@@ -66,6 +67,7 @@ func NewStateCollector(src StateSource, logger *slog.Logger) prometheus.Collecto
 		procRecords:       desc("process_table_records", "Processes in the process table, live and recently exited (absent when reports read /proc)."),
 		procSize:          desc("process_table_size", "The most processes the process table holds (--process.table-size)."),
 		procEvictions:     desc("process_table_evictions_total", "Process records dropped to make room before their time: a change of such a process, read later, is named by /proc, or by its pid only."),
+		baseline:          newBaselineMetrics(),
 		procLost:          desc("process_events_lost_total", "Execs, forks and exits the kernel could not record for the process table (its ring buffer was full, or a program was skipped)."),
 	}
 }
@@ -79,6 +81,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	} {
 		ch <- d
 	}
+	c.baseline.describe(ch)
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -134,6 +137,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, u := range st.WithoutPreContent {
 		gauge(c.withoutPreContent, float64(u.Count), u.Profile, u.Filter)
 	}
+	c.baseline.collect(ch, st.Baseline)
 }
 
 func (c *stateCollector) collectDecisions(ch chan<- prometheus.Metric, h fsmon.HistogramSnapshot) {

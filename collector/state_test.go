@@ -35,6 +35,8 @@ func sampleState() *fakeState {
 			WithoutPreContent: []fsmon.FilterCount{{Profile: "host", Filter: "shadow"}, {Profile: "host", Filter: "shm", Count: 3}},
 			ProfileGroups:     []fsmon.ProfileGroups{{Profile: "host", Groups: 1}, {Profile: "web", Groups: 1}, {Profile: "typo", Groups: 0}},
 			ProcessTable:      &fsmon.ProcessTableState{Records: 120, Size: 32768, Evictions: 3, Lost: 1},
+			Baseline: fsmon.BaselineState{Files: 100000, Hashed: 12, HashSeconds: 0.5,
+				Skipped: map[fsmon.HashState]uint64{fsmon.HashSkippedSize: 2, fsmon.HashSkippedRate: 30}},
 			// Three decisions: 8µs, 30µs and 2ms.
 			Decisions: fsmon.HistogramSnapshot{Count: 3, Sum: 0.002038, Buckets: map[float64]uint64{
 				1e-6: 0, 2.5e-6: 0, 5e-6: 0, 1e-5: 1, 2.5e-5: 1, 5e-5: 2, 1e-4: 2, 2.5e-4: 2, 5e-4: 2,
@@ -143,6 +145,23 @@ fsmon_unmarked_objects 6
 # TYPE fsmon_unjudged_descriptors gauge
 fsmon_unjudged_descriptors{filter="keys",profile="host"} 0
 fsmon_unjudged_descriptors{filter="shadow",profile="host"} 2
+# HELP fsmon_baseline_files Watched files whose facts (size, mode, owner, mtime, hash) the baseline holds: the host's, kept in --state.dir, and the containers'.
+# TYPE fsmon_baseline_files gauge
+fsmon_baseline_files 100000
+# HELP fsmon_file_hashes_total Content hashes (SHA-256) of watched files computed, at changes and at the start's comparison with the baseline.
+# TYPE fsmon_file_hashes_total counter
+fsmon_file_hashes_total 12
+# HELP fsmon_file_hashes_skipped_total Content hashes of watched files not computed, by reason: size (past --hash.max-size), rate (past the filter's --hash.rate-per-filter), busy (the hashing queue more than half full), unreadable, changing (written while read), off (--hash.max-size=0).
+# TYPE fsmon_file_hashes_skipped_total counter
+fsmon_file_hashes_skipped_total{reason="busy"} 0
+fsmon_file_hashes_skipped_total{reason="changing"} 0
+fsmon_file_hashes_skipped_total{reason="off"} 0
+fsmon_file_hashes_skipped_total{reason="rate"} 30
+fsmon_file_hashes_skipped_total{reason="size"} 2
+fsmon_file_hashes_skipped_total{reason="unreadable"} 0
+# HELP fsmon_file_hash_seconds_total Time spent hashing watched files, in seconds.
+# TYPE fsmon_file_hash_seconds_total counter
+fsmon_file_hash_seconds_total 0.5
 `
 
 func TestStateCollector(t *testing.T) {
@@ -158,9 +177,11 @@ func TestStateCollectorZero(t *testing.T) {
 	c := NewStateCollector(&fakeState{}, nil)
 	// 1 groups + 1 pending + 4 marks + 1 rules + 2 watches + 2 overflows +
 	// 3 drops + 2 timeouts (allow, deny) + 1 late + 1 stand-in answers +
-	// 2 stand-in readers + 1 histogram + 1 ready + 1 unmarked.
-	if n := testutil.CollectAndCount(c); n != 23 {
-		t.Errorf("zero state: %d series, want 23", n)
+	// 2 stand-in readers + 1 histogram + 1 ready + 1 unmarked + 1
+	// baseline files + 1 hashes + 6 hashes skipped (by reason) + 1 hash
+	// seconds.
+	if n := testutil.CollectAndCount(c); n != 32 {
+		t.Errorf("zero state: %d series, want 32", n)
 	}
 	const want = `# HELP fsmon_profile_groups Groups (the host, containers) each profile of the configuration in force covers; 0: its selector matches nothing that runs.
 # TYPE fsmon_profile_groups gauge

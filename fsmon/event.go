@@ -173,9 +173,15 @@ type Event struct {
 	// kernel got (Reason says why).
 	Answer Answer
 	// Reason, when set, says why the event is not the plain report of
-	// an open the daemon judged: a timeout's cause, or a descriptor
-	// opened before protection.
+	// an open the daemon judged: a timeout's cause, a descriptor opened
+	// before protection, a change made while the daemon was down.
 	Reason Reason
+
+	// File and Previous are set on change events of watched regular
+	// files: what the file is after the change (nil when it is gone)
+	// and what it was before it (nil when it is new to the daemon).
+	// They point at values nobody changes.
+	File, Previous *FileFacts
 }
 
 // Sink receives every event the engine reports, in order, from one

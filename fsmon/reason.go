@@ -16,9 +16,19 @@ const (
 	// before a reload or a container's walk covered it). The kernel
 	// judges opens, so nothing denied it: the scan of /proc found it.
 	ReasonOpenedBefore
+	// ReasonWhileDown: a change event of a watched file that was
+	// created, deleted or changed while the daemon was not running,
+	// found at its start by comparing the files with the baseline kept
+	// in --state.dir. Nobody saw who made it: the process is unknown
+	// (ProcessUnknown).
+	ReasonWhileDown
 )
 
-var reasonNames = [...]string{"", "deadline", "panic", "opened before protection"}
+var reasonNames = [...]string{"", "deadline", "panic", "opened before protection", "changed while down"}
+
+// ProcessUnknown reports whether events of this reason have no process
+// because none could be seen: the process.unknown key.
+func (r Reason) ProcessUnknown() bool { return r == ReasonWhileDown }
 
 func (r Reason) String() string {
 	if int(r) < len(reasonNames) {

@@ -104,6 +104,18 @@ type State struct {
 	// Decisions is the histogram of permission decision durations, event
 	// read to answer written.
 	Decisions HistogramSnapshot
+
+	// Baseline is the state of the baseline of watched files and of
+	// hashing.
+	Baseline BaselineState
+}
+
+// BaselineState is what the engine knows of watched files' facts.
+type BaselineState struct {
+	Files       int                  // watched files in the baseline, the host's and the containers'
+	Hashed      uint64               // content hashes computed
+	Skipped     map[HashState]uint64 // hashes skipped, by reason (every one listed)
+	HashSeconds float64              // time spent hashing
 }
 
 // ProcessTableState is the process table's: what the kernel said of

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -314,4 +315,33 @@ func checkTarget(t *testing.T, where string, tg target, vars map[string]bool, ex
 			t.Errorf("%s: legend uses {{%s}}, a label none of its series has", where, m[1])
 		}
 	}
+}
+
+// TestOverviewShowsChangesByFilter: the overview has a panel of the
+// changes of watched files by filter (fsmon_changes_total), so that a
+// change to /etc/shadow is not lost in a profile's sum.
+func TestOverviewShowsChangesByFilter(t *testing.T) {
+	d := loadDashboards(t)["fsmon-overview.json"]
+	for _, p := range allPanels(d.Panels) {
+		for _, tg := range p.Targets {
+			e, err := parser.NewParser(parser.Options{}).ParseExpr(strings.NewReplacer("$__rate_interval", "5m", "$job", "j", "$instance", "i", "$profile", "p").Replace(tg.Expr))
+			if err != nil {
+				continue
+			}
+			byFilter, changes := false, false
+			parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+				switch n := n.(type) {
+				case *parser.AggregateExpr:
+					byFilter = byFilter || !n.Without && slices.Contains(n.Grouping, "filter")
+				case *parser.VectorSelector:
+					changes = changes || n.Name == "fsmon_changes_total"
+				}
+				return nil
+			})
+			if byFilter && changes && strings.Contains(tg.LegendFormat, "{{filter}}") {
+				return
+			}
+		}
+	}
+	t.Fatal("no panel of the overview shows fsmon_changes_total by filter")
 }

@@ -194,6 +194,11 @@ func TestExposedSeriesCoverDesign(t *testing.T) {
 		"fsmon_config_last_reload_successful":                nil,
 		"fsmon_config_last_reload_success_timestamp_seconds": nil,
 		"fsmon_build_info":                                   {"version", "revision", "goversion"},
+		"fsmon_changes_total":                                {"profile", "filter", "op"},
+		"fsmon_baseline_files":                               nil,
+		"fsmon_file_hashes_total":                            nil,
+		"fsmon_file_hashes_skipped_total":                    {"reason"},
+		"fsmon_file_hash_seconds_total":                      nil,
 	}
 	for name, labels := range want {
 		s, ok := exp[name]

@@ -149,6 +149,11 @@ func (f *Folder) Handle(ev *fsmon.Event) {
 	f.expireLocked(now)
 	if fo, ok := f.open[k]; ok {
 		fo.ev.Count += n
+		if ev.File != nil {
+			// A burst of writes: what the file was before the first,
+			// what it is after the last.
+			fo.ev.File = ev.File
+		}
 		return
 	}
 	if len(f.open) >= f.maxOpen {

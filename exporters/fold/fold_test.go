@@ -246,3 +246,22 @@ func TestTimeoutsOfDifferentReasonsNeverMerge(t *testing.T) {
 		t.Fatalf("got %+v, want the deadlines folded (count 2) and the panic apart", got)
 	}
 }
+
+// A burst of writes folded into one event says what the file was before
+// the first and what it is after the last.
+func TestFoldKeepsTheLastFacts(t *testing.T) {
+	f, rec, clk := setup(time.Second, 0)
+	for i := range 3 {
+		ev := event(10, "/etc/hosts")
+		ev.Kind, ev.Op = fsmon.KindChange, fsmon.OpWrite
+		ev.Previous = &fsmon.FileFacts{Size: int64(i)}
+		ev.File = &fsmon.FileFacts{Size: int64(i + 1)}
+		f.Handle(ev)
+	}
+	clk.advance(time.Second)
+	f.expire()
+	got := rec.got()
+	if len(got) != 1 || got[0].Count != 3 || got[0].Previous.Size != 0 || got[0].File.Size != 3 {
+		t.Fatalf("got %+v, want one event, count 3, sizes 0 before and 3 after", got)
+	}
+}

@@ -92,6 +92,15 @@ func Append(b []byte, ev *fsmon.Event) []byte {
 	}
 	if ev.Reason != 0 {
 		b = str(b, "reason", ev.Reason.String())
+		if ev.Reason.ProcessUnknown() {
+			b = append(b, `,"process.unknown":true`...)
+		}
+	}
+	if ev.File != nil || ev.Previous != nil {
+		a := fileAttrs{b}
+		ev.File.Report(fsmon.FileKeysNow, &a)
+		ev.Previous.Report(fsmon.FileKeysPrevious, &a)
+		b = a.b
 	}
 	count := ev.Count
 	if count < 1 {
@@ -100,6 +109,12 @@ func Append(b []byte, ev *fsmon.Event) []byte {
 	b = num(b, "count", int64(count), true)
 	return append(b, '}')
 }
+
+// fileAttrs appends the file.* keys of change events.
+type fileAttrs struct{ b []byte }
+
+func (a *fileAttrs) String(key, v string)    { a.b = str(a.b, key, v) }
+func (a *fileAttrs) Int(key string, v int64) { a.b = num(a.b, key, v, true) }
 
 func str(b []byte, key, v string) []byte {
 	if v == "" {

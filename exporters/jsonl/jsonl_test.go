@@ -270,3 +270,27 @@ func TestQueueCountsFoldedEvents(t *testing.T) {
 		t.Fatalf("Close's deadline counted %d lost, want the 4 queued events of 3 (the one in the stuck Write is not counted)", d)
 	}
 }
+
+// A change event's facts: what the file is under file.*, what it was
+// under file.previous.*, after the other keys; a hash not computed is
+// said so, and a change made while the daemon was down says that its
+// process is unknown.
+func TestAppendFileFacts(t *testing.T) {
+	after := &fsmon.FileFacts{Size: 5, Mode: 0o4750, UID: 0, GID: 42, OwnerName: "root", GroupName: "shadow",
+		Mtime: time.Date(2026, 12, 1, 8, 0, 0, 5, time.UTC), SHA256: [32]byte{0xab, 0x01}, Hash: fsmon.HashComputed}
+	before := &fsmon.FileFacts{Size: 1 << 40, Mode: 0o644, UID: 1000, GID: 1000, Mtime: time.Date(2026, 11, 1, 8, 0, 0, 0, time.UTC), Hash: fsmon.HashSkippedSize}
+	ev := fsmon.Event{Time: time.Unix(0, 0), Kind: fsmon.KindChange, Op: fsmon.OpRename, Path: "/etc/shadow", Process: fsmon.Process{UserID: -1},
+		Reason: fsmon.ReasonWhileDown, File: after, Previous: before, Count: 1}
+	got := string(Append(nil, &ev))
+	want := `{"time":"1970-01-01T00:00:00Z","event":"change","op":"rename","file.path":"/etc/shadow","reason":"changed while down","process.unknown":true,` +
+		`"file.size":5,"file.mode":"4750","file.owner.id":"0","file.owner.name":"root","file.group.id":"42","file.group.name":"shadow","file.mtime":"2026-12-01T08:00:00.000000005Z",` +
+		`"file.hash.sha256":"ab01000000000000000000000000000000000000000000000000000000000000",` +
+		`"file.previous.size":1099511627776,"file.previous.mode":"0644","file.previous.owner.id":"1000","file.previous.group.id":"1000","file.previous.mtime":"2026-11-01T08:00:00Z","file.previous.hash.skipped":"size","count":1}`
+	if got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(got), &m); err != nil {
+		t.Fatal(err)
+	}
+}

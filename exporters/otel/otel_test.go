@@ -745,3 +745,33 @@ func TestTimeoutRecord(t *testing.T) {
 		t.Fatalf("record %s severity %v attributes %v", r.EventName(), r.Severity(), got)
 	}
 }
+
+// A change event's record carries the file's facts after and before
+// with the semantic conventions' keys, and says when the process is
+// unknown.
+func TestFileFactsRecord(t *testing.T) {
+	ev := &fsmon.Event{Time: time.Now(), Kind: fsmon.KindChange, Op: fsmon.OpWrite, Path: "/etc/hosts", Count: 1,
+		Process: fsmon.Process{UserID: -1}, Reason: fsmon.ReasonWhileDown,
+		File:     &fsmon.FileFacts{Size: 7, Mode: 0o600, UID: 0, GID: 0, OwnerName: "root", SHA256: [32]byte{1}, Hash: fsmon.HashComputed},
+		Previous: &fsmon.FileFacts{Size: 3, Mode: 0o644, UID: 1000, GID: 100, Hash: fsmon.HashSkippedRate}}
+	var r otellog.Record
+	record(&r, ev, time.Now(), make([]attribute.KeyValue, 0, maxAttrs))
+	got := map[string]attribute.Value{}
+	r.WalkAttributes(func(kv attribute.KeyValue) bool {
+		got[string(kv.Key)] = kv.Value
+		return true
+	})
+	for k, want := range map[string]string{"file.mode": "0600", "file.owner.id": "0", "file.owner.name": "root",
+		"file.hash.sha256": "01" + strings.Repeat("0", 62), "file.previous.mode": "0644", "file.previous.owner.id": "1000",
+		"file.previous.group.id": "100", "file.previous.hash.skipped": "rate", "reason": "changed while down"} {
+		if v, ok := got[k]; !ok || v.AsString() != want {
+			t.Errorf("%s: %v, want %q", k, v, want)
+		}
+	}
+	if got["file.size"].AsInt64() != 7 || got["file.previous.size"].AsInt64() != 3 || !got["process.unknown"].AsBool() {
+		t.Errorf("file.size %v, file.previous.size %v, process.unknown %v", got["file.size"], got["file.previous.size"], got["process.unknown"])
+	}
+	if _, ok := got["file.previous.hash.sha256"]; ok {
+		t.Error("a skipped hash is reported")
+	}
+}

@@ -33,11 +33,14 @@ const (
 	keyCount         = attribute.Key("count")
 	keyAnswer        = attribute.Key("answer")
 	keyReason        = attribute.Key("reason")
+	// keyProcessUnknown says that no process could be seen: a change
+	// made while the daemon was down.
+	keyProcessUnknown = attribute.Key("process.unknown")
 )
 
 // maxAttrs is the most attributes an event carries, so that one slice
 // allocation holds them all.
-const maxAttrs = 28
+const maxAttrs = 48
 
 // attributes turns ev into record/span attributes. Unknown values are left
 // out, never filled in: zero pids, empty strings, a negative user id.
@@ -84,6 +87,15 @@ func attributes(ev *fsmon.Event, buf []attribute.KeyValue) []attribute.KeyValue 
 	}
 	if ev.Reason != 0 {
 		kv = append(kv, keyReason.String(ev.Reason.String()))
+		if ev.Reason.ProcessUnknown() {
+			kv = append(kv, keyProcessUnknown.Bool(true))
+		}
+	}
+	if ev.File != nil || ev.Previous != nil {
+		a := fileAttrs{kv}
+		ev.File.Report(fsmon.FileKeysNow, &a)
+		ev.Previous.Report(fsmon.FileKeysPrevious, &a)
+		kv = a.kv
 	}
 	count := ev.Count
 	if count <= 0 {
@@ -92,6 +104,14 @@ func attributes(ev *fsmon.Event, buf []attribute.KeyValue) []attribute.KeyValue 
 	kv = append(kv, keyCount.Int64(int64(count)))
 	return kv
 }
+
+// fileAttrs appends the file.* attributes of change events; the keys
+// are the semantic conventions' (file.size, file.mode, file.owner.id,
+// ...), the hash ECS's file.hash.sha256.
+type fileAttrs struct{ kv []attribute.KeyValue }
+
+func (a *fileAttrs) String(key, v string)    { a.kv = append(a.kv, attribute.String(key, v)) }
+func (a *fileAttrs) Int(key string, v int64) { a.kv = append(a.kv, attribute.Int64(key, v)) }
 
 func appendString(kv []attribute.KeyValue, k attribute.Key, v string) []attribute.KeyValue {
 	if v == "" {

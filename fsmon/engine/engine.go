@@ -171,6 +171,14 @@ type Options struct {
 	ProcessTable     ProcessTable
 	ProcessTableSize int
 	ExitedRetention  time.Duration
+	// Hashing turns the content hashes of change events on or off;
+	// HashMaxSize (default 16 MiB) is the largest file hashed, HashRate
+	// (default 10) the hashes a second of each filter's changes
+	// (facts.go). The baseline of the host's watched files is kept in
+	// StateDir.
+	Hashing     Hashing
+	HashMaxSize int64
+	HashRate    float64
 }
 
 // Arming says whether the engine arms the file systems of protected
@@ -286,8 +294,10 @@ type Engine struct {
 	exes            *procinfo.ExeCache // who's
 	procs           *procinfo.Table    // nil: reports read /proc
 	users           procinfo.Users     // user names, by group
-	recentRec       recentRecords      // the notification loop's own
-	lastExec        execKey            // the permission loop's own
+	groupNames      procinfo.GroupNames
+	facts           *factsWorker  // the facts of changed files and their baseline (facts.go)
+	recentRec       recentRecords // the notification loop's own
+	lastExec        execKey       // the permission loop's own
 	allowGen        atomic.Uint64
 	// allowSeeds is what the host's allow entries resolved to when the
 	// daemon last ran (read-only after New); allowStore writes the
@@ -429,6 +439,7 @@ func New(opts Options) (*Engine, error) {
 	}
 	e.procs = newProcessTable(e.log, e.proc, opts)
 	e.syncWait.Store(int64(syncWait))
+	e.facts = newFactsWorker(e)
 	return e, nil
 }
 
@@ -511,6 +522,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	}()
 	scanned := make(chan struct{})
 	go func() { defer close(scanned); e.scanLoop(discoverCtx) }()
+	stopFacts := make(chan struct{})
+	go e.facts.run(stopFacts)
 	stopSave, saved := make(chan struct{}), make(chan struct{})
 	if e.allowStore != nil {
 		go func() { defer close(saved); e.allowStore.Run(stopSave) }()
@@ -543,6 +556,9 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.arm.File().SetReadDeadline(now)
 	}
 	loops.Wait()
+	// The changes read are reported, the baseline written.
+	close(stopFacts)
+	<-e.facts.done
 	close(wdDone)
 	<-wdExited
 	// The loop has stopped: its last records are written.
@@ -630,6 +646,9 @@ func (e *Engine) Apply(p *policy.Policy) (ApplyResult, error) {
 	e.mu.Lock()
 	e.policy = p
 	e.mu.Unlock()
+	for _, g := range e.groupList() {
+		e.facts.sync(g)
+	}
 	res.Dirs, res.Files = t.Len()
 	// Namespaces no profile covered may be covered now.
 	clear(e.unmonitored)
@@ -823,6 +842,7 @@ func (e *Engine) Snapshot() fsmon.State {
 		Unmarked:          e.marks.Unmarked(),
 		Unjudged:          e.unjudged(),
 		WithoutPreContent: e.withoutPreContent(),
+		Baseline:          e.facts.state(),
 		ProcessTable:      e.processTableState(),
 		Decisions:         e.decisions.Snapshot(),
 	}

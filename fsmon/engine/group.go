@@ -134,6 +134,7 @@ func (e *Engine) scanContainers() {
 		changed = true
 		w := pl.Walk(pl.Live(), g, g.Rules)
 		e.requestScan()
+		e.facts.sync(g)
 		e.log.Info("watching container", "container", g.Name, "id", g.ContainerID, "runtime", string(g.Runtime),
 			"root_pid", g.RootPID, "rules", len(g.Rules), "unmarked", w.Errors)
 	}
@@ -151,7 +152,9 @@ func (e *Engine) dropGroup(pl marks.Placement, g *group) {
 	e.allowGen.Add(1)
 	e.mu.Unlock()
 	dirs, files := pl.DropGroup(g)
-	unix.Close(g.RootFD)
+	// The facts worker closes the root once it is done with the
+	// group's changes still queued.
+	e.facts.forget(g)
 	e.log.Info("container gone", "container", g.Name, "id", g.ContainerID, "dirs", dirs, "files", files)
 }
 

@@ -103,7 +103,7 @@ func (e *Engine) notifyEvent(ev *fanotify.Event, now time.Time, rules []grule) [
 			Container: rule.Group.Container(),
 			Count:     1,
 		}
-		e.enqueue(&out)
+		e.facts.change(&out, rule)
 	}
 	return rules
 }

@@ -51,7 +51,7 @@ var (
 	treeFiles = flag.Int("tree", 100000, "watched files in the start-up scenario")
 	nCtr      = flag.Int("containers", 20, "fake containers in the start-up scenario's per-container figure")
 	ctrRuns   = flag.Int("container-runs", 3, "runs of the per-container figure")
-	only      = flag.String("only", "abcdefghij", "scenarios to run (letters of the issue: a b c latency, d throughput, e start-up, f export, g collateral, h floods, i exec cost, j reads of guarded content)")
+	only      = flag.String("only", "abcdefghijyz", "scenarios to run (letters of the issue: a b c latency, d throughput, e start-up, f export, g collateral, h floods, i exec cost, j reads of guarded content, y hashing under writers, z start-up comparison with the baseline)")
 	floodSecs = flag.Float64("flood-secs", 3, "seconds of each flood run (scenario h)")
 	floodReps = flag.Int("flood-reps", 3, "repetitions of the allowed floods (scenario h)")
 	verbose   = flag.Bool("v", false, "log every measurement to stderr")
@@ -258,6 +258,11 @@ func startDaemon(cpu int, config string, extra ...string) *daemon {
 	args := []string{"--web.listen-address=" + d.addr, "--no-events.stdout"}
 	if !slices.ContainsFunc(extra, func(a string) bool { return strings.HasPrefix(a, "--log.level=") }) {
 		args = append(args, "--log.level=warn")
+	}
+	if !slices.ContainsFunc(extra, func(a string) bool { return strings.HasPrefix(a, "--state.dir=") }) {
+		// A state of its own: the machine's (/var/lib/fsmon_exporter)
+		// would carry a baseline from one run into the next.
+		args = append(args, "--state.dir="+filepath.Join(tmpRoot, fmt.Sprintf("state-%d", daemonSeq)))
 	}
 	if config != "" {
 		p := filepath.Join(tmpRoot, fmt.Sprintf("config-%d.yml", daemonSeq))
@@ -757,7 +762,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "fsmon-bench: needs at least 2 CPUs (same-CPU and cross-CPU figures)")
 		os.Exit(1)
 	}
-	for _, t := range []string{"minresp", "opener", "reader", "writer", "flood", "execer"} {
+	for _, t := range []string{"minresp", "opener", "reader", "writer", "flood", "execer", "rewriter"} {
 		if !isFile(filepath.Join(*toolsDir, t)) {
 			fatalf("%s/%s missing: build with make -C bench", *toolsDir, t)
 		}
@@ -860,6 +865,14 @@ func main() {
 		readerPath, err := filepath.EvalSymlinks(filepath.Join(*toolsDir, "reader"))
 		must(err)
 		rd = reads(file, other, readerPath)
+	}
+	var hs map[string][]hashRun
+	if has("y") {
+		hs = hashing(file, fastRoot, openerPath)
+	}
+	var cmp *compareResult
+	if has("z") {
+		cmp = compare(fastRoot, *treeFiles, 3)
 	}
 	var expMsg string
 	var exp []float64
@@ -977,6 +990,12 @@ func main() {
 	}
 	if rd != nil {
 		reportReads(w, rd)
+	}
+	if hs != nil {
+		reportHashing(w, hs)
+	}
+	if cmp != nil {
+		reportCompare(w, cmp, fastFS)
 	}
 	fmt.Fprintf(w, "suite time: %s\n", time.Since(began).Round(time.Second))
 }

@@ -35,3 +35,31 @@ func TestUserNames(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupNames: a gid is named by the root's own /etc/group, whose
+// lines may end at the gid, not by its /etc/passwd; the first name of
+// a gid wins.
+func TestGroupNames(t *testing.T) {
+	root := t.TempDir()
+	etc := filepath.Join(root, "etc")
+	err := os.MkdirAll(etc, 0o755)
+	for name, content := range map[string]string{"group": "wheel:x:0:root\nalias:x:0:\nshadow:x:42\n", "passwd": "croot:x:0:0::/:/bin/sh\n"} {
+		if err == nil {
+			err = os.WriteFile(filepath.Join(etc, name), []byte(content), 0o644)
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	var g GroupNames
+	for gid, want := range map[int64]string{0: "wheel", 42: "shadow", 43: ""} {
+		if got := g.Name(7, fd, gid); got != want {
+			t.Errorf("gid %d: %q, want %q", gid, got, want)
+		}
+	}
+}
