@@ -36,6 +36,7 @@ import (
 	"github.com/fsmon/fsmon_exporter/exporters/jsonl"
 	otelexp "github.com/fsmon/fsmon_exporter/exporters/otel"
 	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/configwatch"
 	"github.com/fsmon/fsmon_exporter/fsmon/engine"
 	"github.com/fsmon/fsmon_exporter/fsmon/policy"
 )
@@ -43,6 +44,7 @@ import (
 type flags struct {
 	configFile       string
 	configCheck      bool
+	configWatch      bool
 	metricsPath      string
 	disableExporter  bool
 	maxRequests      int
@@ -73,6 +75,8 @@ func parseFlags(args []string) *flags {
 		StringVar(&f.configFile)
 	app.Flag("config.check", "Validate the configuration, print problems as FILE:LINE: message, exit 0 if valid and 1 if not.").
 		BoolVar(&f.configCheck)
+	app.Flag("config.watch", "Reload the configuration file when it changes on disk (written, replaced, or a Kubernetes ConfigMap's symlink swap), as SIGHUP does; --no-config.watch reloads on SIGHUP only.").
+		Default("true").BoolVar(&f.configWatch)
 	app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").StringVar(&f.metricsPath)
 	app.Flag("web.disable-exporter-metrics", "Exclude the Go and process metrics of the exporter itself.").BoolVar(&f.disableExporter)
 	app.Flag("web.max-requests", "Maximum number of parallel scrape requests; 0 disables the limit.").Default("40").IntVar(&f.maxRequests)
@@ -173,6 +177,19 @@ func run(args []string) int {
 	signal.Ignore(syscall.SIGPIPE)
 	logger := promslog.New(f.log)
 
+	// The watch starts before the first load, so that a change made while
+	// the daemon starts is a reload, not lost.
+	var watch *configwatch.Watcher
+	if f.configFile != "" && f.configWatch && !f.configCheck {
+		w, err := configwatch.New(f.configFile, configwatch.Options{Logger: logger.With("component", "configwatch")})
+		if err != nil {
+			logger.Warn("cannot watch the configuration file; it is reloaded on SIGHUP only", "file", f.configFile, "err", err)
+		} else {
+			watch = w
+			defer watch.Close()
+		}
+	}
+
 	pol, err := loadPolicy(f.configFile)
 	if f.configCheck {
 		if err != nil {
@@ -187,8 +204,7 @@ func run(args []string) int {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		logger.Error("invalid configuration; not starting", "file", f.configFile)
+		logConfigError(logger, "invalid configuration; not starting", f.configFile, err)
 		return 1
 	}
 	logger.Info("starting fsmon_exporter", "version", version.Info(), "build_context", version.BuildContext())
@@ -321,6 +337,13 @@ func run(args []string) int {
 	rctx, stopReloads := context.WithCancel(ctx)
 	rl := newReloader(logger, f.configFile, eng, reloadMetrics)
 	go rl.run(rctx)
+	if watch != nil {
+		// A change on disk is a SIGHUP: the same request, the same reload.
+		go watch.Run(rctx, func() {
+			logger.Info("configuration file changed on disk; reloading", "file", f.configFile)
+			rl.request()
+		})
+	}
 	stop := func(code int) int {
 		// A second SIGTERM or SIGINT while stopping ends the daemon at
 		// once: an operator's way out of a shutdown that waits too long.
@@ -428,7 +451,7 @@ func (r *reloader) reload(ctx context.Context) (ok, done bool) {
 		return false, false
 	}
 	if err != nil {
-		r.logger.Error("reloading configuration failed; the previous configuration stays in force", "file", r.path, "err", err)
+		logConfigError(r.logger, "reloading configuration failed; the previous configuration stays in force", r.path, err)
 		return false, true
 	}
 	select {
@@ -447,6 +470,22 @@ func (r *reloader) reload(ctx context.Context) (ok, done bool) {
 	}
 	logApply(r.logger, "configuration reloaded", res)
 	return true, true
+}
+
+// logConfigError logs a configuration that cannot be loaded: one record
+// per problem of the file, with its file, line and problem as attributes
+// (so --log.format=json gives one JSON object each, and a log pipeline
+// can count and group them), or one record with err for a file that
+// could not be read at all.
+func logConfigError(logger *slog.Logger, msg, file string, err error) {
+	var list *policy.ErrorList
+	if errors.As(err, &list) && len(*list) > 0 {
+		for _, e := range *list {
+			logger.Error(msg, "file", e.File, "line", e.Line, "problem", e.Msg)
+		}
+		return
+	}
+	logger.Error(msg, "file", file, "err", err)
 }
 
 // stopBound bounds how long a shutdown waits for a running Apply and the
