@@ -315,6 +315,8 @@ func run(args []string) int {
 		<-runDone
 		return 1
 	}
+	// The configuration's label sets are at 0 from the first scrape.
+	events.SetKnown(pol.KnownSeries())
 	srv := newServer(f, reg, eng, logger)
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- web.ListenAndServe(srv, f.web, logger) }()
@@ -324,7 +326,7 @@ func run(args []string) int {
 	res, err := eng.Apply(pol)
 	if err != nil && !errors.Is(err, engine.ErrPartial) {
 		logger.Error("placing marks failed", "err", err)
-		return shutdown(cancel, runDone, srv, flush, newReloader(logger, f.configFile, eng, reloadMetrics), logger, 1)
+		return shutdown(cancel, runDone, srv, flush, newReloader(logger, f.configFile, eng, reloadMetrics, events), logger, 1)
 	}
 	reloadMetrics.Set(true, time.Now())
 	logApply(logger, "ready", res)
@@ -335,7 +337,7 @@ func run(args []string) int {
 	// that blocks (a file on a hung NFS server) must block only the
 	// reloader, never SIGTERM.
 	rctx, stopReloads := context.WithCancel(ctx)
-	rl := newReloader(logger, f.configFile, eng, reloadMetrics)
+	rl := newReloader(logger, f.configFile, eng, reloadMetrics, events)
 	go rl.run(rctx)
 	if watch != nil {
 		// A change on disk is a SIGHUP: the same request, the same reload.
@@ -399,6 +401,9 @@ type reloader struct {
 	path    string
 	eng     *engine.Engine
 	metrics *collector.ReloadMetrics
+	// events gets the label sets of each configuration put in force, to
+	// export them at 0 and drop those of removed profiles.
+	events *collector.EventMetrics
 	// req holds at most one request: SIGHUPs that come while one waits
 	// are the same request, since the reload reads the file as it is
 	// when it starts.
@@ -410,8 +415,8 @@ type reloader struct {
 	applying chan struct{}
 }
 
-func newReloader(logger *slog.Logger, path string, eng *engine.Engine, m *collector.ReloadMetrics) *reloader {
-	return &reloader{logger: logger, path: path, eng: eng, metrics: m, req: make(chan struct{}, 1), applying: make(chan struct{}, 1)}
+func newReloader(logger *slog.Logger, path string, eng *engine.Engine, m *collector.ReloadMetrics, events *collector.EventMetrics) *reloader {
+	return &reloader{logger: logger, path: path, eng: eng, metrics: m, events: events, req: make(chan struct{}, 1), applying: make(chan struct{}, 1)}
 }
 
 // request asks for a reload without ever waiting.
@@ -468,6 +473,7 @@ func (r *reloader) reload(ctx context.Context) (ok, done bool) {
 		r.logger.Error("reloading configuration failed", "file", r.path, "err", err)
 		return false, true
 	}
+	r.events.SetKnown(pol.KnownSeries())
 	logApply(r.logger, "configuration reloaded", res)
 	return true, true
 }
