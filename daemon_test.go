@@ -330,8 +330,57 @@ func TestBadConfigAtStartExits1(t *testing.T) {
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
 		t.Fatalf("want exit 1, got %v\n%s", err, out)
 	}
-	if !strings.Contains(string(out), bad+":") {
-		t.Errorf("error does not name the file: %s", out)
+	if !strings.Contains(string(out), "file="+bad+" line=1 ") {
+		t.Errorf("error does not name the file and line: %s", out)
+	}
+}
+
+// TestBadConfigAtStartLogsJSON: with --log.format=json every problem of
+// the file is one JSON record of its own, with file, line and problem as
+// attributes, and the daemon exits 1.
+func TestBadConfigAtStartLogsJSON(t *testing.T) {
+	bin := testroot.Binary(t)
+	bad := filepath.Join(t.TempDir(), "bad.yml")
+	writeConfig(t, bad, `mode: protekt
+profiles:
+  - name: a
+    filters:
+      - path: etc/hosts
+        regex: '[unclosed'
+`)
+	c := exec.Command(bin, "--config.file="+bad, "--log.format=json", "--web.listen-address="+testroot.FreeAddr(t))
+	var stderr strings.Builder
+	c.Stderr = &stderr
+	err := c.Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("want exit 1, got %v\n%s", err, stderr.String())
+	}
+	lines := map[float64]string{}
+	for _, l := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatalf("stderr line is not JSON: %q (%v)\n%s", l, err, stderr.String())
+		}
+		if rec["level"] != "ERROR" || rec["msg"] != "invalid configuration; not starting" {
+			continue
+		}
+		line, _ := rec["line"].(float64)
+		problem, _ := rec["problem"].(string)
+		if rec["file"] != bad || line == 0 || problem == "" || strings.Contains(problem, "\n") {
+			t.Errorf("record is not one problem with file, line and problem: %v", rec)
+		}
+		if _, dup := lines[line]; dup {
+			t.Errorf("two records for line %v", line)
+		}
+		lines[line] = problem
+	}
+	for _, want := range []float64{1, 5, 6} {
+		if _, ok := lines[want]; !ok {
+			t.Errorf("no record for line %v; got %v\n%s", want, lines, stderr.String())
+		}
+	}
+	if len(lines) != 3 {
+		t.Errorf("%d problem records, want 3: %v", len(lines), lines)
 	}
 }
 
@@ -383,7 +432,7 @@ func TestDaemonDeniesReportsReloadsAndStops(t *testing.T) {
 	d.signal(t, syscall.SIGHUP)
 	waitMetric(t, d, "fsmon_config_last_reload_successful", "0")
 	mustBeDenied(t, secret, "after a bad reload")
-	if !strings.Contains(d.stderr.String(), cfg+":") {
+	if !strings.Contains(d.stderr.String(), "file="+cfg+" line=") {
 		t.Errorf("reload error does not name the file:\n%s", d.stderr.String())
 	}
 	// A good one takes effect: now in monitor mode, cat is reported, not

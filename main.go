@@ -37,6 +37,7 @@ import (
 	"github.com/fsmon/fsmon_exporter/exporters/jsonl"
 	otelexp "github.com/fsmon/fsmon_exporter/exporters/otel"
 	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/configwatch"
 	"github.com/fsmon/fsmon_exporter/fsmon/engine"
 	"github.com/fsmon/fsmon_exporter/fsmon/policy"
 )
@@ -44,6 +45,7 @@ import (
 type flags struct {
 	configFile       string
 	configCheck      bool
+	configWatch      bool
 	metricsPath      string
 	disableExporter  bool
 	maxRequests      int
@@ -76,6 +78,8 @@ func parseFlags(args []string) *flags {
 		StringVar(&f.configFile)
 	app.Flag("config.check", "Validate the configuration, print problems as FILE:LINE: message, exit 0 if valid and 1 if not.").
 		BoolVar(&f.configCheck)
+	app.Flag("config.watch", "Reload the configuration file when it changes on disk (written, replaced, or a Kubernetes ConfigMap's symlink swap), as SIGHUP does; --no-config.watch reloads on SIGHUP only.").
+		Default("true").BoolVar(&f.configWatch)
 	app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").StringVar(&f.metricsPath)
 	app.Flag("web.disable-exporter-metrics", "Exclude the Go and process metrics of the exporter itself.").BoolVar(&f.disableExporter)
 	app.Flag("web.max-requests", "Maximum number of parallel scrape requests; 0 disables the limit.").Default("40").IntVar(&f.maxRequests)
@@ -188,6 +192,19 @@ func run(args []string) int {
 	signal.Ignore(syscall.SIGPIPE)
 	logger := promslog.New(f.log)
 
+	// The watch starts before the first load, so that a change made while
+	// the daemon starts is a reload, not lost.
+	var watch *configwatch.Watcher
+	if f.configFile != "" && f.configWatch && !f.configCheck {
+		w, err := configwatch.New(f.configFile, configwatch.Options{Logger: logger.With("component", "configwatch")})
+		if err != nil {
+			logger.Warn("cannot watch the configuration file; it is reloaded on SIGHUP only", "file", f.configFile, "err", err)
+		} else {
+			watch = w
+			defer watch.Close()
+		}
+	}
+
 	pol, err := loadPolicy(f.configFile)
 	if f.configCheck {
 		if err != nil {
@@ -202,8 +219,7 @@ func run(args []string) int {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		logger.Error("invalid configuration; not starting", "file", f.configFile)
+		logConfigError(logger, "invalid configuration; not starting", f.configFile, err)
 		return 1
 	}
 	logger.Info("starting fsmon_exporter", "version", version.Info(), "build_context", version.BuildContext())
@@ -317,6 +333,8 @@ func run(args []string) int {
 		<-runDone
 		return 1
 	}
+	// The configuration's label sets are at 0 from the first scrape.
+	events.SetKnown(pol.KnownSeries())
 	srv := newServer(f, reg, eng, logger)
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- web.ListenAndServe(srv, f.web, logger) }()
@@ -326,7 +344,7 @@ func run(args []string) int {
 	res, err := eng.Apply(pol)
 	if err != nil && !errors.Is(err, engine.ErrPartial) {
 		logger.Error("placing marks failed", "err", err)
-		return shutdown(cancel, runDone, srv, flush, newReloader(logger, f.configFile, eng, reloadMetrics), logger, 1)
+		return shutdown(cancel, runDone, srv, flush, newReloader(logger, f.configFile, eng, reloadMetrics, events), logger, 1)
 	}
 	reloadMetrics.Set(true, time.Now())
 	logApply(logger, "ready", res)
@@ -337,8 +355,15 @@ func run(args []string) int {
 	// that blocks (a file on a hung NFS server) must block only the
 	// reloader, never SIGTERM.
 	rctx, stopReloads := context.WithCancel(ctx)
-	rl := newReloader(logger, f.configFile, eng, reloadMetrics)
+	rl := newReloader(logger, f.configFile, eng, reloadMetrics, events)
 	go rl.run(rctx)
+	if watch != nil {
+		// A change on disk is a SIGHUP: the same request, the same reload.
+		go watch.Run(rctx, func() {
+			logger.Info("configuration file changed on disk; reloading", "file", f.configFile)
+			rl.request()
+		})
+	}
 	stop := func(code int) int {
 		// A second SIGTERM or SIGINT while stopping ends the daemon at
 		// once: an operator's way out of a shutdown that waits too long.
@@ -394,6 +419,9 @@ type reloader struct {
 	path    string
 	eng     *engine.Engine
 	metrics *collector.ReloadMetrics
+	// events gets the label sets of each configuration put in force, to
+	// export them at 0 and drop those of removed profiles.
+	events *collector.EventMetrics
 	// req holds at most one request: SIGHUPs that come while one waits
 	// are the same request, since the reload reads the file as it is
 	// when it starts.
@@ -405,8 +433,8 @@ type reloader struct {
 	applying chan struct{}
 }
 
-func newReloader(logger *slog.Logger, path string, eng *engine.Engine, m *collector.ReloadMetrics) *reloader {
-	return &reloader{logger: logger, path: path, eng: eng, metrics: m, req: make(chan struct{}, 1), applying: make(chan struct{}, 1)}
+func newReloader(logger *slog.Logger, path string, eng *engine.Engine, m *collector.ReloadMetrics, events *collector.EventMetrics) *reloader {
+	return &reloader{logger: logger, path: path, eng: eng, metrics: m, events: events, req: make(chan struct{}, 1), applying: make(chan struct{}, 1)}
 }
 
 // request asks for a reload without ever waiting.
@@ -446,7 +474,7 @@ func (r *reloader) reload(ctx context.Context) (ok, done bool) {
 		return false, false
 	}
 	if err != nil {
-		r.logger.Error("reloading configuration failed; the previous configuration stays in force", "file", r.path, "err", err)
+		logConfigError(r.logger, "reloading configuration failed; the previous configuration stays in force", r.path, err)
 		return false, true
 	}
 	select {
@@ -463,8 +491,25 @@ func (r *reloader) reload(ctx context.Context) (ok, done bool) {
 		r.logger.Error("reloading configuration failed", "file", r.path, "err", err)
 		return false, true
 	}
+	r.events.SetKnown(pol.KnownSeries())
 	logApply(r.logger, "configuration reloaded", res)
 	return true, true
+}
+
+// logConfigError logs a configuration that cannot be loaded: one record
+// per problem of the file, with its file, line and problem as attributes
+// (so --log.format=json gives one JSON object each, and a log pipeline
+// can count and group them), or one record with err for a file that
+// could not be read at all.
+func logConfigError(logger *slog.Logger, msg, file string, err error) {
+	var list *policy.ErrorList
+	if errors.As(err, &list) && len(*list) > 0 {
+		for _, e := range *list {
+			logger.Error(msg, "file", e.File, "line", e.Line, "problem", e.Msg)
+		}
+		return
+	}
+	logger.Error(msg, "file", file, "err", err)
 }
 
 // stopBound bounds how long a shutdown waits for a running Apply and the

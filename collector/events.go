@@ -1,6 +1,8 @@
 package collector
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
@@ -12,6 +14,11 @@ import (
 // it only has to keep pace with the report queue: a few map look-ups and
 // atomic adds, no allocation once a series exists.
 type EventMetrics struct {
+	// mu is held shared by Handle and alone by SetKnown, so that a
+	// reload's pruning never deletes a series between an event's look-up
+	// and its add.
+	mu sync.RWMutex
+
 	events     *prometheus.CounterVec
 	denied     *prometheus.CounterVec
 	violations *prometheus.CounterVec
@@ -63,6 +70,8 @@ func (m *EventMetrics) Handle(ev *fsmon.Event) {
 	if ev == nil {
 		return
 	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	n := float64(ev.Count)
 	if ev.Count < 1 {
 		n = 1 // an unfolded event may leave Count zero

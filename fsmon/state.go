@@ -126,3 +126,30 @@ type ProcessTableState struct {
 	Evictions uint64 // records dropped to make room, before their time
 	Lost      uint64 // execs, forks and exits the kernel could not record (its ring buffer full)
 }
+
+// KnownSeries are the label sets of the event counters that the
+// configuration in force makes known before any event: every profile's
+// events of the kinds and operations its filters report, and the host's
+// denied and violation counts of each block filter. The metrics export
+// them at 0 from the start, so dashboards and rate() see a 0, not "No
+// data", until the first event. Containers' label sets are not known
+// ahead (a selector names no container) and appear with their first event.
+type KnownSeries struct {
+	Profiles []string       // every profile, in the configuration's order
+	Events   []EventSeries  // fsmon_events_total
+	Filters  []FilterSeries // fsmon_access_denied_total and fsmon_access_violations_total on the host
+}
+
+// EventSeries is one label set of the event counter.
+type EventSeries struct {
+	Kind    Kind
+	Op      Op
+	Profile string
+}
+
+// FilterSeries is one label set of the denied (Kind KindDenied) or
+// violation (KindViolation) counter of a block filter on the host.
+type FilterSeries struct {
+	Kind            Kind
+	Profile, Filter string
+}

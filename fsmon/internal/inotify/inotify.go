@@ -21,6 +21,7 @@ type Mask uint32
 const (
 	Modify     Mask = unix.IN_MODIFY
 	Attrib     Mask = unix.IN_ATTRIB
+	CloseWrite Mask = unix.IN_CLOSE_WRITE
 	MovedFrom  Mask = unix.IN_MOVED_FROM
 	MovedTo    Mask = unix.IN_MOVED_TO
 	Create     Mask = unix.IN_CREATE
