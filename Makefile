@@ -42,9 +42,10 @@ fmt-check:
 
 # Debian packages the tests use (prometheus, alertmanager, promtool,
 # busybox; the container runtimes of the container tests: Docker,
-# containerd with its CRI plugin, podman with runc). Installed only when
+# containerd with its CRI plugin, podman with runc; systemd and curl for
+# the package's test under systemd, deploy/test). Installed only when
 # missing, so a machine that has them pays nothing.
-DEBIAN_PKGS := prometheus prometheus-alertmanager busybox-static docker.io containerd podman runc
+DEBIAN_PKGS := prometheus prometheus-alertmanager busybox-static docker.io containerd podman runc systemd curl
 deps-debian:
 	@missing=""; for p in $(DEBIAN_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
