@@ -121,6 +121,18 @@ func TestChangeFacts(t *testing.T) {
 
 	mustAllow(t, cmd(t, "sh", "-c", `: > "$0"`, f))
 	h.rec.waitFacts(t, factsWant{op: fsmon.OpWrite, path: f, after: "", size: 0, before: "three", prevSize: 5, mode: 0o640, prevMode: 0o640})
+
+	// A replacement of the same size, mode and mtime: only the hash says
+	// the content is another.
+	mustAllow(t, cmd(t, "sh", "-c", `printf abcdef > "$0"`, f))
+	h.rec.waitFacts(t, factsWant{op: fsmon.OpWrite, path: f, after: "abcdef", size: 6, before: "", prevSize: 0, mode: 0o640, prevMode: 0o640})
+	writeFile(t, other, "fedcba")
+	if err := os.Chmod(other, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	mustAllow(t, cmd(t, "touch", "-r", f, other))
+	mustAllow(t, cmd(t, "mv", other, f))
+	h.rec.waitFacts(t, factsWant{op: fsmon.OpRename, path: f, after: "fedcba", size: 6, before: "abcdef", prevSize: 6, mode: 0o640, prevMode: 0o640})
 }
 
 // TestHashLimits: a file larger than HashMaxSize is not hashed, nor
