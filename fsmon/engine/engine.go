@@ -245,7 +245,11 @@ type Engine struct {
 	groups map[uint64]*group
 	// unmonitored are namespaces seen that no profile covers (or with
 	// no container id); the placement lock guards it.
-	unmonitored    map[uint64]time.Time
+	unmonitored map[uint64]time.Time
+	// foreign remembers the group of mount namespaces no group was made
+	// for (groupOfForeign), until the next scan; foreignMu guards it.
+	foreignMu      sync.Mutex
+	foreign        map[uint64]*group
 	hostNS, selfNS uint64
 	// coverage is how many groups each profile covered when last
 	// logged (noteCoverage).
@@ -353,6 +357,7 @@ func New(opts Options) (*Engine, error) {
 		handoff:      make(chan handed, 4096),
 		groups:       map[uint64]*group{},
 		unmonitored:  map[uint64]time.Time{},
+		foreign:      map[uint64]*group{},
 		cfs:          container.FS{Root: opts.ProcRoot},
 		queue:        make(chan fsmon.Event, opts.QueueSize),
 		inotifyLimit: inotify.WatchLimit(),
@@ -364,7 +369,8 @@ func New(opts Options) (*Engine, error) {
 		return nil, err
 	}
 	e.hostNS = e.host.NS
-	e.finder = &groups.Finder{ProcRoot: opts.ProcRoot, Proc: e.proc, CFS: e.cfs, Host: e.host, Meta: runtimeSources(opts)}
+	e.finder = &groups.Finder{ProcRoot: opts.ProcRoot, Proc: e.proc, CFS: e.cfs, Host: e.host, Meta: runtimeSources(opts),
+		Inits: &container.Inits{Root: groups.HostFiles(opts.ProcRoot)}}
 	e.groups[e.hostNS] = e.host
 	e.selfNS, _ = e.cfs.MountNS(e.selfPID)
 	// The permission group is read by a blocking read(2) on a thread of

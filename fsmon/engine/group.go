@@ -21,9 +21,12 @@ import (
 type group = groups.Group
 
 // groupOf returns the group of a process: the container whose mount
-// namespace it is in, else the host (processes of other namespaces
-// without a container id, such as systemd services with private mounts,
-// see the host's files).
+// namespace it is in; for a mount namespace no group was made for, the
+// container whose PID namespace it is in (groupOfForeign); else the host
+// (processes of the host's PID namespace with mounts of their own, such
+// as systemd services with private mounts, see the host's files).
+// Membership is by namespace, recorded when the group was made: nothing
+// a process can change after its start (its cgroup) moves it.
 func (e *Engine) groupOf(pid int32) *group {
 	var pb [64]byte
 	p := append(pb[:0], e.opts.ProcRoot...)
@@ -32,16 +35,78 @@ func (e *Engine) groupOf(pid int32) *group {
 	p = append(p, "/ns/mnt"...)
 	var buf [64]byte
 	n, err := unix.Readlink(proc.View(p), buf[:])
+	if err != nil {
+		return e.host
+	}
+	ns, ok := container.ParseNSLink(buf[:n])
+	if !ok {
+		return e.host
+	}
 	e.mu.RLock()
-	defer e.mu.RUnlock()
-	if err == nil {
-		if ns, ok := container.ParseNSLink(buf[:n]); ok {
-			if g := e.groups[ns]; g != nil {
-				return g
+	g := e.groups[ns]
+	e.mu.RUnlock()
+	if g != nil {
+		return g
+	}
+	if ns == e.selfNS || ns == e.hostNS || !e.containers.Load() {
+		return e.host
+	}
+	return e.groupOfForeign(pid, ns)
+}
+
+// groupOfForeign is the group of pid, in mount namespace ns that no
+// group was made for: the container whose PID namespace pid is in, or is
+// in one below (a container with CAP_SYS_ADMIN can make mount and PID
+// namespaces of its own; they stay its), else the host. Remembered per
+// mount namespace until the next scan of containers.
+func (e *Engine) groupOfForeign(pid int32, ns uint64) *group {
+	e.foreignMu.Lock()
+	g, ok := e.foreign[ns]
+	e.foreignMu.Unlock()
+	if ok {
+		return g
+	}
+	g = e.host
+	fd, err := unix.Open(e.opts.ProcRoot+"/"+strconv.Itoa(int(pid))+"/ns/pid", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return g // gone: nothing to remember
+	}
+	// Up the PID namespaces' parents (32 levels at most, the kernel's
+	// bound) until a container's, or the daemon's own, past which the
+	// kernel does not go (EPERM).
+	for range 33 {
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) == nil {
+			if c := e.groupOfPIDNS(st.Ino); c != nil {
+				g = c
+				break
 			}
 		}
+		up, err := unix.IoctlRetInt(fd, unix.NS_GET_PARENT)
+		if err != nil {
+			break
+		}
+		unix.Close(fd)
+		fd = up
 	}
-	return e.host
+	unix.Close(fd)
+	e.foreignMu.Lock()
+	e.foreign[ns] = g
+	e.foreignMu.Unlock()
+	return g
+}
+
+// groupOfPIDNS is the container whose init is in PID namespace ns, or
+// nil.
+func (e *Engine) groupOfPIDNS(ns uint64) *group {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	for _, g := range e.groups {
+		if !g.IsHost() && g.PIDNS == ns {
+			return g
+		}
+	}
+	return nil
 }
 
 // discover keeps the container groups in step with the processes of the
@@ -99,6 +164,12 @@ func (e *Engine) scanContainers() {
 		return
 	}
 	changed := len(gone) > 0
+	inits := e.finder.Inits.ByPID()
+	// What the groups are may have changed: namespaces of none are
+	// looked at afresh.
+	e.foreignMu.Lock()
+	clear(e.foreign)
+	e.foreignMu.Unlock()
 	defer func() {
 		if changed {
 			e.noteCoverage()
@@ -113,7 +184,7 @@ func (e *Engine) scanContainers() {
 		if at, seen := e.unmonitored[ns]; known || seen && time.Since(at) < unmonitoredFor || ns == e.hostNS || ns == e.selfNS {
 			continue
 		}
-		g, notYet := e.finder.Container(ns, pids)
+		g, notYet := e.finder.Container(ns, pids, inits)
 		if g == nil {
 			if !notYet {
 				e.unmonitored[ns] = time.Now()
