@@ -56,6 +56,7 @@ type flags struct {
 	foldWindow       time.Duration
 	containerScan    time.Duration
 	maxObjects       int
+	groupBudget      int
 	stateDir         string
 	containerCap     int
 	criSockets       []string
@@ -103,6 +104,8 @@ func parseFlags(args []string) *flags {
 		Default(engine.DefaultCRISockets...).StringsVar(&f.criSockets)
 	app.Flag("watch.max-objects", "Most directories and files that monitor-only filters follow at once; past it the rest is not followed and the log says so. Files of block and report_access filters are always marked.").
 		Default("1048576").IntVar(&f.maxObjects)
+	app.Flag("containers.max-objects", "Most directories and files each container's filters mark or follow, block filters' too; past it the rest of that container is not marked and the log says so (fsmon_container_budget_unmarked_objects). A container cannot use up the host's objects or inotify watches; 0: no budget but --watch.max-objects.").
+		Default(strconv.Itoa(engine.DefaultGroupBudget)).IntVar(&f.groupBudget)
 	app.Flag("state.dir", "Directory of the state kept across restarts: what the executables of allow lists resolved to, so that the processes of a program upgraded while the daemon was down stay allowed; empty keeps nothing.").
 		Default("/var/lib/fsmon_exporter").StringVar(&f.stateDir)
 	app.Flag("metrics.container-cap", "Distinct values of the container label before new containers are counted as other.").
@@ -267,6 +270,7 @@ func run(args []string) int {
 		Sink:             sinks,
 		ContainerScan:    f.containerScan,
 		MaxObjects:       f.maxObjects,
+		GroupBudget:      f.groupBudget,
 		ExeCache:         exeCache,
 		Priority:         priority,
 		StateDir:         f.stateDir,

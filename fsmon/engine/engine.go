@@ -148,6 +148,9 @@ type Options struct {
 	// that a tree a container fills with millions of entries costs
 	// bounded memory; past it, what is left is not marked and counted.
 	MaxObjects int
+	// GroupBudget bounds the directories and files of each container,
+	// block filters' too (marks.Options.GroupBudget); 0: none.
+	GroupBudget int
 	// ExeCache chooses how allow lists learn what a process runs.
 	ExeCache ExeCache
 	// Priority is how the permission loop and the watchdog are
@@ -423,7 +426,7 @@ func New(opts Options) (*Engine, error) {
 		e.ino.Close()
 		return nil, err
 	}
-	e.marks = marks.New(marks.Options{Logger: e.log, Perm: e.perm, Notif: e.notif, Ino: e.ino, Arm: e.arm, MaxObjects: opts.MaxObjects})
+	e.marks = marks.New(marks.Options{Logger: e.log, Perm: e.perm, Notif: e.notif, Ino: e.ino, Arm: e.arm, MaxObjects: opts.MaxObjects, GroupBudget: opts.GroupBudget})
 	mode := procinfo.CacheOn
 	if opts.ExeCache == ExeCacheOff {
 		mode = procinfo.CacheOff
@@ -827,6 +830,7 @@ func (e *Engine) Snapshot() fsmon.State {
 		NotifyEvents:      e.notifyEvents.Load(),
 		Ready:             e.marks.Ready(),
 		Unmarked:          e.marks.Unmarked(),
+		BudgetUnmarked:    e.marks.BudgetCut(),
 		Unjudged:          e.unjudged(),
 		WithoutPreContent: e.withoutPreContent(),
 		ProcessTable:      e.processTableState(),

@@ -289,3 +289,11 @@ func (e *Engine) noteCoverage() {
 	}
 	e.coverage = next
 }
+
+// DefaultGroupBudget is the default of Options.GroupBudget (and of
+// --containers.max-objects): 16384 directories and files per container,
+// a small share of the 1048576 of --watch.max-objects and of the inotify
+// watches a machine gives a user (fs.inotify.max_user_watches, often
+// 65536 to a million), so that tens of containers at their budget still
+// leave the host room.
+const DefaultGroupBudget = 16384
