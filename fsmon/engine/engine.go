@@ -360,7 +360,6 @@ func New(opts Options) (*Engine, error) {
 		handoff:      make(chan handed, 4096),
 		groups:       map[uint64]*group{},
 		unmonitored:  map[uint64]time.Time{},
-		foreign:      map[uint64]*group{},
 		cfs:          container.FS{Root: opts.ProcRoot},
 		queue:        make(chan fsmon.Event, opts.QueueSize),
 		inotifyLimit: inotify.WatchLimit(),

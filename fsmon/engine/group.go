@@ -51,35 +51,31 @@ func (e *Engine) groupOf(pid int32) *group {
 	if ns == e.selfNS || ns == e.hostNS || !e.containers.Load() {
 		return e.host
 	}
-	return e.groupOfForeign(pid, ns)
+	return e.groupOfForeign(pid)
 }
 
-// groupOfForeign is the group of pid, in mount namespace ns that no
+// groupOfForeign is the group of pid, in a mount namespace that no
 // group was made for: the container whose PID namespace pid is in, or is
 // in one below (a container with CAP_SYS_ADMIN can make mount and PID
-// namespaces of its own; they stay its), else the host. Remembered per
-// mount namespace until the next scan of containers.
-func (e *Engine) groupOfForeign(pid int32, ns uint64) *group {
-	e.foreignMu.Lock()
-	g, ok := e.foreign[ns]
-	e.foreignMu.Unlock()
-	if ok {
-		return g
-	}
-	g = e.host
+// namespaces of its own; they stay its), else the host. Not remembered:
+// the kernel gives a freed namespace's number to the next one at once,
+// so a number says nothing of whose a namespace is after its first
+// owner. It costs an open and a few ioctls, for the opens of files a
+// container's rules cover by processes of such namespaces only.
+func (e *Engine) groupOfForeign(pid int32) *group {
 	fd, err := unix.Open(e.opts.ProcRoot+"/"+strconv.Itoa(int(pid))+"/ns/pid", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return g // gone: nothing to remember
+		return e.host // gone
 	}
+	defer func() { unix.Close(fd) }()
 	// Up the PID namespaces' parents (32 levels at most, the kernel's
 	// bound) until a container's, or the daemon's own, past which the
 	// kernel does not go (EPERM).
 	for range 33 {
 		var st unix.Stat_t
 		if unix.Fstat(fd, &st) == nil {
-			if c := e.groupOfPIDNS(st.Ino); c != nil {
-				g = c
-				break
+			if g := e.groupOfPIDNS(st.Ino); g != nil {
+				return g
 			}
 		}
 		up, err := unix.IoctlRetInt(fd, unix.NS_GET_PARENT)
@@ -89,11 +85,7 @@ func (e *Engine) groupOfForeign(pid int32, ns uint64) *group {
 		unix.Close(fd)
 		fd = up
 	}
-	unix.Close(fd)
-	e.foreignMu.Lock()
-	e.foreign[ns] = g
-	e.foreignMu.Unlock()
-	return g
+	return e.host
 }
 
 // groupOfPIDNS is the container whose init is in PID namespace ns, or
@@ -165,11 +157,6 @@ func (e *Engine) scanContainers() {
 	}
 	changed := len(gone) > 0
 	inits := e.finder.Inits.ByPID()
-	// What the groups are may have changed: namespaces of none are
-	// looked at afresh.
-	e.foreignMu.Lock()
-	clear(e.foreign)
-	e.foreignMu.Unlock()
 	defer func() {
 		if changed {
 			e.noteCoverage()
