@@ -246,14 +246,13 @@ type Engine struct {
 	// the host's included.
 	host   *group
 	groups map[uint64]*group
-	// unmonitored are namespaces seen that no profile covers (or with
-	// no container id); the placement lock guards it.
-	unmonitored map[uint64]time.Time
-	// foreign remembers the group of mount namespaces no group was made
-	// for (groupOfForeign), until the next scan; foreignMu guards it.
-	foreignMu      sync.Mutex
-	foreign        map[uint64]*group
+	// unmonitored are the namespaces of containers that no profile
+	// covers, when they were passed over; mu guards it.
+	unmonitored    map[uint64]time.Time
 	hostNS, selfNS uint64
+	// discoverNow asks the discovery of containers for a scan at once
+	// (execSeen); one slot, so that requests merge.
+	discoverNow chan struct{}
 	// coverage is how many groups each profile covered when last
 	// logged (noteCoverage).
 	coverageMu sync.Mutex
@@ -360,6 +359,7 @@ func New(opts Options) (*Engine, error) {
 		handoff:      make(chan handed, 4096),
 		groups:       map[uint64]*group{},
 		unmonitored:  map[uint64]time.Time{},
+		discoverNow:  make(chan struct{}, 1),
 		cfs:          container.FS{Root: opts.ProcRoot},
 		queue:        make(chan fsmon.Event, opts.QueueSize),
 		inotifyLimit: inotify.WatchLimit(),
@@ -435,7 +435,7 @@ func New(opts Options) (*Engine, error) {
 	if opts.StateDir != "" {
 		e.loadAllowState(opts.StateDir)
 	}
-	e.procs = newProcessTable(e.log, e.proc, opts)
+	e.procs = newProcessTable(e.log, e.proc, opts, e.execSeen)
 	e.syncWait.Store(int64(syncWait))
 	return e, nil
 }

@@ -115,7 +115,33 @@ func (e *Engine) discover(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-e.discoverNow:
 		}
+	}
+}
+
+// execSeen is told by the process table of every exec (on the table's
+// goroutine: it must not block). An exec in a mount namespace no group
+// has, and that is not the host's or the daemon's, may be a container's
+// first program: the discovery scans at once rather than at its next
+// tick, which shortens the time in which a new container's opens are
+// not judged to the time a scan takes (make bench, scenario k). Where
+// the runtime lets the daemon take part in the start (the OCI hook),
+// there is no such time.
+func (e *Engine) execSeen(_ int32, ns uint64) {
+	if ns == 0 || ns == e.hostNS || ns == e.selfNS {
+		return
+	}
+	e.mu.RLock()
+	_, known := e.groups[ns]
+	_, passed := e.unmonitored[ns]
+	e.mu.RUnlock()
+	if known || passed {
+		return
+	}
+	select {
+	case e.discoverNow <- struct{}{}:
+	default: // one is asked for already
 	}
 }
 
@@ -147,11 +173,13 @@ func (e *Engine) scanContainers() {
 	for _, g := range gone {
 		e.dropGroup(pl, g)
 	}
+	e.mu.Lock()
 	for ns := range e.unmonitored {
 		if _, ok := nss[ns]; !ok {
 			delete(e.unmonitored, ns)
 		}
 	}
+	e.mu.Unlock()
 	if p == nil {
 		return
 	}
@@ -165,24 +193,24 @@ func (e *Engine) scanContainers() {
 	for ns, pids := range nss {
 		e.mu.RLock()
 		_, known := e.groups[ns]
+		at, seen := e.unmonitored[ns]
 		e.mu.RUnlock()
-		// A namespace passed over is looked at again after a while: its
-		// processes may not have been in their cgroup yet.
-		if at, seen := e.unmonitored[ns]; known || seen && time.Since(at) < unmonitoredFor || ns == e.hostNS || ns == e.selfNS {
+		// A container passed over (no profile covers it) is looked at
+		// again after a while.
+		if known || seen && time.Since(at) < unmonitoredFor || ns == e.hostNS || ns == e.selfNS {
 			continue
 		}
-		g, notYet := e.finder.Container(ns, pids, inits)
+		g := e.finder.Container(ns, pids, inits)
 		if g == nil {
-			if !notYet {
-				e.unmonitored[ns] = time.Now()
-			}
-			continue
+			continue // not a container's, or not yet: looked at each scan
 		}
 		g.Rules = p.RulesFor(g.Target())
 		e.checkAllowPaths(g, g.Rules)
 		if len(g.Rules) == 0 {
 			unix.Close(g.RootFD)
+			e.mu.Lock()
 			e.unmonitored[ns] = time.Now()
+			e.mu.Unlock()
 			continue
 		}
 		e.mu.Lock()

@@ -113,13 +113,13 @@ func (g *Group) Target() policy.Target {
 
 // Container makes the group of a mount namespace one of whose processes
 // is the first process of a container, as the runtimes' own state says
-// (inits, container.Inits: its pid and start time), or returns nil;
-// notYet says to look again at the next scan (a namespace no runtime has
-// recorded yet, or a container caught in its setup). What is in the
+// (inits, container.Inits: its pid and start time), or returns nil (a
+// namespace no runtime has recorded, yet or at all, or a container
+// caught in its setup: looked at again at the next scan). What is in the
 // container decides nothing: not its cgroup (which it can leave with
 // CAP_SYS_ADMIN), not its HOSTNAME, not its init's root (which a chroot
 // can make a decoy). The identity is fixed here, when the group is made.
-func (f *Finder) Container(ns uint64, pids []int32, inits map[int32]container.Init) (g *Group, notYet bool) {
+func (f *Finder) Container(ns uint64, pids []int32, inits map[int32]container.Init) *Group {
 	for _, pid := range pids {
 		in, ok := inits[pid]
 		if !ok {
@@ -145,13 +145,13 @@ func (f *Finder) Container(ns uint64, pids []int32, inits map[int32]container.In
 			// the host's. Walking it would put the container's rules
 			// on host files. Look again at the next scan.
 			unix.Close(fd)
-			return nil, true
+			return nil
 		}
 		prefix := fsys.Path(fd)
 		if prefix == "/" {
 			prefix = ""
 		}
-		g = &Group{ContainerID: in.ID, Runtime: in.Runtime, NS: ns, RootPID: pid, RootStart: in.Start, RootFD: fd, Prefix: prefix}
+		g := &Group{ContainerID: in.ID, Runtime: in.Runtime, NS: ns, RootPID: pid, RootStart: in.Start, RootFD: fd, Prefix: prefix}
 		if l, err := os.Readlink(f.ProcRoot + "/" + strconv.Itoa(int(pid)) + "/ns/pid"); err == nil {
 			g.PIDNS, _ = container.ParseNSLink([]byte(l))
 		}
@@ -168,9 +168,9 @@ func (f *Finder) Container(ns uint64, pids []int32, inits map[int32]container.In
 		if g.Name == "" {
 			g.Name = policy.ShortID(in.ID)
 		}
-		return g, false
+		return g
 	}
-	return nil, true
+	return nil
 }
 
 // SameInit reports whether the process the group was made from still
