@@ -14,6 +14,7 @@ import (
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/container"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/cri"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
+	"github.com/fsmon/fsmon_exporter/fsmon/ocihook"
 	"github.com/fsmon/fsmon_exporter/fsmon/policy"
 )
 
@@ -204,25 +205,63 @@ func (e *Engine) scanContainers() {
 		if g == nil {
 			continue // not a container's, or not yet: looked at each scan
 		}
-		g.Rules = p.RulesFor(g.Target())
-		e.checkAllowPaths(g, g.Rules)
-		if len(g.Rules) == 0 {
-			unix.Close(g.RootFD)
-			e.mu.Lock()
-			e.unmonitored[ns] = time.Now()
-			e.mu.Unlock()
-			continue
+		if e.addGroup(pl, p, g, "scan") {
+			changed = true
 		}
-		e.mu.Lock()
-		e.groups[ns] = g
-		e.containers.Store(true)
-		e.mu.Unlock()
-		changed = true
-		w := pl.Walk(pl.Live(), g, g.Rules)
-		e.requestScan()
-		e.log.Info("watching container", "container", g.Name, "id", g.ContainerID, "runtime", string(g.Runtime),
-			"root_pid", g.RootPID, "rules", len(g.Rules), "unmarked", w.Errors)
 	}
+}
+
+// addGroup watches the container of group g, new, if p's profiles
+// cover it: its group, then its marks (a walk of its root). A container
+// no profile covers is passed over for a while (unmonitoredFor). pl is
+// held. found says how the engine learnt of it (scan, hook).
+func (e *Engine) addGroup(pl marks.Placement, p *policy.Policy, g *group, found string) bool {
+	g.Rules = p.RulesFor(g.Target())
+	e.checkAllowPaths(g, g.Rules)
+	if len(g.Rules) == 0 {
+		unix.Close(g.RootFD)
+		e.mu.Lock()
+		e.unmonitored[g.NS] = time.Now()
+		e.mu.Unlock()
+		return false
+	}
+	e.mu.Lock()
+	e.groups[g.NS] = g
+	e.containers.Store(true)
+	e.mu.Unlock()
+	w := pl.Walk(pl.Live(), g, g.Rules)
+	e.requestScan()
+	e.log.Info("watching container", "container", g.Name, "id", g.ContainerID, "runtime", string(g.Runtime),
+		"root_pid", g.RootPID, "rules", len(g.Rules), "unmarked", w.Errors, "found_by", found)
+	return true
+}
+
+// StartContainer is told by the OCI hook of a container its runtime is
+// starting, before its first program runs (ocihook.Starter): its group
+// is made and its marks placed before this returns, and the hook lets
+// the runtime go on only then. So the container's first open is judged.
+// Its identity is the hook's (the runtime's own state, handed over by
+// root on the host), fixed now; the scan passes the namespace over
+// later, as it is known.
+func (e *Engine) StartContainer(_ context.Context, st ocihook.State) error {
+	g, err := e.finder.Starting(st.ID, st.PID, st.Bundle)
+	if err != nil {
+		return err
+	}
+	pl := e.marks.Place()
+	defer pl.Done()
+	e.mu.RLock()
+	p := e.policy
+	_, known := e.groups[g.NS]
+	e.mu.RUnlock()
+	if known || p == nil {
+		unix.Close(g.RootFD)
+		return nil
+	}
+	if e.addGroup(pl, p, g, "hook") {
+		e.noteCoverage()
+	}
+	return nil
 }
 
 // unmonitoredFor is how long a namespace passed over stays passed over.

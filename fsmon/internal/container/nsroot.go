@@ -18,6 +18,15 @@ import (
 // is never handed back to the Go scheduler: it ends with its goroutine,
 // so no other goroutine runs in the container's namespace.
 func OpenNSRoot(procRoot string, pid int32) (int, error) {
+	return OpenInNS(procRoot, pid, "/")
+}
+
+// OpenInNS opens (O_PATH) the directory at path as PID's mount
+// namespace resolves it from its root: for a container that its runtime
+// is still setting up (an OCI hook's), the root file system at the
+// bundle's root path, with the container's mounts below it, which
+// pivot_root then makes the root.
+func OpenInNS(procRoot string, pid int32, path string) (int, error) {
 	p := procRoot + "/" + strconv.Itoa(int(pid)) + "/ns/mnt"
 	nsfd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -41,9 +50,9 @@ func OpenNSRoot(procRoot string, pid int32) (int, error) {
 			ch <- result{-1, fmt.Errorf("entering the mount namespace of %d: %w", pid, err)}
 			return
 		}
-		fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		fd, err := unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			err = fmt.Errorf("opening the root of the mount namespace of %d: %w", pid, err)
+			err = fmt.Errorf("opening %s in the mount namespace of %d: %w", path, pid, err)
 		}
 		ch <- result{fd, err}
 	}()

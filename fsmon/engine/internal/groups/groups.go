@@ -7,8 +7,10 @@ package groups
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -147,30 +149,83 @@ func (f *Finder) Container(ns uint64, pids []int32, inits map[int32]container.In
 			unix.Close(fd)
 			return nil
 		}
-		prefix := fsys.Path(fd)
-		if prefix == "/" {
-			prefix = ""
-		}
-		g := &Group{ContainerID: in.ID, Runtime: in.Runtime, NS: ns, RootPID: pid, RootStart: in.Start, RootFD: fd, Prefix: prefix}
-		if l, err := os.Readlink(f.ProcRoot + "/" + strconv.Itoa(int(pid)) + "/ns/pid"); err == nil {
-			g.PIDNS, _ = container.ParseNSLink([]byte(l))
-		}
-		if f.Meta != nil {
-			// Never the container's HOSTNAME or files: a container
-			// controls those, and would choose its profile.
-			if m, ok := f.Meta.Lookup(context.Background(), in.Runtime, in.ID); ok {
-				g.Name, g.Image, g.Pod = m.Name, m.Image, m.Pod
-				if m.Pod != nil {
-					g.SpecName = m.Name
-				}
-			}
-		}
-		if g.Name == "" {
-			g.Name = policy.ShortID(in.ID)
-		}
-		return g
+		return f.made(in, ns, fd)
 	}
 	return nil
+}
+
+// made finishes the group of the container in whose namespace ns root
+// fd was opened: its PID namespace, and who its runtime says it is.
+func (f *Finder) made(in container.Init, ns uint64, fd int) *Group {
+	prefix := fsys.Path(fd)
+	if prefix == "/" {
+		prefix = ""
+	}
+	g := &Group{ContainerID: in.ID, Runtime: in.Runtime, NS: ns, RootPID: in.PID, RootStart: in.Start, RootFD: fd, Prefix: prefix}
+	if l, err := os.Readlink(f.ProcRoot + "/" + strconv.Itoa(int(in.PID)) + "/ns/pid"); err == nil {
+		g.PIDNS, _ = container.ParseNSLink([]byte(l))
+	}
+	if f.Meta != nil {
+		// Never the container's HOSTNAME or files: a container
+		// controls those, and would choose its profile.
+		if m, ok := f.Meta.Lookup(context.Background(), in.Runtime, in.ID); ok {
+			g.Name, g.Image, g.Pod = m.Name, m.Image, m.Pod
+			if m.Pod != nil {
+				g.SpecName = m.Name
+			}
+		}
+	}
+	if g.Name == "" {
+		g.Name = policy.ShortID(in.ID)
+	}
+	return g
+}
+
+// Starting makes the group of a container that its runtime is starting
+// and tells of through its OCI hook (id, the pid of its first process,
+// its bundle): before pivot_root, its root is the bundle's root file
+// system as its own mount namespace sees it, mounts and all. The hook's
+// peer has been checked to be root on the host (ocihook); the pid must
+// still be the process it named, in a mount namespace that is not the
+// host's.
+func (f *Finder) Starting(id string, pid int32, bundle string) (*Group, error) {
+	var sb [1024]byte
+	v, err := f.Proc.ReadStat(pid, sb[:])
+	if err != nil {
+		return nil, fmt.Errorf("the container's process %d: %w", pid, err)
+	}
+	ns, err := f.CFS.MountNS(pid)
+	if err != nil {
+		return nil, err
+	}
+	if self, _ := f.CFS.MountNS(int32(os.Getpid())); ns == f.Host.NS || ns == self {
+		return nil, fmt.Errorf("process %d is in the host's mount namespace", pid)
+	}
+	b, err := os.ReadFile(filepath.Join(f.Inits.Root, bundle, "config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("the container's bundle: %w", err)
+	}
+	var spec struct {
+		Root struct {
+			Path string `json:"path"`
+		} `json:"root"`
+	}
+	if err := json.Unmarshal(b, &spec); err != nil || spec.Root.Path == "" {
+		return nil, fmt.Errorf("the bundle's config.json names no root (%v)", err)
+	}
+	root := spec.Root.Path
+	if !filepath.IsAbs(root) {
+		root = filepath.Join(bundle, root)
+	}
+	fd, err := container.OpenInNS(f.ProcRoot, pid, root)
+	if err != nil {
+		return nil, err
+	}
+	if fsys.SameFile(fd, f.Host.RootFD) {
+		unix.Close(fd)
+		return nil, fmt.Errorf("the container's root %s is the host's", root)
+	}
+	return f.made(container.Init{ID: id, PID: pid, Start: v.StartTime}, ns, fd), nil
 }
 
 // SameInit reports whether the process the group was made from still
