@@ -9,6 +9,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -349,5 +350,89 @@ func testBudgetFilling(t *testing.T, rt runtimeCLI) {
 			t.Fatalf("no change of %s: the host's new directory is not followed", probe)
 		}
 		time.Sleep(100 * time.Millisecond) // polling a condition, with a deadline
+	}
+}
+
+// TestPodmanHookProtectsFromTheFirstOpen: with the daemon's OCI hook in
+// podman's hooks directory, every container is walked before its first
+// program runs: containers whose command opens their protected file at
+// once are all denied, a count, not a race won. The daemon's scan is
+// hours away; the hook is what does it.
+func TestPodmanHookProtectsFromTheFirstOpen(t *testing.T) {
+	rt := podmanCLI
+	rt.need(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "hook.sock")
+	hooks := filepath.Join(dir, "hooks.d")
+	if err := os.Mkdir(hooks, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin, err := filepath.Abs(os.Getenv("FSMON_BINARY"))
+	if err != nil || os.Getenv("FSMON_BINARY") == "" {
+		t.Skip("FSMON_BINARY not set")
+	}
+	writeConfig(t, filepath.Join(hooks, "fsmon.json"), fmt.Sprintf(
+		`{"version":"1.0.0","hook":{"path":%q,"args":["fsmon_exporter","hook","--socket=%s"]},"when":{"always":true},"stages":["createRuntime"]}`, bin, sock))
+	prefix := hostilePrefix(rt, "first")
+	cfg := filepath.Join(dir, "fsmon.yml")
+	writeConfig(t, cfg, "profiles:"+fmt.Sprintf(hostileProfile, prefix))
+	d := startDaemon(t, "--config.file="+cfg, "--containers.scan-interval=1h", "--containers.hook-socket="+sock)
+	d.waitLog(t, 1, `msg=ready`)
+	eventuallyExists(t, sock)
+	const n = 10
+	denied := 0
+	for i := range n {
+		name := fmt.Sprintf("%s-%d", prefix, i)
+		args := []string{"--hooks-dir=" + hooks, "--runtime", "runc", "run", "--rm", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+			"--name", name, testImage, "cat", "/etc/hostname"}
+		out, err := rt.cmd(t, args...)
+		t.Cleanup(func() { rt.cmd(t, append(rt.rm, name)...) })
+		if err != nil && strings.Contains(out, "Operation not permitted") {
+			denied++
+		} else {
+			t.Logf("%s: %v %q", name, err, out)
+		}
+	}
+	if denied != n {
+		t.Errorf("%d of %d containers denied their first open, want all", denied, n)
+	}
+	d.waitLog(t, n, `msg="watching container"`, "found_by=hook")
+}
+
+// TestHookFromAnotherMountNamespaceIsRefused: the hook socket hears only
+// root in the host's mount namespace; a peer in a mount namespace of its
+// own (as a container's root with the socket mounted in would be) gets
+// an error, and no container is made of what it says.
+func TestHookFromAnotherMountNamespaceIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "hook.sock")
+	cfg := filepath.Join(dir, "fsmon.yml")
+	writeConfig(t, cfg, "profiles:"+fmt.Sprintf(hostileProfile, runID+"-refused"))
+	d := startDaemon(t, "--config.file="+cfg, "--containers.scan-interval=1h", "--containers.hook-socket="+sock)
+	d.waitLog(t, 1, `msg=ready`)
+	eventuallyExists(t, sock)
+	bin, _ := filepath.Abs(os.Getenv("FSMON_BINARY"))
+	state := fmt.Sprintf(`{"id":"%s","pid":%d,"bundle":"/nonexistent"}`, strings.Repeat("a", 64), os.Getpid())
+	cmd := exec.Command("unshare", "--mount", bin, "hook", "--socket="+sock)
+	cmd.Stdin = strings.NewReader(state)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "not root in the host's mount namespace") {
+		t.Fatalf("hook from another mount namespace: %v %q, want refused", err, out)
+	}
+	d.waitLog(t, 1, `msg="hook socket: peer refused"`)
+}
+
+// eventuallyExists waits until path exists.
+func eventuallyExists(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never appeared", path)
+		}
+		time.Sleep(50 * time.Millisecond) // polling a condition, with a deadline
 	}
 }

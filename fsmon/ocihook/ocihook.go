@@ -141,15 +141,17 @@ func Serve(ctx context.Context, ln net.Listener, procRoot string, s Starter, log
 func serveOne(ctx context.Context, c *net.UnixConn, procRoot string, s Starter, log *slog.Logger) {
 	defer c.Close()
 	answer := func(msg string) { c.Write([]byte(msg + "\n")) }
-	if err := trusted(c, procRoot); err != nil {
-		log.Warn("hook socket: peer refused", "err", err)
-		answer("error: " + err.Error())
-		return
-	}
+	// Read first (bounded), so that the peer gets the answer, refusal
+	// too, rather than a broken pipe.
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	line, err := bufio.NewReader(io.LimitReader(c, maxState)).ReadBytes('\n')
 	if err != nil {
 		answer("error: reading the state: " + err.Error())
+		return
+	}
+	if err := trusted(c, procRoot); err != nil {
+		log.Warn("hook socket: peer refused", "err", err)
+		answer("error: " + err.Error())
 		return
 	}
 	st, err := ParseState(line)
