@@ -75,7 +75,7 @@ bench: $(BIN)
 # package, where go test replays it from then on.
 FUZZTIME ?= 30s
 FUZZERS := ./fsmon/policy:FuzzParse ./fsmon/internal/fanotify:FuzzParse ./fsmon/internal/inotify:FuzzParse \
-	./fsmon/internal/proc:FuzzParseStatView ./fsmon/internal/container:FuzzParseCgroup ./fsmon/internal/container:FuzzParseState \
+	./fsmon/internal/proc:FuzzParseStatView ./fsmon/internal/container:FuzzParseInitState ./fsmon/internal/container:FuzzParseState \
 	./exporters/jsonl:FuzzQuote ./fsmon/engine/internal/allowstate:FuzzDecode \
 	./fsmon/engine/internal/baseline:FuzzDecode
 fuzz:

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -39,6 +40,7 @@ import (
 	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/fsmon/configwatch"
 	"github.com/fsmon/fsmon_exporter/fsmon/engine"
+	"github.com/fsmon/fsmon_exporter/fsmon/ocihook"
 	"github.com/fsmon/fsmon_exporter/fsmon/policy"
 )
 
@@ -59,6 +61,8 @@ type flags struct {
 	foldWindow       time.Duration
 	containerScan    time.Duration
 	maxObjects       int
+	groupBudget      int
+	hookSocket       string
 	stateDir         string
 	containerCap     int
 	criSockets       []string
@@ -110,6 +114,10 @@ func parseFlags(args []string) *flags {
 		Default(engine.DefaultCRISockets...).StringsVar(&f.criSockets)
 	app.Flag("watch.max-objects", "Most directories and files that monitor-only filters follow at once; past it the rest is not followed and the log says so. Files of block and report_access filters are always marked.").
 		Default("1048576").IntVar(&f.maxObjects)
+	app.Flag("containers.max-objects", "Most directories and files each container's filters mark or follow, block filters' too; past it the rest of that container is not marked and the log says so (fsmon_container_budget_unmarked_objects). A container cannot use up the host's objects or inotify watches; 0: no budget but --watch.max-objects.").
+		Default(strconv.Itoa(engine.DefaultGroupBudget)).IntVar(&f.groupBudget)
+	app.Flag("containers.hook-socket", "Unix socket the OCI hook (`fsmon_exporter hook`, run by podman and CRI-O from a hooks directory) tells the daemon of a starting container at, and waits on until its marks are placed; only root in the host's mount namespace is heard. Empty: no socket.").
+		Default(defaultHookSocket).StringVar(&f.hookSocket)
 	app.Flag("state.dir", "Directory of the state kept across restarts: what the executables of allow lists resolved to, so that the processes of a program upgraded while the daemon was down stay allowed; the baseline of the host's watched files, so that what changed while the daemon was down is reported at its start; empty keeps nothing.").
 		Default("/var/lib/fsmon_exporter").StringVar(&f.stateDir)
 	app.Flag("hash.max-size", "Largest watched file whose content change events hash (SHA-256, file.hash.sha256); larger ones are reported with file.hash.skipped=size; 0 hashes nothing.").
@@ -149,9 +157,29 @@ func hashing(maxSize units.Base2Bytes) engine.Hashing {
 func init() { runtime.LockOSThread() }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "hook" {
+		os.Exit(hookMain(os.Args[2:]))
+	}
 	spareP()
 	os.Exit(run(os.Args[1:]))
 }
+
+// hookMain is `fsmon_exporter hook [--socket=PATH] [--wait=D]`: the OCI
+// runtime hook that a runtime runs before a container's first program
+// (docs/config.md, "OCI hook"), which waits until the daemon has placed
+// the container's marks.
+func hookMain(args []string) int {
+	fs := flag.NewFlagSet("hook", flag.ContinueOnError)
+	socket := fs.String("socket", defaultHookSocket, "the daemon's hook socket (--containers.hook-socket)")
+	wait := fs.Duration("wait", 30*time.Second, "how long to wait for the daemon's answer")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	return ocihook.Run(os.Stdin, os.Stderr, *socket, *wait)
+}
+
+// defaultHookSocket is where the daemon listens for its OCI hook.
+const defaultHookSocket = "/run/fsmon_exporter/hook.sock"
 
 // spareP gives the runtime at least two Ps unless GOMAXPROCS is set. The
 // permission loop sits in a blocking read(2) on a thread of its own,
@@ -298,6 +326,7 @@ func run(args []string) int {
 		Sink:             sinks,
 		ContainerScan:    f.containerScan,
 		MaxObjects:       f.maxObjects,
+		GroupBudget:      f.groupBudget,
 		ExeCache:         exeCache,
 		Priority:         priority,
 		StateDir:         f.stateDir,
@@ -348,6 +377,16 @@ func run(args []string) int {
 	}
 	reloadMetrics.Set(true, time.Now())
 	logApply(logger, "ready", res)
+	// Hooks are heard once a configuration is in force: a container
+	// the hook tells of is then walked with it before it starts.
+	if f.hookSocket != "" && f.containerScan > 0 {
+		if ln, err := ocihook.Listen(f.hookSocket); err != nil {
+			logger.Warn("no OCI hook socket: containers are found by the scan and exec events only", "err", err)
+		} else {
+			go ocihook.Serve(ctx, ln, "/proc", eng, logger.With("component", "hook"))
+			defer os.Remove(f.hookSocket)
+		}
+	}
 
 	sig := make(chan os.Signal, 4)
 	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)

@@ -30,6 +30,7 @@ type stateCollector struct {
 	overflows, dropped, timeouts  *prometheus.Desc
 	late, standinAnswers, readers *prometheus.Desc
 	decisions, ready, unmarked    *prometheus.Desc
+	budgetUnmarked                *prometheus.Desc
 	unjudged, withoutPreContent   *prometheus.Desc
 	profileGroups                 *prometheus.Desc
 	procRecords, procSize         *prometheus.Desc
@@ -61,6 +62,7 @@ func NewStateCollector(src StateSource, logger *slog.Logger) prometheus.Collecto
 		decisions:         desc("permission_decision_duration_seconds", "Time from reading a permission event to writing its answer, in seconds."),
 		ready:             desc("ready", "1 once every mark of the current configuration is placed, else 0."),
 		unmarked:          desc("unmarked_objects", "Files and directories of the current configuration that could not be marked (out of room, or an error); the log says why."),
+		budgetUnmarked:    desc("container_budget_unmarked_objects", "Files and directories of containers not marked because their container reached its object budget (--containers.max-objects); the log names the container."),
 		unjudged:          desc("unjudged_descriptors", "Descriptors of files a block or report_access filter covers, held by processes the filter does not allow, opened before the file was protected (found by the last scan of /proc; the kernel cannot deny their reads).", "profile", "filter"),
 		withoutPreContent: desc("protected_files_without_precontent", "Files of protect-mode block filters whose file system (tmpfs, overlayfs) or kernel (before 6.14) has no pre-content events: their reads are judged, but writes, mmap and truncate through descriptors taken from allowed processes are not.", "profile", "filter"),
 		profileGroups:     desc("profile_groups", "Groups (the host, containers) each profile of the configuration in force covers; 0: its selector matches nothing that runs.", "profile"),
@@ -75,7 +77,7 @@ func NewStateCollector(src StateSource, logger *slog.Logger) prometheus.Collecto
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.groups, c.pending, c.marks, c.rules, c.watches, c.watchesLimit,
-		c.overflows, c.dropped, c.timeouts, c.late, c.standinAnswers, c.readers, c.decisions, c.ready, c.unmarked,
+		c.overflows, c.dropped, c.timeouts, c.late, c.standinAnswers, c.readers, c.decisions, c.ready, c.unmarked, c.budgetUnmarked,
 		c.unjudged, c.withoutPreContent, c.profileGroups,
 		c.procRecords, c.procSize, c.procEvictions, c.procLost,
 	} {
@@ -125,6 +127,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(c.ready, ready)
 	gauge(c.unmarked, float64(st.Unmarked))
+	gauge(c.budgetUnmarked, float64(st.BudgetUnmarked))
 	if pt := st.ProcessTable; pt != nil {
 		gauge(c.procRecords, float64(pt.Records))
 		gauge(c.procSize, float64(pt.Size))

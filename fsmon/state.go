@@ -85,6 +85,7 @@ type State struct {
 	NotifyEvents     uint64                   // notification events read
 	Ready            bool                     // every mark of the current configuration is placed
 	Unmarked         int64                    // objects of the current configuration that could not be marked
+	BudgetUnmarked   int64                    // objects of containers not marked because their budget was full
 	// Unjudged counts, per block or report_access filter in force (every
 	// one listed, at 0 too), the descriptors of covered files that the
 	// last scan of /proc found held by processes the filter does not

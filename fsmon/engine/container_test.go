@@ -22,9 +22,10 @@ import (
 )
 
 // fakeContainer is the nearest real thing to a container this machine
-// can run: a busybox root file system, a process in new mount and PID
-// namespaces whose root is that file system (unshare --root), in a
-// cgroup whose path has the shape a runtime gives it.
+// can run without a runtime: a busybox root file system, a process in
+// new mount and PID namespaces that made it the root of its mount
+// namespace (pivot_root), in a cgroup whose path has the shape a runtime
+// gives it, recorded as runc records its containers (writeInitState).
 type fakeContainer struct {
 	id     string
 	name   string // its name in the Docker state file runContainer writes for it, and its HOSTNAME
@@ -118,6 +119,11 @@ type containerSpec struct {
 	// writes one with the container's name and no image; noStateFile
 	// writes none.
 	dockerState string
+	// init is the shell command the container's init runs after
+	// "started" ("" sleeps); noInitState leaves it unrecorded by any
+	// runtime.
+	init        string
+	noInitState bool
 }
 
 // noStateFile as a containerSpec's dockerState starts a container no
@@ -183,10 +189,19 @@ func runContainer(t *testing.T, spec containerSpec) *fakeContainer {
 		writeDockerState(t, c.id, spec.dockerState)
 	}
 	// The shell joins the cgroup, then becomes unshare, whose child is
-	// the container's PID 1 with the busybox root: a shell that stays
-	// (an exec after "started" would race with the engine's reads of the
-	// init's environment and status).
-	script := fmt.Sprintf(`echo $$ > %s/cgroup.procs && exec unshare --mount --pid --fork --mount-proc --root=%s /bin/sh -c 'echo started; while :; do sleep 3600; done'`, c.cgroup, spec.root)
+	// the container's PID 1. As a runtime does, it makes the busybox
+	// root the root of its mount namespace (pivot_root, the old root
+	// unmounted), then becomes a shell of the container that stays (an
+	// exec after "started" would race with the engine's reads of the
+	// init). spec.init, when set, is what that shell runs first.
+	if err := os.MkdirAll(filepath.Join(spec.root, ".oldroot"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	inner := "echo started; while :; do sleep 3600; done"
+	if spec.init != "" {
+		inner = spec.init
+	}
+	script := fmt.Sprintf(`echo $$ > %s/cgroup.procs && exec unshare --mount --pid --fork sh -c 'mount --rbind %[2]s %[2]s && mount -t proc proc %[2]s/proc && cd %[2]s && pivot_root . .oldroot && exec /bin/sh -c "/bin/busybox umount -l /.oldroot && %[3]s"'`, c.cgroup, spec.root, inner)
 	c.cmd = exec.Command("sh", "-c", script)
 	c.cmd.Env = []string{"PATH=/bin:/usr/bin:/sbin:/usr/sbin", "HOSTNAME=" + c.name}
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -219,7 +234,7 @@ func runContainer(t *testing.T, spec containerSpec) *fakeContainer {
 	}
 	pid, _ := strconv.Atoi(f[0])
 	c.pid = int32(pid)
-	// The cgroup the engine reads the id from is the one made.
+	// The cgroup a runtime would give it (the engine does not read it).
 	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", c.pid))
 	if err != nil {
 		t.Fatal(err)
@@ -227,7 +242,39 @@ func runContainer(t *testing.T, spec containerSpec) *fakeContainer {
 	if !strings.Contains(string(cg), want+"\n") {
 		t.Fatalf("container init is not in %s:\n%s", want, cg)
 	}
+	if !spec.noInitState {
+		writeInitState(t, c.id, c.pid)
+	}
 	return c
+}
+
+// writeInitState records the container's init as runc does, in its
+// default root (/run/runc/<id>/state.json): what makes the engine take
+// its namespace for a container's. Removed when the test ends.
+func writeInitState(t *testing.T, id string, pid int32) {
+	t.Helper()
+	dir := filepath.Join("/run/runc", id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	writeFile(t, filepath.Join(dir, "state.json"),
+		fmt.Sprintf(`{"id":%q,"init_process_pid":%d,"init_process_start":%d}`, id, pid, startTime(t, pid)))
+}
+
+// startTime is field 22 of /proc/PID/stat.
+func startTime(t *testing.T, pid int32) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	v, err := strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
 
 // writeDockerState writes a container's config.v2.json where Docker

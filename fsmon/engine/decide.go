@@ -112,10 +112,16 @@ func (e *Engine) judge(s *permSlot, d *decision) {
 			return
 		}
 	}
-	// The rules are the file's, whoever opens it: the protection belongs
-	// to the file, also when a container reaches a host file through a
-	// bind mount. The opener's group only says how to name it, so it is
-	// looked up for reported events only.
+	// The host's rules are the file's, whoever opens it: the protection
+	// belongs to the file, also when a container reaches a host file
+	// through a bind mount. A container's rules judge the container's
+	// own processes only (ownRules): a container controls what its paths
+	// lead to, and must not choose what others may open.
+	if e.containers.Load() {
+		if d.rules = e.ownRules(s.pid, d.rules); len(d.rules) == 0 {
+			return
+		}
+	}
 	a := d.allow
 	if a == nil {
 		a = &e.allowIDs
@@ -125,6 +131,31 @@ func (e *Engine) judge(s *permSlot, d *decision) {
 		return
 	}
 	d.kind, d.rule = out.Kind, d.rules[out.Rule]
+}
+
+// ownRules keeps of rules those that judge the opener pid, in place:
+// every rule of the host's, and a container's rules only when pid is one
+// of that container's processes (memberOf). Inside a container its root
+// user owns every path, so its profile's paths can be made to lead
+// anywhere it reaches: a symlink into a volume of host files, a bind
+// mount. Were its rules the file's, the container would decide what
+// host processes, or another container's, may open. The opener's group
+// is read only when a container's rule is there to be kept or not.
+func (e *Engine) ownRules(pid int32, rules []grule) []grule {
+	var opener *group
+	kept := rules[:0]
+	for _, r := range rules {
+		if r.Group != nil && !r.Group.IsHost() {
+			if opener == nil {
+				opener = e.groupOf(pid)
+			}
+			if opener != r.Group {
+				continue
+			}
+		}
+		kept = append(kept, r)
+	}
+	return kept
 }
 
 // gather is phase 2, for reported events: what the report says of the

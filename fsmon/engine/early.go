@@ -148,6 +148,12 @@ func (e *Engine) scanDescriptors() int {
 			if rules = e.fileRules(id, rules[:0]); len(rules) == 0 {
 				return
 			}
+			if e.containers.Load() {
+				// As the loop: a container's rules judge its own.
+				if rules = e.ownRules(pid, rules); len(rules) == 0 {
+					return
+				}
+			}
 			out := e.judgeHolder(pid, rules)
 			if out.Kind == 0 {
 				return

@@ -148,6 +148,9 @@ type Options struct {
 	// that a tree a container fills with millions of entries costs
 	// bounded memory; past it, what is left is not marked and counted.
 	MaxObjects int
+	// GroupBudget bounds the directories and files of each container,
+	// block filters' too (marks.Options.GroupBudget); 0: none.
+	GroupBudget int
 	// ExeCache chooses how allow lists learn what a process runs.
 	ExeCache ExeCache
 	// Priority is how the permission loop and the watchdog are
@@ -251,10 +254,13 @@ type Engine struct {
 	// the host's included.
 	host   *group
 	groups map[uint64]*group
-	// unmonitored are namespaces seen that no profile covers (or with
-	// no container id); the placement lock guards it.
+	// unmonitored are the namespaces of containers that no profile
+	// covers, when they were passed over; mu guards it.
 	unmonitored    map[uint64]time.Time
 	hostNS, selfNS uint64
+	// discoverNow asks the discovery of containers for a scan at once
+	// (execSeen); one slot, so that requests merge.
+	discoverNow chan struct{}
 	// coverage is how many groups each profile covered when last
 	// logged (noteCoverage).
 	coverageMu sync.Mutex
@@ -363,6 +369,7 @@ func New(opts Options) (*Engine, error) {
 		handoff:      make(chan handed, 4096),
 		groups:       map[uint64]*group{},
 		unmonitored:  map[uint64]time.Time{},
+		discoverNow:  make(chan struct{}, 1),
 		cfs:          container.FS{Root: opts.ProcRoot},
 		queue:        make(chan fsmon.Event, opts.QueueSize),
 		inotifyLimit: inotify.WatchLimit(),
@@ -374,7 +381,8 @@ func New(opts Options) (*Engine, error) {
 		return nil, err
 	}
 	e.hostNS = e.host.NS
-	e.finder = &groups.Finder{ProcRoot: opts.ProcRoot, Proc: e.proc, CFS: e.cfs, Host: e.host, Meta: runtimeSources(opts)}
+	e.finder = &groups.Finder{ProcRoot: opts.ProcRoot, Proc: e.proc, CFS: e.cfs, Host: e.host, Meta: runtimeSources(opts),
+		Inits: &container.Inits{Root: groups.HostFiles(opts.ProcRoot)}}
 	e.groups[e.hostNS] = e.host
 	e.selfNS, _ = e.cfs.MountNS(e.selfPID)
 	// The permission group is read by a blocking read(2) on a thread of
@@ -427,7 +435,7 @@ func New(opts Options) (*Engine, error) {
 		e.ino.Close()
 		return nil, err
 	}
-	e.marks = marks.New(marks.Options{Logger: e.log, Perm: e.perm, Notif: e.notif, Ino: e.ino, Arm: e.arm, MaxObjects: opts.MaxObjects})
+	e.marks = marks.New(marks.Options{Logger: e.log, Perm: e.perm, Notif: e.notif, Ino: e.ino, Arm: e.arm, MaxObjects: opts.MaxObjects, GroupBudget: opts.GroupBudget})
 	mode := procinfo.CacheOn
 	if opts.ExeCache == ExeCacheOff {
 		mode = procinfo.CacheOff
@@ -437,7 +445,7 @@ func New(opts Options) (*Engine, error) {
 	if opts.StateDir != "" {
 		e.loadAllowState(opts.StateDir)
 	}
-	e.procs = newProcessTable(e.log, e.proc, opts)
+	e.procs = newProcessTable(e.log, e.proc, opts, e.execSeen)
 	e.syncWait.Store(int64(syncWait))
 	e.facts = newFactsWorker(e)
 	return e, nil
@@ -840,6 +848,7 @@ func (e *Engine) Snapshot() fsmon.State {
 		NotifyEvents:      e.notifyEvents.Load(),
 		Ready:             e.marks.Ready(),
 		Unmarked:          e.marks.Unmarked(),
+		BudgetUnmarked:    e.marks.BudgetCut(),
 		Unjudged:          e.unjudged(),
 		WithoutPreContent: e.withoutPreContent(),
 		Baseline:          e.facts.state(),

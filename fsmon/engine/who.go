@@ -21,7 +21,7 @@ const syncWait = 100 * time.Millisecond
 
 // newProcessTable loads the process table, or says once why reports
 // read /proc instead.
-func newProcessTable(log *slog.Logger, fs proc.FS, opts Options) *procinfo.Table {
+func newProcessTable(log *slog.Logger, fs proc.FS, opts Options, onExec func(int32, uint64)) *procinfo.Table {
 	if opts.ProcessTable == ProcessTableOff {
 		log.Info("process table off (--process.table=off): changes of processes that have exited are reported by their pid only")
 		return nil
@@ -30,7 +30,7 @@ func newProcessTable(log *slog.Logger, fs proc.FS, opts Options) *procinfo.Table
 	if size <= 0 {
 		size = 16384
 	}
-	t, err := procinfo.NewTable(log, fs, procinfo.TableOptions{Size: size, Retention: opts.ExitedRetention})
+	t, err := procinfo.NewTable(log, fs, procinfo.TableOptions{Size: size, Retention: opts.ExitedRetention, OnExec: onExec})
 	if err != nil {
 		if !errors.Is(err, procinfo.ErrTableOff) {
 			log.Warn("process table unavailable: reports read /proc, and changes of processes that have exited are reported by their pid only", "err", err)

@@ -51,7 +51,8 @@ var (
 	treeFiles = flag.Int("tree", 100000, "watched files in the start-up scenario")
 	nCtr      = flag.Int("containers", 20, "fake containers in the start-up scenario's per-container figure")
 	ctrRuns   = flag.Int("container-runs", 3, "runs of the per-container figure")
-	only      = flag.String("only", "abcdefghijyz", "scenarios to run (letters of the issue: a b c latency, d throughput, e start-up, f export, g collateral, h floods, i exec cost, j reads of guarded content, y hashing under writers, z start-up comparison with the baseline)")
+	only      = flag.String("only", "abcdefghijkyz", "scenarios to run (letters of the issue: a b c latency, d throughput, e start-up, f export, g collateral, h floods, i exec cost, j reads of guarded content, k a new container's first opens, y hashing under writers, z start-up comparison with the baseline)")
+	nFirst    = flag.Int("first-containers", 8, "containers of each set-up of scenario k")
 	floodSecs = flag.Float64("flood-secs", 3, "seconds of each flood run (scenario h)")
 	floodReps = flag.Int("flood-reps", 3, "repetitions of the allowed floods (scenario h)")
 	verbose   = flag.Bool("v", false, "log every measurement to stderr")
@@ -874,6 +875,10 @@ func main() {
 	if has("z") {
 		cmp = compare(fastRoot, *treeFiles, 3)
 	}
+	var first []firstResult
+	if has("k") {
+		first = firstOpen(*nFirst)
+	}
 	var expMsg string
 	var exp []float64
 	if has("f") {
@@ -996,6 +1001,9 @@ func main() {
 	}
 	if cmp != nil {
 		reportCompare(w, cmp, fastFS)
+	}
+	if first != nil {
+		reportFirstOpen(w, first, *nFirst)
 	}
 	fmt.Fprintf(w, "suite time: %s\n", time.Since(began).Round(time.Second))
 }

@@ -2,12 +2,9 @@ package container
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,41 +14,6 @@ import (
 )
 
 const id = "3f1a9c2b7d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8"
-
-func TestParseCgroup(t *testing.T) {
-	for _, tc := range []struct {
-		name, in string
-		rt       Runtime
-		id       string
-	}{
-		{"docker v2", "0::/system.slice/docker-" + id + ".scope\n", RuntimeDocker, id},
-		{"docker v1", "12:pids:/docker/" + id + "\n11:memory:/docker/" + id + "\n", RuntimeDocker, id},
-		{"containerd v2", "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234_5678.slice/cri-containerd-" + id + ".scope\n", RuntimeContainerd, id},
-		{"crio v2", "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podab.slice/crio-" + id + ".scope\n", RuntimeCRIO, id},
-		{"crio conmon", "0::/kubepods.slice/crio-conmon-" + id + ".scope\n", RuntimeUnknown, ""},
-		{"podman", "0::/machine.slice/libpod-" + id + ".scope/container\n", RuntimePodman, id},
-		{"kubepods v1 cgroupfs", "4:memory:/kubepods/besteffort/pod8c0a1f2e-3b4c-4d5e-8f90-a1b2c3d4e5f6/" + id + "\n", RuntimeKubernetes, id},
-		{"host", "0::/init.scope\n4:memory:/user.slice\n", RuntimeUnknown, ""},
-		{"short hex is not an id", "0::/docker-abcdef.scope\n", RuntimeUnknown, ""},
-		{"garbage", "\x00\xff::::\n", RuntimeUnknown, ""},
-	} {
-		rt, got := ParseCgroup([]byte(tc.in))
-		if rt != tc.rt || got != tc.id {
-			t.Errorf("%s: got (%q, %q), want (%q, %q)", tc.name, rt, got, tc.rt, tc.id)
-		}
-	}
-}
-
-func FuzzParseCgroup(f *testing.F) {
-	f.Add([]byte("0::/system.slice/docker-" + id + ".scope\n"))
-	f.Add([]byte("12:pids:/docker/" + id))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		_, got := ParseCgroup(b)
-		if got != "" && len(got) != 64 {
-			t.Fatalf("id %q", got)
-		}
-	})
-}
 
 func TestNamespacesOfThisMachine(t *testing.T) {
 	ns, err := FS{Root: "/proc"}.Namespaces()
@@ -73,48 +35,27 @@ func TestNamespacesOfThisMachine(t *testing.T) {
 	}
 }
 
-func TestParseNSpidInit(t *testing.T) {
-	if !ParseNSpidInit([]byte("Name:\tsh\nNSpid:\t4242\t1\nNSpgid:\t1\n")) {
-		t.Error("container init not recognised")
-	}
-	if ParseNSpidInit([]byte("Name:\tinit\nNSpid:\t1\n")) {
-		t.Error("the host's init is not a container's")
-	}
-	if ParseNSpidInit([]byte("Name:\tsh\nNSpid:\t4242\t7\n")) {
-		t.Error("pid 7 taken for an init")
-	}
-}
-
-// TestReadsOfARealProcess reads what the engine reads of a process in
-// a Docker-shaped cgroup (v1 pids:/docker/<id>, which this machine has)
-// and in mount and PID namespaces of its own: its container id, its
-// namespace apart from ours, whether it is its namespace's init.
-func TestReadsOfARealProcess(t *testing.T) {
+// TestNamespaceRootIsNotTheInitsRoot: a process in a mount namespace of
+// its own that has only chrooted into a directory (as a container's init
+// that hides its files behind a decoy) has that directory as its
+// /proc/PID/root, but the namespace's root is still the one it was made
+// with: OpenNSRoot opens that, and reads its namespace like any other.
+func TestNamespaceRootIsNotTheInitsRoot(t *testing.T) {
 	testroot.Require(t)
 	testroot.RequireCommand(t, "unshare")
-	var st syscall.Statfs_t
-	const cgroupSuperMagic = 0x27e0eb
-	if err := syscall.Statfs("/sys/fs/cgroup/pids", &st); err != nil || st.Type != cgroupSuperMagic {
-		testroot.Unavailable(t, "no cgroup v1 pids hierarchy at /sys/fs/cgroup/pids (%v, type %#x)", err, st.Type)
-	}
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
+	bb := testroot.RequireCommand(t, "busybox")
+	decoy := t.TempDir()
+	if err := os.MkdirAll(decoy+"/bin", 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cid := hex.EncodeToString(b)
-	cg := "/sys/fs/cgroup/pids/docker/" + cid
-	if err := os.MkdirAll(cg, 0o755); err != nil {
-		testroot.Unavailable(t, "cannot make a cgroup: %v", err)
+	b, err := os.ReadFile(bb)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := os.Remove(cg); err != nil {
-			t.Errorf("cgroup left behind: %v", err)
-		}
-	})
-	// The inner shell stays the init: an exec after "started" would race
-	// with the reads below (the environment is empty during an exec).
-	c := exec.Command("sh", "-c", "echo $$ > "+cg+"/cgroup.procs && exec unshare --mount --pid --fork sh -c 'echo started; while :; do sleep 3600; done'")
-	c.Env = []string{"PATH=/bin:/usr/bin:/sbin:/usr/sbin", "HOSTNAME=real-1"}
+	if err := os.WriteFile(decoy+"/bin/busybox", b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := exec.Command("unshare", "--mount", "--root="+decoy, "/bin/busybox", "sh", "-c", "echo started; while :; do /bin/busybox sleep 3600; done")
 	out, err := c.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -122,56 +63,107 @@ func TestReadsOfARealProcess(t *testing.T) {
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
-	unsharePID := int32(c.Process.Pid)
-	var initPID int32
-	t.Cleanup(func() {
-		// The init's end ends its namespace; unshare reaps it and exits.
-		if initPID > 0 {
-			syscall.Kill(int(initPID), syscall.SIGKILL)
-		} else {
-			c.Process.Kill()
-		}
-		c.Wait()
-	})
+	t.Cleanup(func() { c.Process.Kill(); c.Wait() })
 	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "started\n" {
 		t.Fatalf("did not start: %q", line)
 	}
-	kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", unsharePID, unsharePID))
-	if err != nil || len(strings.Fields(string(kids))) == 0 {
-		t.Fatalf("children of unshare: %q %v", kids, err)
-	}
-	n, _ := strconv.Atoi(strings.Fields(string(kids))[0])
-	initPID = int32(n)
-
+	pid := int32(c.Process.Pid)
 	fs := FS{Root: "/proc"}
-	for _, pid := range []int32{unsharePID, initPID} {
-		rt, got, err := fs.ID(pid)
-		if err != nil || rt != RuntimeDocker || got != cid {
-			t.Errorf("ID(%d) = %q, %q, %v; want docker, %s", pid, rt, got, err, cid)
-		}
-	}
-	if _, got, err := fs.ID(int32(os.Getpid())); err != nil || got != "" {
-		t.Errorf("our own id: %q %v", got, err)
-	}
-	if !fs.IsNamespaceInit(initPID) {
-		t.Error("the init of the new PID namespace not recognised")
-	}
-	if fs.IsNamespaceInit(unsharePID) {
-		t.Error("unshare, which stays in our PID namespace, taken for an init")
-	}
 	self, err := fs.MountNS(int32(os.Getpid()))
 	if err != nil {
 		testroot.Unavailable(t, "cannot read own mount namespace: %v", err)
 	}
-	inner, err := fs.MountNS(initPID)
+	inner, err := fs.MountNS(pid)
+	if err != nil || inner == self {
+		t.Fatalf("namespace of %d: %d %v (ours %d)", pid, inner, err, self)
+	}
+	fd, err := OpenNSRoot("/proc", pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nss, err := fs.Namespaces()
-	if err != nil {
+	defer syscall.Close(fd)
+	var got, host, own syscall.Stat_t
+	if err := syscall.Fstat(fd, &got); err != nil {
 		t.Fatal(err)
 	}
-	if inner == self || !slices.Contains(nss[inner], initPID) || slices.Contains(nss[self], initPID) {
-		t.Errorf("namespaces: ours %d, the init's %d; grouped %v / %v", self, inner, nss[self], nss[inner])
+	syscall.Stat("/", &host)
+	syscall.Stat(fmt.Sprintf("/proc/%d/root", pid), &own)
+	if got.Dev != host.Dev || got.Ino != host.Ino {
+		t.Errorf("root of the namespace is %d:%d, want the one it was made with, %d:%d", got.Dev, got.Ino, host.Dev, host.Ino)
 	}
+	if own.Ino == host.Ino && own.Dev == host.Dev {
+		t.Fatal("the process did not chroot")
+	}
+	// The daemon's own threads stay where they were.
+	if now, _ := fs.MountNS(int32(os.Getpid())); now != self {
+		t.Errorf("our mount namespace changed: %d, was %d", now, self)
+	}
+}
+
+// TestInitsOfTheRuntimesLayouts: the records of each runtime's runc
+// root are read, by the init's pid; a directory without its state yet,
+// one named by no id, and a record of another id are passed over; a
+// record that goes is forgotten.
+func TestInitsOfTheRuntimesLayouts(t *testing.T) {
+	root := t.TempDir()
+	ids := map[string]string{}
+	write := func(dir, id, body string) {
+		t.Helper()
+		d := root + "/" + dir + "/" + id
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if body != "" {
+			if err := os.WriteFile(d+"/state.json", []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	state := func(id string, pid int) string {
+		return fmt.Sprintf(`{"id":"%s","init_process_pid":%d,"init_process_start":%d,"config":{"rootfs":"/x"}}`, id, pid, 1000+pid)
+	}
+	for i, dir := range []string{"run/docker/runtime-runc/moby", "run/containerd/runc/k8s.io", "run/containerd/runc/default", "run/runc"} {
+		cid := strings.Repeat(strconv.Itoa(i+1), 64)
+		ids[dir] = cid
+		write(dir, cid, state(cid, 100+i))
+	}
+	write("run/runc", strings.Repeat("a", 64), "")                                  // not written yet
+	write("run/runc", "not-an-id", state("not-an-id", 200))                         // no id
+	write("run/runc", strings.Repeat("b", 64), state(strings.Repeat("c", 64), 201)) // another's
+	in := &Inits{Root: root}
+	got := in.ByPID()
+	want := map[int32]Init{
+		100: {ids["run/docker/runtime-runc/moby"], RuntimeDocker, 100, 1100},
+		101: {ids["run/containerd/runc/k8s.io"], RuntimeKubernetes, 101, 1101},
+		102: {ids["run/containerd/runc/default"], RuntimeContainerd, 102, 1102},
+		103: {ids["run/runc"], RuntimeRunc, 103, 1103},
+	}
+	if len(got) != len(want) {
+		t.Errorf("ByPID = %v, want %v", got, want)
+	}
+	for pid, w := range want {
+		if got[pid] != w {
+			t.Errorf("pid %d: %+v, want %+v", pid, got[pid], w)
+		}
+	}
+	// Written later: read at the next look.
+	write("run/runc", strings.Repeat("a", 64), state(strings.Repeat("a", 64), 300))
+	os.RemoveAll(root + "/run/runc/" + ids["run/runc"])
+	got = in.ByPID()
+	if got[300].ID != strings.Repeat("a", 64) {
+		t.Errorf("a record written later not read: %v", got)
+	}
+	if _, ok := got[103]; ok {
+		t.Errorf("a record that went is still there: %v", got)
+	}
+}
+
+func FuzzParseInitState(f *testing.F) {
+	f.Add([]byte(`{"id":"` + id + `","init_process_pid":7,"init_process_start":9}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		in, ok := ParseInitState(b, id, RuntimeRunc)
+		if ok && (in.ID != id || in.PID <= 0 || in.Start == 0) {
+			t.Fatalf("%+v", in)
+		}
+	})
 }

@@ -7,7 +7,10 @@ package groups
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -31,6 +34,9 @@ type Finder struct {
 	// Meta tells who a container is: the runtimes' state files (read
 	// below HostFiles) and APIs.
 	Meta container.Source
+	// Inits are the runtimes' records of the containers' first
+	// processes (below HostFiles): what makes a namespace a container's.
+	Inits *container.Inits
 }
 
 // Group is the host or one container: a mount namespace with its own
@@ -44,12 +50,17 @@ type Group struct {
 	Pod *container.Pod
 	// SpecName is the container's name in its pod's spec: "" for a
 	// pod's sandbox (its pause container), which has none.
-	SpecName  string
-	Runtime   container.Runtime
-	NS        uint64 // mount namespace inode
+	SpecName string
+	Runtime  container.Runtime
+	NS       uint64 // mount namespace inode
+	// PIDNS is the PID namespace inode of the container's init (0 for
+	// the host): a process of a mount namespace made later inside the
+	// container is still the container's (see the engine's groupOf).
+	PIDNS     uint64
 	RootPID   int32
 	RootStart uint64 // start time of rootPID: with it, the container's identity
-	// RootFD is an O_PATH fd of the group's root (/proc/PID/root):
+	// RootFD is an O_PATH fd of the group's root (for a container, the
+	// root of its mount namespace, container.OpenNSRoot):
 	// every path of the group is opened below it with RESOLVE_IN_ROOT,
 	// so nothing a container holds can lead the daemon out of it.
 	RootFD int
@@ -90,20 +101,6 @@ func (g *Group) Inside(p string) string {
 	return p
 }
 
-// openRoot opens /proc/PID/root and works out the prefix.
-func openRoot(procRoot string, pid int32) (int, string, error) {
-	p := procRoot + "/" + strconv.Itoa(int(pid)) + "/root"
-	fd, err := unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, "", fmt.Errorf("opening %s: %w", p, err)
-	}
-	prefix := fsys.Path(fd)
-	if prefix == "/" {
-		prefix = ""
-	}
-	return fd, prefix, nil
-}
-
 // Target is the group as profile selection sees it.
 func (g *Group) Target() policy.Target {
 	if g.IsHost() {
@@ -116,61 +113,119 @@ func (g *Group) Target() policy.Target {
 	return t
 }
 
-// Container makes the group of a mount namespace whose processes carry
-// a container id, or returns nil; notYet says to look again at the next
-// scan (a container caught in its setup).
-func (f *Finder) Container(ns uint64, pids []int32) (g *Group, notYet bool) {
-	// The container's init first: its root is the container's.
-	ordered := make([]int32, 0, len(pids))
+// Container makes the group of a mount namespace one of whose processes
+// is the first process of a container, as the runtimes' own state says
+// (inits, container.Inits: its pid and start time), or returns nil (a
+// namespace no runtime has recorded, yet or at all, or a container
+// caught in its setup: looked at again at the next scan). What is in the
+// container decides nothing: not its cgroup (which it can leave with
+// CAP_SYS_ADMIN), not its HOSTNAME, not its init's root (which a chroot
+// can make a decoy). The identity is fixed here, when the group is made.
+func (f *Finder) Container(ns uint64, pids []int32, inits map[int32]container.Init) *Group {
 	for _, pid := range pids {
-		if f.CFS.IsNamespaceInit(pid) {
-			ordered = append(ordered, pid)
-		}
-	}
-	for _, pid := range pids {
-		if !f.CFS.IsNamespaceInit(pid) {
-			ordered = append(ordered, pid)
-		}
-	}
-	for _, pid := range ordered {
-		rt, id, err := f.CFS.ID(pid)
-		if err != nil || id == "" {
+		in, ok := inits[pid]
+		if !ok {
 			continue
 		}
-		fd, prefix, err := openRoot(f.ProcRoot, pid)
+		var sb [1024]byte
+		if v, err := f.Proc.ReadStat(pid, sb[:]); err != nil || v.StartTime != in.Start {
+			continue // another process that got the pid
+		}
+		// The root of the namespace, not the init's: a chroot of the
+		// init cannot hide the container's files.
+		fd, err := container.OpenNSRoot(f.ProcRoot, pid)
 		if err != nil {
 			continue
 		}
-		if fsys.SameFile(fd, f.Host.RootFD) {
-			// Caught between entering its namespace and changing its
-			// root (a runtime's setup, unshare before chroot): its root
-			// is still the host's. Walking it would put the container's
-			// rules on host files. Look again at the next scan.
-			unix.Close(fd)
-			notYet = true
+		if cur, err := f.CFS.MountNS(pid); err != nil || cur != ns {
+			unix.Close(fd) // it left the namespace while looked at
 			continue
 		}
-		g = &Group{ContainerID: id, Runtime: rt, NS: ns, RootPID: pid, RootFD: fd, Prefix: prefix}
-		var sb [1024]byte
-		if v, err := f.Proc.ReadStat(pid, sb[:]); err == nil {
-			g.RootStart = v.StartTime
+		if fsys.SameFile(fd, f.Host.RootFD) {
+			// Caught between making its namespace and changing its
+			// root (a runtime's setup): the namespace's root is still
+			// the host's. Walking it would put the container's rules
+			// on host files. Look again at the next scan.
+			unix.Close(fd)
+			return nil
 		}
-		if f.Meta != nil {
-			// Never the container's HOSTNAME or files: a container
-			// controls those, and would choose its profile.
-			if m, ok := f.Meta.Lookup(context.Background(), rt, id); ok {
-				g.Name, g.Image, g.Pod = m.Name, m.Image, m.Pod
-				if m.Pod != nil {
-					g.SpecName = m.Name
-				}
+		return f.made(in, ns, fd)
+	}
+	return nil
+}
+
+// made finishes the group of the container in whose namespace ns root
+// fd was opened: its PID namespace, and who its runtime says it is.
+func (f *Finder) made(in container.Init, ns uint64, fd int) *Group {
+	prefix := fsys.Path(fd)
+	if prefix == "/" {
+		prefix = ""
+	}
+	g := &Group{ContainerID: in.ID, Runtime: in.Runtime, NS: ns, RootPID: in.PID, RootStart: in.Start, RootFD: fd, Prefix: prefix}
+	if l, err := os.Readlink(f.ProcRoot + "/" + strconv.Itoa(int(in.PID)) + "/ns/pid"); err == nil {
+		g.PIDNS, _ = container.ParseNSLink([]byte(l))
+	}
+	if f.Meta != nil {
+		// Never the container's HOSTNAME or files: a container
+		// controls those, and would choose its profile.
+		if m, ok := f.Meta.Lookup(context.Background(), in.Runtime, in.ID); ok {
+			g.Name, g.Image, g.Pod = m.Name, m.Image, m.Pod
+			if m.Pod != nil {
+				g.SpecName = m.Name
 			}
 		}
-		if g.Name == "" {
-			g.Name = policy.ShortID(id)
-		}
-		return g, false
 	}
-	return nil, notYet
+	if g.Name == "" {
+		g.Name = policy.ShortID(in.ID)
+	}
+	return g
+}
+
+// Starting makes the group of a container that its runtime is starting
+// and tells of through its OCI hook (id, the pid of its first process,
+// its bundle): before pivot_root, its root is the bundle's root file
+// system as its own mount namespace sees it, mounts and all. The hook's
+// peer has been checked to be root on the host (ocihook); the pid must
+// still be the process it named, in a mount namespace that is not the
+// host's.
+func (f *Finder) Starting(id string, pid int32, bundle string) (*Group, error) {
+	var sb [1024]byte
+	v, err := f.Proc.ReadStat(pid, sb[:])
+	if err != nil {
+		return nil, fmt.Errorf("the container's process %d: %w", pid, err)
+	}
+	ns, err := f.CFS.MountNS(pid)
+	if err != nil {
+		return nil, err
+	}
+	if self, _ := f.CFS.MountNS(int32(os.Getpid())); ns == f.Host.NS || ns == self {
+		return nil, fmt.Errorf("process %d is in the host's mount namespace", pid)
+	}
+	b, err := os.ReadFile(filepath.Join(f.Inits.Root, bundle, "config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("the container's bundle: %w", err)
+	}
+	var spec struct {
+		Root struct {
+			Path string `json:"path"`
+		} `json:"root"`
+	}
+	if err := json.Unmarshal(b, &spec); err != nil || spec.Root.Path == "" {
+		return nil, fmt.Errorf("the bundle's config.json names no root (%v)", err)
+	}
+	root := spec.Root.Path
+	if !filepath.IsAbs(root) {
+		root = filepath.Join(bundle, root)
+	}
+	fd, err := container.OpenInNS(f.ProcRoot, pid, root)
+	if err != nil {
+		return nil, err
+	}
+	if fsys.SameFile(fd, f.Host.RootFD) {
+		unix.Close(fd)
+		return nil, fmt.Errorf("the container's root %s is the host's", root)
+	}
+	return f.made(container.Init{ID: id, PID: pid, Start: v.StartTime}, ns, fd), nil
 }
 
 // SameInit reports whether the process the group was made from still

@@ -84,6 +84,9 @@ func (m *Marks) Adopt(fd int, de *Dir, name string, st *unix.Stat_t) {
 	if f != nil && t.filesByHandle[f.handle] == f {
 		delete(t.filesByHandle, f.handle)
 	}
+	if t.files[id] == nil {
+		t.own(g)
+	}
 	f = &fileEntry{g: g, id: id, path: p, handle: key, rules: rules, perm: placedPerm, notif: placedNotif, guard: gd}
 	t.files[id] = f
 	if key != "" {

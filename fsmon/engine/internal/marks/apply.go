@@ -31,6 +31,7 @@ type Walked struct {
 func (p Placement) Begin() *Tables {
 	p.m.ready.Store(false)
 	p.m.unmarked.Store(0)
+	p.m.budgetCut.Store(0)
 	t := newTables()
 	return t
 }
@@ -179,6 +180,16 @@ func (p Placement) DropGroup(g *group) (dirs, files int) {
 		if m.tables.filesByHandle[f.handle] == f {
 			delete(m.tables.filesByHandle, f.handle)
 		}
+	}
+	// Entries of g that another group keeps are that group's now:
+	// counted afresh (dropDir below takes the gone directories off).
+	// Once per container that goes.
+	clear(m.tables.owned)
+	for _, d := range m.tables.dirs {
+		m.tables.own(d.g)
+	}
+	for _, f := range m.tables.files {
+		m.tables.own(f.g)
 	}
 	// The directory fds kept for open_by_handle_at of the group's file
 	// systems would pin them (a pod's tmpfs volume) after it is gone.

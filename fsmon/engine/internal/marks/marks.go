@@ -42,6 +42,9 @@ type Options struct {
 	// MaxObjects bounds the directories and files tracked (see
 	// engine.Options).
 	MaxObjects int
+	// GroupBudget bounds the directories and files of each container
+	// (0: no bound but MaxObjects; see walker.overBudget).
+	GroupBudget int
 }
 
 // Marks is the engine's marks, their tables and their upkeep.
@@ -50,6 +53,7 @@ type Marks struct {
 	perm, notif *fanotify.Group
 	ino         *inotify.Instance
 	maxObjects  int
+	groupBudget int
 
 	// applyMu serialises placement (see Placement).
 	applyMu sync.Mutex
@@ -62,6 +66,9 @@ type Marks struct {
 
 	ready    atomic.Bool
 	unmarked atomic.Int64 // objects of the configuration in force that could not be marked
+	// budgetCut: objects of containers not marked because their
+	// group's budget was full, since the configuration was applied.
+	budgetCut atomic.Int64
 
 	// armGroup arms file systems (nil: off); armMu guards armed, the
 	// file systems armed by st_dev, and toldNoPre, those the log has
@@ -79,16 +86,17 @@ func New(opts Options) *Marks {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Marks{
-		log:        opts.Logger,
-		perm:       opts.Perm,
-		notif:      opts.Notif,
-		ino:        opts.Ino,
-		maxObjects: opts.MaxObjects,
-		tables:     newTables(),
-		mountFDs:   map[[8]byte]mountFD{},
-		armGroup:   opts.Arm,
-		armed:      map[uint64]armedFS{},
-		toldNoPre:  map[uint64]struct{}{},
+		log:         opts.Logger,
+		perm:        opts.Perm,
+		notif:       opts.Notif,
+		ino:         opts.Ino,
+		maxObjects:  opts.MaxObjects,
+		groupBudget: opts.GroupBudget,
+		tables:      newTables(),
+		mountFDs:    map[[8]byte]mountFD{},
+		armGroup:    opts.Arm,
+		armed:       map[uint64]armedFS{},
+		toldNoPre:   map[uint64]struct{}{},
 	}
 }
 
@@ -99,6 +107,10 @@ func (m *Marks) Ready() bool { return m.ready.Load() }
 // Unmarked is how many objects of the configuration in force could not
 // be marked.
 func (m *Marks) Unmarked() int64 { return m.unmarked.Load() }
+
+// BudgetCut is how many objects of containers were not marked because
+// their group's budget was full (walker.overBudget).
+func (m *Marks) BudgetCut() int64 { return m.budgetCut.Load() }
 
 // Close closes the directory fds kept per file system: they would keep
 // the file systems busy (an unmount fails with EBUSY) after the engine
@@ -230,6 +242,7 @@ func (m *Marks) ForgetFile(fid fanotify.FID) {
 	delete(m.tables.filesByHandle, f.handle)
 	if m.tables.files[f.id] == f {
 		delete(m.tables.files, f.id)
+		m.tables.disown(f.g)
 	}
 }
 

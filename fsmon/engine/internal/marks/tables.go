@@ -106,6 +106,10 @@ type Tables struct {
 	files         map[DevIno]*fileEntry
 	filesByHandle map[string]*fileEntry
 	wds           map[int]*Dir
+	// owned counts the directories and files each container's walks
+	// and new files brought in (the host's are not counted): what its
+	// object budget bounds.
+	owned map[*group]int
 	// incomplete: something the configuration asks for could not be
 	// placed into this set (see walker.fail).
 	incomplete bool
@@ -119,6 +123,22 @@ func newTables() *Tables {
 		files:         map[DevIno]*fileEntry{},
 		filesByHandle: map[string]*fileEntry{},
 		wds:           map[int]*Dir{},
+		owned:         map[*group]int{},
+	}
+}
+
+// own counts a new entry of g's; disown one that goes.
+func (t *Tables) own(g *group) {
+	if !g.IsHost() {
+		t.owned[g]++
+	}
+}
+
+func (t *Tables) disown(g *group) {
+	if n := t.owned[g]; n > 1 {
+		t.owned[g] = n - 1
+	} else {
+		delete(t.owned, g)
 	}
 }
 

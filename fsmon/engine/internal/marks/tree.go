@@ -133,7 +133,10 @@ func (m *Marks) wantsInodeMark(d *Dir, name string) bool {
 // dropDir forgets a directory and removes its marks and watch.
 func (m *Marks) dropDir(d *Dir, watchGone bool) {
 	m.mu.Lock()
-	delete(m.tables.dirs, d.id)
+	if m.tables.dirs[d.id] == d {
+		delete(m.tables.dirs, d.id)
+		m.tables.disown(d.g)
+	}
 	if k := (RealKey{d.mnt, d.real}); m.tables.dirsByReal[k] == d {
 		delete(m.tables.dirsByReal, k)
 	}

@@ -50,6 +50,8 @@ type walker struct {
 	// handles open.
 	stack    []*dirWork
 	openable map[uint64]bool
+	// budgetTold: the log has said the group's budget is reached.
+	budgetTold bool
 }
 
 // fail counts an object that could not be marked. guards says the
@@ -210,11 +212,46 @@ func (w *walker) handleKey(fd int, dev uint64) string {
 func (w *walker) full(what string) bool {
 	w.m.mu.RLock()
 	n := len(w.t.dirs) + len(w.t.files)
+	if w.g.IsHost() {
+		// The host's objects only: the containers' cannot use up the
+		// host's room (each has its own budget, overBudget).
+		for _, c := range w.t.owned {
+			n -= c
+		}
+	}
 	w.m.mu.RUnlock()
 	if n < w.m.maxObjects {
 		return false
 	}
 	w.fail(what, ErrTooMany, false)
+	return true
+}
+
+// overBudget reports whether the walk's group is a container that holds
+// as many objects as its budget allows (Options.GroupBudget): then what
+// is left is not marked, whatever filter covers it. A container controls
+// how many directories and files its recursive filters cover; without a
+// budget of its own it could use up the engine's objects or the user's
+// inotify watches, which the host's new directories need. Counted apart
+// from the unmarked objects (BudgetCut), and it does not make the engine
+// unready: the host's protection is whole, and a container must not be
+// able to turn the daemon's readiness off.
+func (w *walker) overBudget(what string) bool {
+	if w.m.groupBudget <= 0 || w.g.IsHost() {
+		return false
+	}
+	w.m.mu.RLock()
+	n := w.t.owned[w.g]
+	w.m.mu.RUnlock()
+	if n < w.m.groupBudget {
+		return false
+	}
+	w.m.budgetCut.Add(1)
+	if !w.budgetTold {
+		w.budgetTold = true
+		w.m.log.Warn("container reached its object budget: the rest of its files and directories are not marked (raise --containers.max-objects)",
+			"container", w.g.Name, "id", w.g.ContainerID, "budget", w.m.groupBudget, "at", what)
+	}
 	return true
 }
 
@@ -226,7 +263,7 @@ var ErrTooMany = errors.New("object limit reached (raise --watch.max-objects)")
 // be walked.
 func (w *walker) visitDir(fd int, up *dirWork, logical string, comps []string, rels []ruleRel) *dirWork {
 	guards := guarding(rels)
-	if len(rels) == 0 || !guards && w.full(logical) {
+	if len(rels) == 0 || !guards && w.full(logical) || w.overBudget(logical) {
 		return nil
 	}
 	var st unix.Stat_t
@@ -250,6 +287,7 @@ func (w *walker) visitDir(fd int, up *dirWork, logical string, comps []string, r
 	if isNew {
 		d = &Dir{g: w.g, id: id, path: logical, comps: comps, wd: -1}
 		w.t.dirs[id] = d
+		w.t.own(w.g)
 	} else if d.g == w.g && d.path != logical && w.live {
 		// Renamed within the covered tree: the same directory under a
 		// new name, with the relations of its new place. Its inotify
@@ -506,7 +544,7 @@ func ownedByRoot(dirFD int, name string) bool {
 
 // markFile records and marks a covered file.
 func (w *walker) markFile(fd int, st *unix.Stat_t, p string, rules []Rule) {
-	if !guardingRules(rules) && w.full(p) {
+	if !guardingRules(rules) && w.full(p) || w.overBudget(p) {
 		return
 	}
 	id := DevIno{st.Dev, st.Ino}
@@ -519,6 +557,9 @@ func (w *walker) markFile(fd int, st *unix.Stat_t, p string, rules []Rule) {
 	if f == nil || f.handle != key {
 		if f != nil && w.t.filesByHandle[f.handle] == f {
 			delete(w.t.filesByHandle, f.handle)
+		}
+		if f == nil {
+			w.t.own(w.g)
 		}
 		f = &fileEntry{g: w.g, id: id, path: p, handle: key}
 		w.t.files[id] = f

@@ -34,6 +34,7 @@ type Table struct {
 	tr        *proctrace.Tracer
 	max       int
 	retention time.Duration
+	onExec    func(pid int32, mntNS uint64)
 
 	mu       sync.Mutex
 	closed   bool
@@ -108,6 +109,11 @@ type TableOptions struct {
 	Size int
 	// Retention is how long a record is kept after its process exited.
 	Retention time.Duration
+	// OnExec, when set, is told of every exec the table applies, with
+	// the mount namespace it ran in, on the table's own goroutine: it
+	// must not block (the engine's discovery of containers follows
+	// execs with it).
+	OnExec func(pid int32, mntNS uint64)
 }
 
 // ErrTableOff says the table was turned off by configuration.
@@ -135,7 +141,7 @@ func NewTable(log *slog.Logger, fs proc.FS, o TableOptions) (*Table, error) {
 		o.Retention = 30 * time.Second
 	}
 	return &Table{
-		log: log, fs: fs, tr: tr, max: o.Size, retention: o.Retention,
+		log: log, fs: fs, tr: tr, max: o.Size, retention: o.Retention, onExec: o.OnExec,
 		m: make(map[int32]*Proc, min(o.Size, 4096)), progress: make(chan struct{}),
 	}, nil
 }
@@ -261,6 +267,9 @@ func (t *Table) apply(r *proctrace.Record, now time.Time) {
 		p.Exe = t.exeNow(p)
 		p.Parent = t.known(r.PPID).AsParent()
 		t.put(p, now)
+		if t.onExec != nil {
+			t.onExec(r.PID, uint64(r.MntNS))
+		}
 	case proctrace.Fork:
 		src := t.known(r.Forker)
 		p := &Proc{
