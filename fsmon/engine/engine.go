@@ -171,6 +171,12 @@ type Options struct {
 	ProcessTable     ProcessTable
 	ProcessTableSize int
 	ExitedRetention  time.Duration
+	// PassAge is how long a file beside a protected one (in a directory
+	// marked for it, covered by no filter that asks about opens) must be
+	// left unchanged, by its ctime, before its opens are let past the
+	// daemon (docs/design/deny.md §9); 0 is marks.DefaultPassAge (5s),
+	// negative never.
+	PassAge time.Duration
 }
 
 // Arming says whether the engine arms the file systems of protected
@@ -417,7 +423,7 @@ func New(opts Options) (*Engine, error) {
 		e.ino.Close()
 		return nil, err
 	}
-	e.marks = marks.New(marks.Options{Logger: e.log, Perm: e.perm, Notif: e.notif, Ino: e.ino, Arm: e.arm, MaxObjects: opts.MaxObjects})
+	e.marks = marks.New(marks.Options{Logger: e.log, Perm: e.perm, Notif: e.notif, Ino: e.ino, Arm: e.arm, MaxObjects: opts.MaxObjects, PassAge: opts.PassAge})
 	mode := procinfo.CacheOn
 	if opts.ExeCache == ExeCacheOff {
 		mode = procinfo.CacheOff

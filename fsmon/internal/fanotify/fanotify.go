@@ -120,6 +120,9 @@ type Group struct {
 	class  Class
 	file   *os.File // ReadsPolled only: owns fd, whose reads park in the Go netpoller
 	closed atomic.Bool
+	// pass is the way Pass asks for its ignore marks (passFlags): it
+	// moves on when the kernel says EINVAL to one.
+	pass atomic.Uint32
 }
 
 // New makes a group. Event fds are opened read-only, close-on-exec, and
@@ -202,6 +205,75 @@ func (g *Group) Remove(fd int, mask Mask) error {
 		return fmt.Errorf("fanotify_mark(remove %#x): %w", uint64(mask), err)
 	}
 	return nil
+}
+
+// Pass puts an ignore mask of mask on the inode of the open fd (an
+// event's fd: a regular descriptor, marked directly, no path lookup), so
+// that the group's directory marks no longer ask about opens of it
+// (docs/design/deny.md §9). The mask does not survive modification: the
+// kernel clears it at the file's next write or truncate, and does not
+// place it at all while any process has the file open for writing
+// (measured, 6.18). The mark is evictable where the kernel allows it
+// (5.19): it does not pin the inode, and an inode evicted under memory
+// pressure only comes back as one more question. ENOENT, EEXIST (the
+// inode has a mark of the group that is not evictable) and the like are
+// the caller's to ignore: a pass not placed only costs a round trip.
+func (g *Group) Pass(fd int32, mask Mask) error {
+	for {
+		mode := g.pass.Load()
+		flags, ok := passFlags(mode)
+		if !ok {
+			return errPassUnsupported
+		}
+		_, _, errno := unix.Syscall6(unix.SYS_FANOTIFY_MARK, uintptr(g.fd), uintptr(flags), uintptr(mask), uintptr(fd), 0, 0)
+		if errno == 0 {
+			return nil
+		}
+		if errno == unix.EINVAL {
+			// Older kernel: the next way of asking (evictable and
+			// FAN_MARK_IGNORE came in 5.19 and 6.0).
+			g.pass.CompareAndSwap(mode, mode+1)
+			continue
+		}
+		return fmt.Errorf("fanotify_mark(ignore %#x): %w", uint64(mask), errno)
+	}
+}
+
+// Unpass removes the ignore mask Pass may have placed on the inode fd
+// (an O_PATH fd) refers to. A file whose name a filter now covers must
+// lose it before anything relies on its own mark: an ignore mask wins
+// over the mark's events (measured). ENOENT (no mark at all) is nil.
+func (g *Group) Unpass(fd int, mask Mask) error {
+	flags := uint(unix.FAN_MARK_REMOVE | unix.FAN_MARK_IGNORE)
+	if g.pass.Load() >= 2 {
+		flags = unix.FAN_MARK_REMOVE | unix.FAN_MARK_IGNORED_MASK
+	}
+	err := unix.FanotifyMark(g.fd, flags, uint64(mask), unix.AT_FDCWD, fdPath(fd))
+	if err == nil || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if errors.Is(err, unix.EINVAL) && flags&unix.FAN_MARK_IGNORE != 0 {
+		err = unix.FanotifyMark(g.fd, unix.FAN_MARK_REMOVE|unix.FAN_MARK_IGNORED_MASK, uint64(mask), unix.AT_FDCWD, fdPath(fd))
+		if err == nil || errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+	}
+	return fmt.Errorf("fanotify_mark(remove ignore %#x): %w", uint64(mask), err)
+}
+
+var errPassUnsupported = errors.New("the kernel refuses inode ignore masks")
+
+// passFlags are the ways of asking for Pass's mark, best first.
+func passFlags(mode uint32) (uint, bool) {
+	switch mode {
+	case 0:
+		return unix.FAN_MARK_ADD | unix.FAN_MARK_IGNORE | unix.FAN_MARK_EVICTABLE, true
+	case 1:
+		return unix.FAN_MARK_ADD | unix.FAN_MARK_IGNORE, true
+	case 2:
+		return unix.FAN_MARK_ADD | unix.FAN_MARK_IGNORED_MASK, true
+	}
+	return 0, false
 }
 
 // Guard says what of a file's content, beyond its opens, a group's

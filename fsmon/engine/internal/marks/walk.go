@@ -538,6 +538,7 @@ func (w *walker) markFile(fd int, st *unix.Stat_t, p string, rules []Rule) {
 	}
 	w.m.mu.RLock()
 	guard := guardingContent(f.rules) && f.guard == fanotify.GuardNone
+	had := f.perm
 	w.m.mu.RUnlock()
 	if guard {
 		// Armed first: a descriptor opened from here on is judged from
@@ -555,4 +556,13 @@ func (w *walker) markFile(fd int, st *unix.Stat_t, p string, rules []Rule) {
 		}
 	}
 	w.mark(fd, p, &f.perm, perm, &f.notif, notifFileMask)
+	if perm != 0 && had&perm != perm {
+		// A pass given to the file while no rule asked about it (the
+		// neighbour of a protected file, renamed or linked under a
+		// covered name since, or covered by a reload) would win over
+		// its own mark.
+		if err := w.m.unpass(fd, p); err != nil {
+			w.fail(p, err, true)
+		}
+	}
 }
