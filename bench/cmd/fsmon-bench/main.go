@@ -51,6 +51,7 @@ var (
 	treeFiles = flag.Int("tree", 100000, "watched files in the start-up scenario")
 	nCtr      = flag.Int("containers", 20, "fake containers in the start-up scenario's per-container figure")
 	ctrRuns   = flag.Int("container-runs", 3, "runs of the per-container figure")
+	soakDur   = flag.Duration("soak", 0, "instead of the suite, the soak (make soak): the steady mix for this long, then the growth table; exit 1 when something grew more than 10%")
 	only      = flag.String("only", "abcdefghij", "scenarios to run (letters of the issue: a b c latency, d throughput, e start-up, f export, g collateral, h floods, i exec cost, j reads of guarded content)")
 	floodSecs = flag.Float64("flood-secs", 3, "seconds of each flood run (scenario h)")
 	floodReps = flag.Int("flood-reps", 3, "repetitions of the allowed floods (scenario h)")
@@ -823,6 +824,11 @@ func main() {
 			panic(p)
 		}
 	}()
+	if *soakDur > 0 {
+		rc := soak(*soakDur, openerPath)
+		cleanup()
+		os.Exit(rc)
+	}
 	began := time.Now()
 
 	protDir := filepath.Join(tmpRoot, "protected")
