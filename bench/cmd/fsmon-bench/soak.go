@@ -269,6 +269,10 @@ func soak(dur time.Duration, openerPath string) int {
 		progress("soak: %s of %s; rss %.0f KiB", time.Since(began).Round(time.Second), dur, vmRSSKiB(d.pid()))
 	}
 	last := quiet("end")
+	paused.Store(true)
+	// Whether marks left after the churn are late or left for good.
+	time.Sleep(20 * time.Second)
+	lateMarks := d.metrics("fsmon_fanotify_marks")["fsmon_fanotify_marks"]
 	stop.Store(true)
 	paused.Store(false)
 	wg.Wait()
@@ -302,6 +306,7 @@ func soak(dur time.Duration, openerPath string) int {
 		rc = 1
 	}
 	fmt.Fprintf(w, "| pidfds (executable cache entries, not compared) | %.0f | %.0f | | ≤ 1024: %s |\n", first.pidfds, last.pidfds, verdict)
+	fmt.Fprintf(w, "\nfanotify marks 20 s after the end's quiet point: %.0f\n", lateMarks)
 	fmt.Fprintf(w, "\nevents dropped %.0f, default answers %.0f, kernel queue overflows %.0f, failed reloads %.0f\n",
 		m["fsmon_events_dropped_total"], m["fsmon_permission_decision_timeouts_total"], m["fsmon_kernel_queue_overflows_total"], m["fsmon_reload_failures_total"])
 	return rc
