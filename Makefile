@@ -19,7 +19,7 @@ export CGO_ENABLED ?= 0
 TEST_TARGETS := test-go
 -include $(wildcard */*.mk)
 
-.PHONY: all build run test test-go test-race vet lint fmt-check bench fuzz mutate mutate-check clean deps-debian
+.PHONY: all build run test test-go test-race vet lint fmt-check bench soak fuzz mutate mutate-check clean deps-debian
 all: build
 
 build: $(BIN)
@@ -69,6 +69,11 @@ test-race:
 
 bench: $(BIN)
 	$(MAKE) -C bench
+
+# The soak (a benchmark, not a test): DURATION=10m by default.
+DURATION ?= 10m
+soak: $(BIN)
+	$(MAKE) -C bench soak DURATION=$(DURATION)
 
 # Every parser's fuzzer for FUZZTIME each (make test runs their seed
 # corpora only). A crash leaves its input under testdata/fuzz/ of the

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"strings"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -50,6 +51,12 @@ type facts struct {
 	who      procinfo.Opener // what is known of the process that opened
 	real     string          // view of pathBuf
 	haveReal bool
+
+	// seq is the placement sequence read before the look-ups; pass says
+	// the file is a neighbour of protected files that no rule asks
+	// about, whose later opens can go past the daemon (marks.Pass).
+	seq  uint64
+	pass bool
 }
 
 // reset starts a decision of an open by pid from zero.
@@ -92,6 +99,7 @@ func (e *Engine) judge(s *permSlot, d *decision) {
 		(*f)()
 	}
 	d.id = devIno{st.Dev, st.Ino}
+	d.seq = e.marks.PlaceSeq()
 	d.rules = e.fileRules(d.id, d.rules)
 	if len(d.rules) == 0 {
 		// Not a marked inode: a new file in a marked directory, known by
@@ -105,10 +113,12 @@ func (e *Engine) judge(s *permSlot, d *decision) {
 		if dir == "" {
 			dir = "/"
 		}
-		if de := e.dirRules(realKey{fsys.MountID(int(s.fd)), dir}, real[i+1:], d); de != nil {
+		key := realKey{fsys.MountID(int(s.fd)), dir}
+		if de := e.dirRules(key, real[i+1:], d); de != nil {
 			d.viaDir, d.st = de, st
 		}
 		if len(d.rules) == 0 {
+			d.pass = e.neighbour(key, real[i+1:], &st)
 			return
 		}
 	}
@@ -117,6 +127,11 @@ func (e *Engine) judge(s *permSlot, d *decision) {
 	// through a bind mount. A container's rules judge the container's
 	// own processes only (ownRules): a container controls what its paths
 	// lead to, and must not choose what others may open.
+	// Whether any rule of the file asks about opens is read before
+	// ownRules keeps the opener's: a pass is the file's, for every
+	// opener, so a container's block rule must keep it from one even
+	// when a host process's open is judged by the host's monitor rules.
+	asked := wantsOpens(d.rules)
 	if e.containers.Load() {
 		if d.rules = e.ownRules(s.pid, d.rules); len(d.rules) == 0 {
 			return
@@ -128,6 +143,19 @@ func (e *Engine) judge(s *permSlot, d *decision) {
 	}
 	out := e.judgeRules(d.rules, d, a)
 	if out.Kind == 0 {
+		if !asked {
+			// Only monitor filters cover it (their reports come from the
+			// notification group): a neighbour too, if it sits in a
+			// directory marked for a protected file.
+			real := e.fdPath(s.fd, d)
+			if i := strings.LastIndexByte(real, '/'); i >= 0 {
+				dir := real[:i]
+				if dir == "" {
+					dir = "/"
+				}
+				d.pass = e.neighbour(realKey{fsys.MountID(int(s.fd)), dir}, real[i+1:], &st)
+			}
+		}
 		return
 	}
 	d.kind, d.rule = out.Kind, d.rules[out.Rule]
@@ -156,6 +184,22 @@ func (e *Engine) ownRules(pid int32, rules []grule) []grule {
 		kept = append(kept, r)
 	}
 	return kept
+}
+
+// neighbour reports whether the file called name in dir, fstat st,
+// whose open no rule asks about, may get a pass (marks.Passable,
+// marks.Neighbour; docs/design/deny.md §9).
+func (e *Engine) neighbour(dir realKey, name string, st *unix.Stat_t) bool {
+	return e.marks.Passable(st, time.Now()) && e.marks.Neighbour(marks.RealKey(dir), name)
+}
+
+func wantsOpens(rules []grule) bool {
+	for _, r := range rules {
+		if r.WantsOpens() {
+			return true
+		}
+	}
+	return false
 }
 
 // gather is phase 2, for reported events: what the report says of the
@@ -256,4 +300,9 @@ func (e *Engine) fdPath(fd int32, d *decision) string {
 	}
 	d.real, d.haveReal = proc.View(d.pathBuf[:n]), true
 	return d.real
+}
+
+// pass lets the later opens of d's file past the daemon (marks.Pass).
+func (e *Engine) pass(fd int32, d *decision) {
+	e.marks.Pass(fd, marks.DevIno(d.id), d.seq)
 }

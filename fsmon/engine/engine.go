@@ -182,6 +182,13 @@ type Options struct {
 	Hashing     Hashing
 	HashMaxSize int64
 	HashRate    float64
+
+	// PassAge is how long a file beside a protected one (in a directory
+	// marked for it, covered by no filter that asks about opens) must be
+	// left unchanged, by its ctime, before its opens are let past the
+	// daemon (docs/design/deny.md §9); 0 is marks.DefaultPassAge (5s),
+	// negative never.
+	PassAge time.Duration
 }
 
 // Arming says whether the engine arms the file systems of protected
@@ -435,7 +442,7 @@ func New(opts Options) (*Engine, error) {
 		e.ino.Close()
 		return nil, err
 	}
-	e.marks = marks.New(marks.Options{Logger: e.log, Perm: e.perm, Notif: e.notif, Ino: e.ino, Arm: e.arm, MaxObjects: opts.MaxObjects, GroupBudget: opts.GroupBudget})
+	e.marks = marks.New(marks.Options{Logger: e.log, Perm: e.perm, Notif: e.notif, Ino: e.ino, Arm: e.arm, MaxObjects: opts.MaxObjects, GroupBudget: opts.GroupBudget, PassAge: opts.PassAge})
 	mode := procinfo.CacheOn
 	if opts.ExeCache == ExeCacheOff {
 		mode = procinfo.CacheOff

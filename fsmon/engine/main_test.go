@@ -28,6 +28,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(stealEnv); spec != "" {
 		os.Exit(runSteal(spec))
 	}
+	if spec := os.Getenv(neighbourEnv); spec != "" {
+		os.Exit(runNeighbourAttack(spec))
+	}
 	if name := os.Getenv(contentEnv); name != "" {
 		os.Exit(runContent(name))
 	}

@@ -382,6 +382,10 @@ func (e *Engine) handlePerm(s *permSlot, gen uint64, readAt time.Time, d *decisi
 	// From here the slot holds the verdict: whoever writes the answer,
 	// the loop or the watchdog (late), it is the policy's.
 	e.answer(s, gen, v)
+	if d.pass && !content {
+		// After the answer, while the event fd is open (neighbour.go).
+		e.pass(s.fd, d)
+	}
 	took := time.Since(readAt)
 	e.decisions.Observe(took)
 	// A late answer is still the policy's: reported as any other.

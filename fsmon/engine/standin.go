@@ -198,6 +198,10 @@ func (e *Engine) standinPerm(s *permSlot, gen uint64, readAt time.Time, d *decis
 		d.path = strings.Clone(d.group.Inside(e.fdPath(s.fd, d)))
 	}
 	e.answer(s, gen, v) // the verdict, from the stand-in or the watchdog
+	if d.pass && !content {
+		// After the answer, while the event fd is open (neighbour.go).
+		e.pass(s.fd, d)
+	}
 	took := time.Since(readAt)
 	e.decisions.Observe(took)
 	e.standinAnswers.Add(1)

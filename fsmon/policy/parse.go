@@ -25,7 +25,7 @@ import (
 // message. Real configurations are a few kilobytes.
 const (
 	// MaxFileSize is the largest configuration file accepted.
-	MaxFileSize = 4 << 20
+	MaxFileSize = 32 << 20
 	// maxNodes bounds the YAML nodes visited, aliases counted each time
 	// they are followed, so that a small file of nested aliases cannot
 	// expand into millions of filters.

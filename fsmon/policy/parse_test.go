@@ -601,7 +601,7 @@ profiles:
 func TestParseLimits(t *testing.T) {
 	big := make([]byte, MaxFileSize+1)
 	_, err := Parse(testFile, big)
-	if err == nil || err.Error() != "test.yaml:1: file is larger than the 4 MiB limit of a configuration" {
+	if err == nil || err.Error() != "test.yaml:1: file is larger than the 32 MiB limit of a configuration" {
 		t.Errorf("huge file: %v", err)
 	}
 

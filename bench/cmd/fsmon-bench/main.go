@@ -51,6 +51,7 @@ var (
 	treeFiles = flag.Int("tree", 100000, "watched files in the start-up scenario")
 	nCtr      = flag.Int("containers", 20, "fake containers in the start-up scenario's per-container figure")
 	ctrRuns   = flag.Int("container-runs", 3, "runs of the per-container figure")
+	soakDur   = flag.Duration("soak", 0, "instead of the suite, the soak (make soak): the steady mix for this long, then the growth table; exit 1 when something grew more than 10%")
 	only      = flag.String("only", "abcdefghijkyz", "scenarios to run (letters of the issue: a b c latency, d throughput, e start-up, f export, g collateral, h floods, i exec cost, j reads of guarded content, k a new container's first opens, y hashing under writers, z start-up comparison with the baseline)")
 	nFirst    = flag.Int("first-containers", 8, "containers of each set-up of scenario k")
 	floodSecs = flag.Float64("flood-secs", 3, "seconds of each flood run (scenario h)")
@@ -384,6 +385,15 @@ func cpuSeconds(pid int) float64 {
 
 const clkTck = 100 // USER_HZ on Linux
 
+// ctimeOf is the inode change time of p.
+func ctimeOf(p string) time.Time {
+	var st syscall.Stat_t
+	if err := syscall.Stat(p, &st); err != nil {
+		fatalf("stat %s: %v", p, err)
+	}
+	return time.Unix(st.Ctim.Sec, st.Ctim.Nsec)
+}
+
 func vmRSSKiB(pid int) float64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -475,9 +485,11 @@ type latencyResult struct {
 	fsmon   map[string]*sample // case key -> times
 	collNon sample             // unmarked file, no monitor
 	collFs  sample             // unmarked file, daemon with default + protect
+	nbNon   sample             // the protected file's neighbour (same directory, no filter), no monitor
+	nbFs    sample             // the neighbour, the same daemon
 }
 
-func latency(cases []latencyCase, file, other, openerPath string, collateral bool) *latencyResult {
+func latency(cases []latencyCase, file, other, neighbour, openerPath string, collateral bool) *latencyResult {
 	r := &latencyResult{base: map[string]*sample{}, fsmon: map[string]*sample{}}
 	modes := []string{}
 	for _, c := range cases {
@@ -526,13 +538,25 @@ func latency(cases []latencyCase, file, other, openerPath string, collateral boo
 			r.collNon.add(s, x)
 			cfg := "important_files: true\nprofiles:\n  - name: default\n" +
 				strings.TrimPrefix(protectConfig(file, "protect", []string{openerPath}), "profiles:\n")
+			ns, _ := openNs(0, nColl, neighbour)
+			nx, _ := openNs(1, *nCross, neighbour)
+			r.nbNon.add(ns, nx)
+			// The daemon lets a neighbour's opens past it only once the
+			// file has been left unchanged for 5 s (docs/design/deny.md §9).
+			if wait := time.Until(ctimeOf(neighbour).Add(6 * time.Second)); wait > 0 {
+				time.Sleep(wait)
+			}
 			d := startDaemon(0, cfg)
 			// the protect profile is in force: the protected file is denied to others
 			s, _ = openNs(0, nColl, other)
 			x, _ = openNs(1, *nCross, other)
-			d.stop()
 			r.collFs.add(s, x)
 			logf("collateral: none %.0f / %.0f, fsmon %.0f / %.0f ns", r.collNon.same[rep], r.collNon.cross[rep], s, x)
+			ns, _ = openNs(0, nColl, neighbour)
+			nx, _ = openNs(1, *nCross, neighbour)
+			d.stop()
+			r.nbFs.add(ns, nx)
+			logf("neighbour: none %.0f / %.0f, fsmon %.0f / %.0f ns", r.nbNon.same[rep], r.nbNon.cross[rep], ns, nx)
 		}
 	}
 	return r
@@ -806,6 +830,11 @@ func main() {
 			panic(p)
 		}
 	}()
+	if *soakDur > 0 {
+		rc := soak(*soakDur, openerPath)
+		cleanup()
+		os.Exit(rc)
+	}
 	began := time.Now()
 
 	protDir := filepath.Join(tmpRoot, "protected")
@@ -814,8 +843,10 @@ func main() {
 	must(os.Mkdir(otherDir, 0o755))
 	file := filepath.Join(protDir, "secret")
 	other := filepath.Join(otherDir, "plain")
+	neighbour := filepath.Join(protDir, "neighbour")
 	must(os.WriteFile(file, []byte("secret\n"), 0o644))
 	must(os.WriteFile(other, []byte("plain\n"), 0o644))
+	must(os.WriteFile(neighbour, []byte("plain\n"), 0o644))
 
 	has := func(s string) bool { return strings.Contains(*only, s) }
 	var cases []latencyCase
@@ -830,7 +861,7 @@ func main() {
 	}
 	var lat *latencyResult
 	if len(cases) > 0 || has("g") {
-		lat = latency(cases, file, other, openerPath, has("g"))
+		lat = latency(cases, file, other, neighbour, openerPath, has("g"))
 	}
 	var tb, tf []tputRun
 	if has("d") {
@@ -938,6 +969,25 @@ func main() {
 			n, fm := median(p.none), median(p.mine)
 			cadd := median(p.base) - median(p.bnone)
 			fmt.Fprintf(w, "| %s | %s | %s | %+.2f | %s | %s | well under 0.1 |\n", p.name, us(n), us(fm), (fm-n)/1000, us(cadd), ratio(fm-n, cadd))
+		}
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "g. Neighbour: open()+close() of a file beside the protected one (same directory, no filter covers it), the same daemon, µs")
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "| CPUs | no monitor | fsmon | added fsmon | added by minimal C on its marked file | fraction (per-rep range) | target |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---|")
+		for _, p := range []struct {
+			name             string
+			none, mine, base []float64
+			bnone            []float64
+		}{{"same", lat.nbNon.same, lat.nbFs.same, b.same, lat.none.same}, {"cross", lat.nbNon.cross, lat.nbFs.cross, b.cross, lat.none.cross}} {
+			n, fm := median(p.none), median(p.mine)
+			cadd := median(p.base) - median(p.bnone)
+			var per []float64
+			for i := range p.mine {
+				per = append(per, (p.mine[i]-p.none[i])/(p.base[i]-p.bnone[i]))
+			}
+			lo, hi := spread(per)
+			fmt.Fprintf(w, "| %s | %s | %s | %+.2f | %s | %s (%.2f–%.2f) | ≤ 0.2 |\n", p.name, us(n), us(fm), (fm-n)/1000, us(cadd), ratio(fm-n, cadd), lo, hi)
 		}
 		fmt.Fprintln(w)
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -120,6 +121,9 @@ type Group struct {
 	class  Class
 	file   *os.File // ReadsPolled only: owns fd, whose reads park in the Go netpoller
 	closed atomic.Bool
+	// pass is the way Pass asks for its ignore marks (passFlags): it
+	// moves on when the kernel says EINVAL to one.
+	pass atomic.Uint32
 }
 
 // New makes a group. Event fds are opened read-only, close-on-exec, and
@@ -188,9 +192,30 @@ func (g *Group) Close() error {
 // exactly the inode the fd was opened on, whatever the path held.
 func fdPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
+// procFD is a descriptor of /proc/self/fd, opened once: marks name their
+// object as "N" in it (markAt), one component to resolve instead of four
+// (with a filter per file or a million files, the lookup of /proc/self/fd
+// was a third of start-up's syscall time, issue 19). -1: not opened, use
+// fdPath.
+var procFD = sync.OnceValue(func() int {
+	fd, err := unix.Open("/proc/self/fd", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	return fd
+})
+
+// markAt is fanotify_mark of the object the O_PATH fd refers to.
+func markAt(group int, flags uint, mask uint64, fd int) error {
+	if d := procFD(); d >= 0 {
+		return unix.FanotifyMark(group, flags, mask, d, strconv.Itoa(fd))
+	}
+	return unix.FanotifyMark(group, flags, mask, unix.AT_FDCWD, fdPath(fd))
+}
+
 // Add adds mask to the mark of the object fd (an O_PATH fd) refers to.
 func (g *Group) Add(fd int, mask Mask) error {
-	if err := unix.FanotifyMark(g.fd, unix.FAN_MARK_ADD, uint64(mask), unix.AT_FDCWD, fdPath(fd)); err != nil {
+	if err := markAt(g.fd, unix.FAN_MARK_ADD, uint64(mask), fd); err != nil {
 		return fmt.Errorf("fanotify_mark(add %#x): %w", uint64(mask), err)
 	}
 	return nil
@@ -198,10 +223,79 @@ func (g *Group) Add(fd int, mask Mask) error {
 
 // Remove removes mask from the mark of the object fd refers to.
 func (g *Group) Remove(fd int, mask Mask) error {
-	if err := unix.FanotifyMark(g.fd, unix.FAN_MARK_REMOVE, uint64(mask), unix.AT_FDCWD, fdPath(fd)); err != nil {
+	if err := markAt(g.fd, unix.FAN_MARK_REMOVE, uint64(mask), fd); err != nil {
 		return fmt.Errorf("fanotify_mark(remove %#x): %w", uint64(mask), err)
 	}
 	return nil
+}
+
+// Pass puts an ignore mask of mask on the inode of the open fd (an
+// event's fd: a regular descriptor, marked directly, no path lookup), so
+// that the group's directory marks no longer ask about opens of it
+// (docs/design/deny.md §9). The mask does not survive modification: the
+// kernel clears it at the file's next write or truncate, and does not
+// place it at all while any process has the file open for writing
+// (measured, 6.18). The mark is evictable where the kernel allows it
+// (5.19): it does not pin the inode, and an inode evicted under memory
+// pressure only comes back as one more question. ENOENT, EEXIST (the
+// inode has a mark of the group that is not evictable) and the like are
+// the caller's to ignore: a pass not placed only costs a round trip.
+func (g *Group) Pass(fd int32, mask Mask) error {
+	for {
+		mode := g.pass.Load()
+		flags, ok := passFlags(mode)
+		if !ok {
+			return errPassUnsupported
+		}
+		_, _, errno := unix.Syscall6(unix.SYS_FANOTIFY_MARK, uintptr(g.fd), uintptr(flags), uintptr(mask), uintptr(fd), 0, 0)
+		if errno == 0 {
+			return nil
+		}
+		if errno == unix.EINVAL {
+			// Older kernel: the next way of asking (evictable and
+			// FAN_MARK_IGNORE came in 5.19 and 6.0).
+			g.pass.CompareAndSwap(mode, mode+1)
+			continue
+		}
+		return fmt.Errorf("fanotify_mark(ignore %#x): %w", uint64(mask), errno)
+	}
+}
+
+// Unpass removes the ignore mask Pass may have placed on the inode fd
+// (an O_PATH fd) refers to. A file whose name a filter now covers must
+// lose it before anything relies on its own mark: an ignore mask wins
+// over the mark's events (measured). ENOENT (no mark at all) is nil.
+func (g *Group) Unpass(fd int, mask Mask) error {
+	flags := uint(unix.FAN_MARK_REMOVE | unix.FAN_MARK_IGNORE)
+	if g.pass.Load() >= 2 {
+		flags = unix.FAN_MARK_REMOVE | unix.FAN_MARK_IGNORED_MASK
+	}
+	err := markAt(g.fd, flags, uint64(mask), fd)
+	if err == nil || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if errors.Is(err, unix.EINVAL) && flags&unix.FAN_MARK_IGNORE != 0 {
+		err = markAt(g.fd, unix.FAN_MARK_REMOVE|unix.FAN_MARK_IGNORED_MASK, uint64(mask), fd)
+		if err == nil || errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+	}
+	return fmt.Errorf("fanotify_mark(remove ignore %#x): %w", uint64(mask), err)
+}
+
+var errPassUnsupported = errors.New("the kernel refuses inode ignore masks")
+
+// passFlags are the ways of asking for Pass's mark, best first.
+func passFlags(mode uint32) (uint, bool) {
+	switch mode {
+	case 0:
+		return unix.FAN_MARK_ADD | unix.FAN_MARK_IGNORE | unix.FAN_MARK_EVICTABLE, true
+	case 1:
+		return unix.FAN_MARK_ADD | unix.FAN_MARK_IGNORE, true
+	case 2:
+		return unix.FAN_MARK_ADD | unix.FAN_MARK_IGNORED_MASK, true
+	}
+	return 0, false
 }
 
 // Guard says what of a file's content, beyond its opens, a group's
@@ -307,7 +401,7 @@ func (g *Group) markFS(fd int, m Mask) error {
 	// FAN_MARK_IGNORED_MASK would be cleared at the first write of any
 	// file; without IGNORED_SURV_MODIFY the new one is EINVAL.
 	const fs = unix.FAN_MARK_ADD | unix.FAN_MARK_FILESYSTEM | unix.FAN_MARK_IGNORE_SURV
-	if err := unix.FanotifyMark(g.fd, fs, uint64(m), unix.AT_FDCWD, fdPath(fd)); err != nil {
+	if err := markAt(g.fd, fs, uint64(m), fd); err != nil {
 		return fmt.Errorf("fanotify_mark(filesystem ignore %#x): %w", uint64(m), err)
 	}
 	return nil
@@ -315,7 +409,7 @@ func (g *Group) markFS(fd int, m Mask) error {
 
 // Disarm removes the file system mark Arm placed with guard gd.
 func (g *Group) Disarm(fd int, gd Guard) error {
-	if err := unix.FanotifyMark(g.fd, unix.FAN_MARK_REMOVE|unix.FAN_MARK_FILESYSTEM|unix.FAN_MARK_IGNORE, uint64(gd.Mask()), unix.AT_FDCWD, fdPath(fd)); err != nil {
+	if err := markAt(g.fd, unix.FAN_MARK_REMOVE|unix.FAN_MARK_FILESYSTEM|unix.FAN_MARK_IGNORE, uint64(gd.Mask()), fd); err != nil {
 		return fmt.Errorf("fanotify_mark(remove filesystem %#x): %w", uint64(gd.Mask()), err)
 	}
 	return nil

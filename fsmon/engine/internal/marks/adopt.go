@@ -72,6 +72,8 @@ func (m *Marks) Adopt(fd int, de *Dir, name string, st *unix.Stat_t) {
 	id := DevIno{st.Dev, st.Ino}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	// A pass decided before this entry must not stay (neighbour.go).
+	m.seq.Add(2)
 	t := m.tables
 	f := t.files[id]
 	if f != nil && f.handle == key {

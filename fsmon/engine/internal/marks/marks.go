@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -45,6 +46,10 @@ type Options struct {
 	// GroupBudget bounds the directories and files of each container
 	// (0: no bound but MaxObjects; see walker.overBudget).
 	GroupBudget int
+	// PassAge is how long a file beside a protected one must be left
+	// unchanged before its opens are let past the daemon (neighbour.go);
+	// 0 is DefaultPassAge, negative never.
+	PassAge time.Duration
 }
 
 // Marks is the engine's marks, their tables and their upkeep.
@@ -78,12 +83,23 @@ type Marks struct {
 	armed     map[uint64]armedFS
 	toldNoPre map[uint64]struct{}
 	warns     sync.WaitGroup // noPreContent's log lines being written
+
+	// seq is the placement sequence (neighbour.go): odd while placement
+	// is held. passed counts the passes placed; passErr says the log
+	// has told a pass failed.
+	seq     atomic.Uint64
+	passed  atomic.Uint64
+	passErr atomic.Bool
+	passAge time.Duration
 }
 
 // New makes an empty Marks: nothing placed, not ready.
 func New(opts Options) *Marks {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.PassAge == 0 {
+		opts.PassAge = DefaultPassAge
 	}
 	return &Marks{
 		log:         opts.Logger,
@@ -97,6 +113,7 @@ func New(opts Options) *Marks {
 		armGroup:    opts.Arm,
 		armed:       map[uint64]armedFS{},
 		toldNoPre:   map[uint64]struct{}{},
+		passAge:     opts.PassAge,
 	}
 }
 
@@ -133,6 +150,7 @@ type Placement struct{ m *Marks }
 // Place waits for the placement lock. Done releases it.
 func (m *Marks) Place() Placement {
 	m.applyMu.Lock()
+	m.seq.Add(1)
 	return Placement{m}
 }
 
@@ -141,11 +159,15 @@ func (m *Marks) TryPlace() (Placement, bool) {
 	if !m.applyMu.TryLock() {
 		return Placement{}, false
 	}
+	m.seq.Add(1)
 	return Placement{m}, true
 }
 
 // Done releases the placement lock.
-func (p Placement) Done() { p.m.applyMu.Unlock() }
+func (p Placement) Done() {
+	p.m.seq.Add(1)
+	p.m.applyMu.Unlock()
+}
 
 // FileRules appends the rules of the marked file id. It runs on the
 // permission loop for every open: one map look-up under a read lock.

@@ -140,27 +140,74 @@ func join(dir, name string) string {
 }
 
 // mergeRels adds the pairs of add that d lacks, and reports whether any
-// was added.
+// was added. Linear in both: a directory above many filters' files (the
+// root, /etc) gets one pair per filter, 100,000 of them with as many
+// filters, and a pairwise search made start-up quadratic (issue 19).
 func mergeRels(d *Dir, add []ruleRel) bool {
+	if len(d.rels) == 0 {
+		// New: the pairs are one per rule already (walkRules and child
+		// build them so).
+		d.rels = append(d.rels, add...)
+		return len(add) > 0
+	}
+	at := make(map[Rule]int, len(d.rels))
+	for i, x := range d.rels {
+		at[x.rule] = i
+	}
 	added := false
 	for _, a := range add {
-		found := false
-		for i, x := range d.rels {
-			if x.rule == a.rule {
-				if x.rel|a.rel != x.rel {
-					d.rels[i].rel |= a.rel
-					added = true
-				}
-				found = true
-				break
+		if i, ok := at[a.rule]; ok {
+			if x := d.rels[i]; x.rel|a.rel != x.rel {
+				d.rels[i].rel |= a.rel
+				added = true
 			}
+			continue
 		}
-		if !found {
-			d.rels = append(d.rels, a)
-			added = true
-		}
+		at[a.rule] = len(d.rels)
+		d.rels = append(d.rels, a)
+		added = true
 	}
 	return added
+}
+
+// relIndex sorts a directory's pairs for its entries: those whose rule
+// spells the next component out (and relates to the directory only as a
+// step on the way or as its file's parent) can only relate to the entry
+// of that name, so each entry is matched against those of its own name
+// and the rest, not against every pair (with one filter per file,
+// a directory of n filters' files was n × n matches).
+type relIndex struct {
+	byName map[string][]ruleRel
+	rest   []ruleRel
+	buf    []ruleRel
+}
+
+func newRelIndex(rels []ruleRel, k int) *relIndex {
+	ix := &relIndex{byName: map[string][]ruleRel{}}
+	for _, rr := range rels {
+		if rr.rel&(policy.RelPath|policy.RelUnder) == 0 {
+			if lit, ok := rr.rule.LiteralAt(k); ok {
+				ix.byName[lit] = append(ix.byName[lit], rr)
+				continue
+			}
+		}
+		ix.rest = append(ix.rest, rr)
+	}
+	return ix
+}
+
+// of returns the pairs that may relate to the entry name (valid until
+// the next call).
+func (ix *relIndex) of(name string) []ruleRel {
+	named := ix.byName[name]
+	switch {
+	case len(ix.rest) == 0:
+		return named
+	case len(named) == 0:
+		return ix.rest
+	}
+	ix.buf = append(append(ix.buf[:0], ix.rest...), named...)
+	return ix.buf
 }
 
 func (w *walker) fsid(fd int, dev uint64) [8]byte {
@@ -398,12 +445,13 @@ func (w *walker) children(fd int, x *dirWork) {
 			}
 		}
 	}
+	ix := newRelIndex(rels, k)
 	if !needList {
 		seen := map[string]bool{}
 		for _, n := range names {
 			if !seen[n] {
 				seen[n] = true
-				w.child(fd, x, n, unix.DT_UNKNOWN)
+				w.childOf(fd, x, n, unix.DT_UNKNOWN, ix.of(n))
 			}
 		}
 		return
@@ -427,7 +475,7 @@ func (w *walker) children(fd int, x *dirWork) {
 			case de.Type().IsRegular():
 				typ = unix.DT_REG
 			}
-			w.child(fd, x, de.Name(), typ)
+			w.childOf(fd, x, de.Name(), typ, ix.of(de.Name()))
 		}
 		if err != nil || len(ents) == 0 {
 			break
@@ -437,7 +485,13 @@ func (w *walker) children(fd int, x *dirWork) {
 
 // child handles one entry of the directory up (parentFD is its).
 func (w *walker) child(parentFD int, up *dirWork, name string, typ uint8) {
-	logical, comps, rels := up.logical, up.comps, up.rels
+	w.childOf(parentFD, up, name, typ, up.rels)
+}
+
+// childOf is child with the pairs of up that may relate to name (all of
+// them, or those relIndex.of gives).
+func (w *walker) childOf(parentFD int, up *dirWork, name string, typ uint8, rels []ruleRel) {
+	logical, comps := up.logical, up.comps
 	var sub []ruleRel
 	followLink := false
 	for _, rr := range rels {
@@ -461,12 +515,23 @@ func (w *walker) child(parentFD int, up *dirWork, name string, typ uint8) {
 		return
 	}
 	p := join(logical, name)
+	var fd int
+	var err error
+	var st unix.Stat_t
+	opened := false
 	if typ == unix.DT_UNKNOWN {
-		var lst unix.Stat_t
-		if err := unix.Fstatat(parentFD, name, &lst, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		// Opened (O_PATH, not following a link) and fstat'ed at once: a
+		// file looked up by name costs two syscalls, not an lstat more
+		// (a filter per file meant 100,000 of them at start).
+		fd0, err := unix.Openat(parentFD, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
 			return
 		}
-		switch lst.Mode & unix.S_IFMT {
+		if err := unix.Fstat(fd0, &st); err != nil {
+			unix.Close(fd0)
+			return
+		}
+		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:
 			typ = unix.DT_DIR
 		case unix.S_IFLNK:
@@ -474,32 +539,41 @@ func (w *walker) child(parentFD int, up *dirWork, name string, typ uint8) {
 		case unix.S_IFREG:
 			typ = unix.DT_REG
 		}
+		switch {
+		case typ == unix.DT_LNK:
+			unix.Close(fd0) // the link itself: followed below, or not at all
+		case typ == unix.DT_DIR && len(sub) == 0, typ == unix.DT_REG && len(covering) == 0:
+			unix.Close(fd0)
+			return
+		default:
+			fd, opened = fd0, true
+		}
 	}
-	var fd int
-	var err error
-	switch typ {
-	case unix.DT_DIR:
-		if len(sub) == 0 {
-			return
+	if !opened {
+		switch typ {
+		case unix.DT_DIR:
+			if len(sub) == 0 {
+				return
+			}
+			fd, err = unix.Openat(parentFD, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_DIRECTORY, 0)
+		case unix.DT_REG:
+			if len(covering) == 0 {
+				return
+			}
+			fd, err = unix.Openat(parentFD, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		case unix.DT_LNK:
+			// A symlink is followed only where the configuration spells the
+			// name out and root owns the link: otherwise anyone who may
+			// create a link in a covered directory (a user's ~/.ssh) could
+			// point a block filter at any file of the machine. Followed, it
+			// is resolved in the root, so it cannot lead out of it.
+			if !followLink || !ownedByRoot(parentFD, name) {
+				return
+			}
+			fd, err = w.openIn(p, 0, 0)
+		default:
+			fd, err = unix.Openat(parentFD, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		}
-		fd, err = unix.Openat(parentFD, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_DIRECTORY, 0)
-	case unix.DT_REG:
-		if len(covering) == 0 {
-			return
-		}
-		fd, err = unix.Openat(parentFD, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	case unix.DT_LNK:
-		// A symlink is followed only where the configuration spells the
-		// name out and root owns the link: otherwise anyone who may
-		// create a link in a covered directory (a user's ~/.ssh) could
-		// point a block filter at any file of the machine. Followed, it
-		// is resolved in the root, so it cannot lead out of it.
-		if !followLink || !ownedByRoot(parentFD, name) {
-			return
-		}
-		fd, err = w.openIn(p, 0, 0)
-	default:
-		fd, err = unix.Openat(parentFD, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	}
 	guards := guarding(sub) || guardingRules(covering)
 	if err != nil {
@@ -509,10 +583,11 @@ func (w *walker) child(parentFD int, up *dirWork, name string, typ uint8) {
 		return
 	}
 	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		w.fail(p, err, guards)
-		return
+	if !opened {
+		if err := unix.Fstat(fd, &st); err != nil {
+			w.fail(p, err, guards)
+			return
+		}
 	}
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		if len(sub) > 0 && (typ == unix.DT_DIR || followLink) {
@@ -579,6 +654,7 @@ func (w *walker) markFile(fd int, st *unix.Stat_t, p string, rules []Rule) {
 	}
 	w.m.mu.RLock()
 	guard := guardingContent(f.rules) && f.guard == fanotify.GuardNone
+	had := f.perm
 	w.m.mu.RUnlock()
 	if guard {
 		// Armed first: a descriptor opened from here on is judged from
@@ -596,4 +672,13 @@ func (w *walker) markFile(fd int, st *unix.Stat_t, p string, rules []Rule) {
 		}
 	}
 	w.mark(fd, p, &f.perm, perm, &f.notif, notifFileMask)
+	if perm != 0 && had&perm != perm {
+		// A pass given to the file while no rule asked about it (the
+		// neighbour of a protected file, renamed or linked under a
+		// covered name since, or covered by a reload) would win over
+		// its own mark.
+		if err := w.m.unpass(fd, p); err != nil {
+			w.fail(p, err, true)
+		}
+	}
 }
