@@ -537,8 +537,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}()
 	scanned := make(chan struct{})
 	go func() { defer close(scanned); e.scanLoop(discoverCtx) }()
-	stopFacts := make(chan struct{})
-	go e.facts.run(stopFacts)
+	go e.facts.run()
 	stopSave, saved := make(chan struct{}), make(chan struct{})
 	if e.allowStore != nil {
 		go func() { defer close(saved); e.allowStore.Run(stopSave) }()
@@ -555,6 +554,13 @@ func (e *Engine) Run(ctx context.Context) error {
 	stopDiscover()
 	<-discovered
 	e.stopScans(scanned)
+	// The facts worker stops first, while the loops still answer the
+	// daemon's own opens of the files it stats and hashes: stopped after
+	// them, an open of a protected file would wait for an answer that
+	// never comes, and the stop with it. Changes the notification loop
+	// reads from here on are reported without their facts.
+	e.facts.stop()
+	<-e.facts.done
 	// Wake every loop; each reads what is queued, answers it and stops.
 	e.stopping.Store(true)
 	if err := e.perm.SetNonblock(); err != nil {
@@ -571,9 +577,6 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.arm.File().SetReadDeadline(now)
 	}
 	loops.Wait()
-	// The changes read are reported, the baseline written.
-	close(stopFacts)
-	<-e.facts.done
 	close(wdDone)
 	<-wdExited
 	// The loop has stopped: its last records are written.

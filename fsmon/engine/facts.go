@@ -68,9 +68,12 @@ type factsJob struct {
 type factsWorker struct {
 	e    *Engine
 	jobs chan factsJob
-	// closeMu and closed keep jobs from being sent after close.
+	// closeMu and closed keep jobs from being sent after close; quit,
+	// closed first, frees a sender that waits for room, so that the
+	// worker's Lock never waits on a sender that waits on the worker.
 	closeMu sync.RWMutex
 	closed  bool
+	quit    chan struct{}
 	done    chan struct{}
 
 	files map[*group]map[string]*baseline.Entry
@@ -88,6 +91,7 @@ type factsWorker struct {
 	buf    []byte
 
 	count     atomic.Int64 // files in the baseline, every group's
+	pending   atomic.Int64 // jobs sent and not yet done (tests wait for 0)
 	hashed    atomic.Uint64
 	skipped   [len(hashStates)]atomic.Uint64
 	hashNanos atomic.Int64
@@ -97,7 +101,7 @@ var hashStates = [...]fsmon.HashState{0, 0, fsmon.HashSkippedSize, fsmon.HashSki
 	fsmon.HashSkippedUnreadable, fsmon.HashSkippedChanging, fsmon.HashSkippedOff}
 
 func newFactsWorker(e *Engine) *factsWorker {
-	w := &factsWorker{e: e, jobs: make(chan factsJob, factsQueue), done: make(chan struct{}),
+	w := &factsWorker{e: e, jobs: make(chan factsJob, factsQueue), quit: make(chan struct{}), done: make(chan struct{}),
 		files: map[*group]map[string]*baseline.Entry{}, gone: map[*group]struct{}{}, limits: map[baseline.Filter]*bucket{}}
 	if e.opts.StateDir != "" {
 		w.dir = e.opts.StateDir
@@ -140,9 +144,21 @@ func (w *factsWorker) submit(j factsJob) bool {
 	if w.closed {
 		return false
 	}
-	w.jobs <- j
-	return true
+	w.pending.Add(1)
+	select {
+	case w.jobs <- j:
+		return true
+	case <-w.quit:
+		w.pending.Add(-1)
+		return false
+	}
 }
+
+// stop ends the worker: it does the jobs queued, writes the baseline and
+// closes done. It must come while the permission loop still answers:
+// the worker's stats and hashes open watched files, and the daemon's
+// own opens of protected files wait for that loop's answer.
+func (w *factsWorker) stop() { close(w.quit) }
 
 // change hands over a change of the notification loop. The event goes
 // to the report queue as it is if the worker has stopped.
@@ -166,9 +182,9 @@ func (w *factsWorker) forget(g *group) {
 	}
 }
 
-// run does the jobs until stop closes, then those still queued, and
+// run does the jobs until stop is called, then those still queued, and
 // writes the baseline.
-func (w *factsWorker) run(stop <-chan struct{}) {
+func (w *factsWorker) run() {
 	defer close(w.done)
 	if w.dir != "" {
 		w.load(w.dir)
@@ -187,7 +203,7 @@ func (w *factsWorker) run(stop <-chan struct{}) {
 			w.do(&j)
 		case <-t.C:
 			w.save()
-		case <-stop:
+		case <-w.quit:
 			w.closeMu.Lock()
 			w.closed = true
 			w.closeMu.Unlock()
@@ -209,6 +225,7 @@ func (w *factsWorker) run(stop <-chan struct{}) {
 }
 
 func (w *factsWorker) do(j *factsJob) {
+	defer w.pending.Add(-1)
 	switch j.kind {
 	case factsChange:
 		w.onChange(j)

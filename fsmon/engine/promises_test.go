@@ -337,6 +337,14 @@ func TestReusedInodeNumberIsNotTheProtectedFile(t *testing.T) {
 // count has moved by the time the open returns.
 func permEventsOf(t *testing.T, h *harness, paths ...string) uint64 {
 	t.Helper()
+	// The facts worker hashes watched files after start, with opens of
+	// the test's own process: counted too, so they must be done first.
+	eventually(t, "the facts worker idle", func() error {
+		if n := h.facts.pending.Load(); n != 0 {
+			return fmt.Errorf("%d jobs", n)
+		}
+		return nil
+	})
 	before := h.Snapshot().PermissionEvents
 	for _, p := range paths {
 		f, err := os.Open(p)
