@@ -17,21 +17,15 @@
 package allowstate
 
 import (
-	"bytes"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"sort"
 	"sync"
-	"syscall"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/statefile"
 )
 
 // FileName is the state file's name in the state directory.
@@ -105,21 +99,8 @@ func Decode(name string, b []byte) (Entries, error) {
 		return nil, fmt.Errorf("%s: larger than %d bytes", name, MaxBytes)
 	}
 	var f fileJSON
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&f); err != nil {
-		var se *json.SyntaxError
-		var te *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &se):
-			return nil, fmt.Errorf("%s:%d: %w", name, lineOf(b, se.Offset), err)
-		case errors.As(err, &te):
-			return nil, fmt.Errorf("%s:%d: %w", name, lineOf(b, te.Offset), err)
-		}
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%s: data after the JSON object", name)
+	if err := statefile.DecodeJSON(name, b, &f); err != nil {
+		return nil, err
 	}
 	if f.Version != version {
 		return nil, fmt.Errorf("%s: version %d, this daemon reads version %d", name, f.Version, version)
@@ -153,80 +134,39 @@ func Decode(name string, b []byte) (Entries, error) {
 	return out, nil
 }
 
-// lineOf is the 1-based line of byte offset off in b.
-func lineOf(b []byte, off int64) int {
-	if off > int64(len(b)) {
-		off = int64(len(b))
-	}
-	return bytes.Count(b[:off], []byte{'\n'}) + 1
-}
-
-// Load reads the state file in dir. A missing file is no error: nothing
-// was kept. The file must be a regular file that only its owner, the
-// daemon's user, can write: a record allows a program, so a file others
-// could write would let them allow theirs.
+// Load reads the state file in dir (statefile.Read: a missing file is
+// nothing kept, one others could write is refused).
 func Load(dir string) (Entries, error) {
 	name := filepath.Join(dir, FileName)
-	fd, err := unix.Open(name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.ENOENT) {
-		return nil, nil
+	b, err := statefile.Read(name, MaxBytes)
+	if err != nil || b == nil {
+		return nil, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	f := os.NewFile(uintptr(fd), name)
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file (%s)", name, st.Mode().Type())
-	}
-	if st.Mode().Perm()&0o022 != 0 {
-		return nil, fmt.Errorf("%s: writable by group or others (mode %04o)", name, st.Mode().Perm())
-	}
-	if uid := ownerOf(st); uid != uint32(os.Geteuid()) {
-		return nil, fmt.Errorf("%s: owned by uid %d, not by the daemon's uid %d", name, uid, os.Geteuid())
-	}
-	if st.Size() > MaxBytes {
-		return nil, fmt.Errorf("%s: larger than %d bytes", name, MaxBytes)
-	}
-	b := make([]byte, st.Size()+1)
-	n, err := f.ReadAt(b, 0)
-	if err != nil && n == 0 && st.Size() > 0 {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	return Decode(name, b[:n])
+	return Decode(name, b)
 }
 
 // SetAside renames a state file that could not be read to FILE.bad, so
 // that a fresh one can be written without losing it, and returns the
 // new name.
 func SetAside(dir string) (string, error) {
-	name := filepath.Join(dir, FileName)
-	bad := name + ".bad"
-	if err := os.Rename(name, bad); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("setting aside %s: %w", name, err)
-	}
-	return bad, nil
+	return statefile.SetAside(filepath.Join(dir, FileName))
 }
 
 // Writer writes the latest state handed to it, from a goroutine of its
 // own: the permission loop hands a state over and never waits for a
 // disk.
 type Writer struct {
-	dir   string
-	mu    sync.Mutex
-	next  Entries // nil: nothing new
-	ready chan struct{}
-	err   func(error)
+	mu   sync.Mutex
+	next Entries // nil: nothing new
+	w    *statefile.Writer
 }
 
 // NewWriter writes into dir (made, mode 0700, at the first write);
 // onErr hears of failed writes.
 func NewWriter(dir string, onErr func(error)) *Writer {
-	return &Writer{dir: dir, ready: make(chan struct{}, 1), err: onErr}
+	w := &Writer{}
+	w.w = statefile.NewWriter(filepath.Join(dir, FileName), 0, w.encode, onErr)
+	return w
 }
 
 // Save hands e over to be written; a later Save replaces it if it has
@@ -235,76 +175,20 @@ func (w *Writer) Save(e Entries) {
 	w.mu.Lock()
 	w.next = e
 	w.mu.Unlock()
-	select {
-	case w.ready <- struct{}{}:
-	default:
-	}
+	w.w.Changed()
 }
 
 // Run writes what is handed over until stop closes, then writes what is
 // still pending and returns.
-func (w *Writer) Run(stop <-chan struct{}) {
-	for {
-		select {
-		case <-w.ready:
-			w.flush()
-		case <-stop:
-			w.flush()
-			return
-		}
-	}
-}
+func (w *Writer) Run(stop <-chan struct{}) { w.w.Run(stop) }
 
-func (w *Writer) flush() {
+func (w *Writer) encode() []byte {
 	w.mu.Lock()
 	e := w.next
 	w.next = nil
 	w.mu.Unlock()
 	if e == nil {
-		return
+		return nil
 	}
-	if err := write(w.dir, Encode(e)); err != nil && w.err != nil {
-		w.err(err)
-	}
-}
-
-// write replaces the state file atomically: a new file, synced, renamed
-// over the old one, the directory synced.
-func write(dir string, b []byte) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("state directory: %w", err)
-	}
-	name := filepath.Join(dir, FileName)
-	tmp, err := os.CreateTemp(dir, FileName+".*")
-	if err != nil {
-		return fmt.Errorf("%s: %w", name, err)
-	}
-	defer os.Remove(tmp.Name()) // after a successful rename there is nothing to remove
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("%s: %w", name, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("%s: %w", name, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
-	}
-	if err := os.Rename(tmp.Name(), name); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
-}
-
-// ownerOf is the uid that owns the file st describes.
-func ownerOf(st fs.FileInfo) uint32 {
-	if s, ok := st.Sys().(*syscall.Stat_t); ok {
-		return s.Uid
-	}
-	return ^uint32(0)
+	return Encode(e)
 }
