@@ -75,7 +75,8 @@ bench: $(BIN)
 FUZZTIME ?= 30s
 FUZZERS := ./fsmon/policy:FuzzParse ./fsmon/internal/fanotify:FuzzParse ./fsmon/internal/inotify:FuzzParse \
 	./fsmon/internal/proc:FuzzParseStatView ./fsmon/internal/container:FuzzParseCgroup ./fsmon/internal/container:FuzzParseState \
-	./exporters/jsonl:FuzzQuote ./fsmon/engine/internal/allowstate:FuzzDecode
+	./exporters/jsonl:FuzzQuote ./fsmon/engine/internal/allowstate:FuzzDecode \
+	./fsmon/engine/internal/learnstate:FuzzDecode
 fuzz:
 	@set -e; for f in $(FUZZERS); do \
 		echo "fuzz $${f%%:*} $${f##*:} for $(FUZZTIME)"; \

@@ -6,7 +6,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,7 +13,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"sort"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -57,6 +55,7 @@ type flags struct {
 	containerScan    time.Duration
 	maxObjects       int
 	stateDir         string
+	learnStateFile   string
 	containerCap     int
 	criSockets       []string
 	web              *web.FlagConfig
@@ -105,6 +104,8 @@ func parseFlags(args []string) *flags {
 		Default("1048576").IntVar(&f.maxObjects)
 	app.Flag("state.dir", "Directory of the state kept across restarts: what the executables of allow lists resolved to, so that the processes of a program upgraded while the daemon was down stay allowed; empty keeps nothing.").
 		Default("/var/lib/fsmon_exporter").StringVar(&f.stateDir)
+	app.Flag("learn.state-file", "File of the learned set (GET /learned), kept across restarts and reloads; default "+engine.LearnedFileName+" in --state.dir (with an empty --state.dir the set is kept in memory only).").
+		PlaceHolder("STATE.DIR/"+engine.LearnedFileName).StringVar(&f.learnStateFile)
 	app.Flag("metrics.container-cap", "Distinct values of the container label before new containers are counted as other.").
 		Default(strconv.Itoa(collector.DefaultContainerCap)).IntVar(&f.containerCap)
 	f.web = kingpinflag.AddFlags(app, ":9717")
@@ -270,6 +271,7 @@ func run(args []string) int {
 		ExeCache:         exeCache,
 		Priority:         priority,
 		StateDir:         f.stateDir,
+		LearnStateFile:   f.learnFile(),
 		Arming:           arming,
 		CRISockets:       nonEmpty(f.criSockets),
 		ProcessTable:     processTable,
@@ -511,26 +513,7 @@ func newServer(f *flags, reg *prometheus.Registry, eng *engine.Engine, logger *s
 		w.WriteHeader(http.StatusOK)
 		fmt.Fprintln(w, "Healthy")
 	})
-	mux.HandleFunc("/learned", func(w http.ResponseWriter, _ *http.Request) {
-		// What learn mode saw: the (profile, filter, executable) triples to
-		// turn into allow lists.
-		l := eng.LearnedSet()
-		sort.Slice(l, func(i, j int) bool {
-			if l[i].Profile != l[j].Profile {
-				return l[i].Profile < l[j].Profile
-			}
-			if l[i].Filter != l[j].Filter {
-				return l[i].Filter < l[j].Filter
-			}
-			return l[i].Executable < l[j].Executable
-		})
-		out := make([]map[string]string, 0, len(l))
-		for _, x := range l {
-			out = append(out, map[string]string{"profile": x.Profile, "filter": x.Filter, "executable": x.Executable})
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(out)
-	})
+	mux.Handle("/learned", learnedHandler{eng, logger})
 	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) {
 		if !eng.Ready() {
 			http.Error(w, "Not ready: marks are being placed", http.StatusServiceUnavailable)
@@ -548,7 +531,8 @@ func newServer(f *flags, reg *prometheus.Registry, eng *engine.Engine, logger *s
 				{Address: f.metricsPath, Text: "Metrics"},
 				{Address: "/-/healthy", Text: "Health"},
 				{Address: "/-/ready", Text: "Readiness"},
-				{Address: "/learned", Text: "Learned (profile, filter, executable)"},
+				{Address: "/learned", Text: "Learned set (JSON)"},
+				{Address: "/learned?format=yaml", Text: "Configuration allowing what was learned (YAML)"},
 			},
 		})
 		if err != nil {
