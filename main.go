@@ -105,7 +105,7 @@ func parseFlags(args []string) *flags {
 	app.Flag("state.dir", "Directory of the state kept across restarts: what the executables of allow lists resolved to, so that the processes of a program upgraded while the daemon was down stay allowed; empty keeps nothing.").
 		Default("/var/lib/fsmon_exporter").StringVar(&f.stateDir)
 	app.Flag("learn.state-file", "File of the learned set (GET /learned), kept across restarts and reloads; default "+engine.LearnedFileName+" in --state.dir (with an empty --state.dir the set is kept in memory only).").
-		PlaceHolder("STATE.DIR/"+engine.LearnedFileName).StringVar(&f.learnStateFile)
+		PlaceHolder("STATE.DIR/" + engine.LearnedFileName).StringVar(&f.learnStateFile)
 	app.Flag("metrics.container-cap", "Distinct values of the container label before new containers are counted as other.").
 		Default(strconv.Itoa(collector.DefaultContainerCap)).IntVar(&f.containerCap)
 	f.web = kingpinflag.AddFlags(app, ":9717")
