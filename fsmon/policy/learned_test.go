@@ -25,6 +25,12 @@ profiles:
       - name: docker-config
         path: /root/.docker/config.json
         behavior: block
+  - name: db
+    mode: learn
+    filters:
+      - name: data
+        path: /var/lib/db
+        behavior: block
   - name: web
     mode: monitor
     filters:
@@ -44,6 +50,7 @@ func TestWithLearned(t *testing.T) {
 		{Profile: "host", Filter: "shadow", Executable: "/usr/sbin/unix_chkpwd", Count: 7, First: t0, Last: t0.Add(time.Hour)},
 		{Profile: "host", Filter: "shadow", Executable: "/usr/bin/weird: name #x", Count: 1, First: t0, Last: t0},
 		{Profile: "host", Filter: "shadow", Executable: "", Count: 2, First: t0, Last: t0},
+		{Profile: "db", Filter: "data", Executable: "/usr/sbin/db", Count: 1, First: t0, Last: t0},
 		{Profile: "web", Filter: "keys", Executable: "/usr/sbin/nginx", Count: 3, First: t0, Last: t0},
 		{Profile: "gone", Filter: "x", Executable: "/usr/bin/cat", Count: 1, First: t0, Last: t0},
 	}
@@ -59,7 +66,7 @@ func TestWithLearned(t *testing.T) {
 	if got.Mode != fsmon.ModeProtect {
 		t.Errorf("file mode %s, want protect", got.Mode)
 	}
-	want := map[string]fsmon.Mode{"host": fsmon.ModeProtect, "build": fsmon.ModeLearn, "web": fsmon.ModeMonitor}
+	want := map[string]fsmon.Mode{"host": fsmon.ModeProtect, "build": fsmon.ModeLearn, "db": fsmon.ModeProtect, "web": fsmon.ModeMonitor}
 	allow := map[string][]string{}
 	for _, p := range got.Profiles {
 		if p.Mode != want[p.Name] {
@@ -81,7 +88,7 @@ func TestWithLearned(t *testing.T) {
 		"not added: (executable unknown) on host/shadow",
 		"not added: /usr/bin/cat on gone/x (the configuration has no such filter)",
 		`still learn: nothing was learned on "docker-config"`,
-		"profiles switched from learn to protect: host.",
+		"profiles switched from learn to protect: host, db.",
 	} {
 		if !strings.Contains(string(out), s) {
 			t.Errorf("generated configuration lacks %q", s)

@@ -133,6 +133,10 @@ profiles:
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := mustParse(t, tc.src)
+			if string(got.Source) != tc.src {
+				t.Errorf("Source is %q, want the file's content", got.Source)
+			}
+			got.Source = nil
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("got\n%+v\nwant\n%+v", got, tc.want)
 			}
