@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/fsmon/engine"
 	"github.com/fsmon/fsmon_exporter/fsmon/policy"
 )
@@ -22,7 +23,8 @@ func (f *flags) learnFile() string {
 
 // learnedHandler serves GET /learned: the learned set as JSON, or with
 // format=yaml the configuration in force with what was learned added to
-// its allow lists (policy.WithLearned).
+// its allow lists and learn mode switched to protect, or with
+// mode=monitor to monitor (policy.WithLearned).
 type learnedHandler struct {
 	eng    *engine.Engine
 	logger *slog.Logger
@@ -49,7 +51,15 @@ func (h learnedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for i, l := range learned {
 			ls[i] = policy.LearnedAllow{Profile: l.Profile, Filter: l.Filter, Executable: l.Executable, Count: l.Count, First: l.First, Last: l.Last}
 		}
-		out, err := policy.WithLearned(pol.Config, ls, time.Now())
+		to := fsmon.ModeProtect
+		if m := r.URL.Query().Get("mode"); m != "" {
+			var ok bool
+			if to, ok = fsmon.ParseMode(m); !ok || to == fsmon.ModeLearn {
+				http.Error(w, "mode: want protect or monitor", http.StatusBadRequest)
+				return
+			}
+		}
+		out, err := policy.WithLearned(pol.Config, ls, to, time.Now())
 		if err != nil {
 			h.logger.Error("generating the configuration of the learned set", "err", err)
 			http.Error(w, err.Error(), http.StatusInternalServerError)

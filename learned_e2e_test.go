@@ -109,6 +109,34 @@ func TestLearnRestartGenerateProtect(t *testing.T) {
 	if err != nil || !strings.Contains(out, "valid") {
 		t.Fatalf("--config.check of the generated file: %v %s\n%s", err, out, gen)
 	}
+	code, mon := d.get(t, "/learned?format=yaml&mode=monitor")
+	monFile := filepath.Join(dir, "monitor.yml")
+	writeConfig(t, monFile, mon)
+	if code != 200 || !strings.Contains(mon, "mode: monitor # was learn") {
+		t.Fatalf("GET /learned?format=yaml&mode=monitor: %d\n%s", code, mon)
+	}
+	d.signal(t, syscall.SIGTERM)
+	if err := d.wait(t); err != nil {
+		t.Fatalf("SIGTERM: %v", err)
+	}
+
+	// The monitor file: what the protect file would deny is a
+	// violation, and nothing else is.
+	d = startDaemon(t, "--config.file="+monFile, "--state.dir="+state)
+	runCmd(t, "head", secret)
+	if out, err := runCmd(t, "cat", secret); err != nil || out != "s3cret\n" {
+		t.Fatalf("cat under the monitor file: %v %q", err, out)
+	}
+	d.event(t, "violation by cat", func(m map[string]any) bool {
+		return m["event"] == "violation" && m["file.path"] == secret && m["process.executable.path"] == "/usr/bin/cat"
+	})
+	d.mu.Lock()
+	for _, m := range d.lines {
+		if m["file.path"] == secret && m["process.executable.path"] != "/usr/bin/cat" {
+			t.Errorf("under the monitor file, an event of a learned program: %v", m)
+		}
+	}
+	d.mu.Unlock()
 	d.signal(t, syscall.SIGTERM)
 	if err := d.wait(t); err != nil {
 		t.Fatalf("SIGTERM: %v", err)

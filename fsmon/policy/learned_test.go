@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -54,7 +55,7 @@ func TestWithLearned(t *testing.T) {
 		{Profile: "web", Filter: "keys", Executable: "/usr/sbin/nginx", Count: 3, First: t0, Last: t0},
 		{Profile: "gone", Filter: "x", Executable: "/usr/bin/cat", Count: 1, First: t0, Last: t0},
 	}
-	out, err := WithLearned(cfg, learned, t0)
+	out, err := WithLearned(cfg, learned, fsmon.ModeProtect, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,5 +94,37 @@ func TestWithLearned(t *testing.T) {
 		if !strings.Contains(string(out), s) {
 			t.Errorf("generated configuration lacks %q", s)
 		}
+	}
+}
+
+// TestWithLearnedMonitor: the monitor file is the protect file but for
+// the modes, so that its violations are the protect file's denies.
+func TestWithLearnedMonitor(t *testing.T) {
+	cfg, err := Parse("learn.yaml", []byte(learnYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	ls := []LearnedAllow{{Profile: "host", Filter: "shadow", Executable: "/usr/sbin/unix_chkpwd", Count: 1, First: t0, Last: t0}}
+	prot, err := WithLearned(cfg, ls, fsmon.ModeProtect, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mon, err := WithLearned(cfg, ls, fsmon.ModeMonitor, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := Parse("p", prot)
+	b, _ := Parse("m", mon)
+	if a == nil || b == nil || b.Mode != fsmon.ModeMonitor || b.Profiles[0].Mode != fsmon.ModeMonitor || b.Profiles[1].Mode != fsmon.ModeLearn {
+		t.Fatalf("monitor file:\n%s", mon)
+	}
+	for i := range a.Profiles {
+		if !reflect.DeepEqual(a.Profiles[i].Filters, b.Profiles[i].Filters) {
+			t.Errorf("profile %s: filters differ between the protect and the monitor file", a.Profiles[i].Name)
+		}
+	}
+	if _, err := WithLearned(cfg, ls, fsmon.ModeLearn, t0); err == nil {
+		t.Error("switching learn to learn accepted")
 	}
 }
