@@ -218,3 +218,24 @@ func TestBadLearnStateIsSetAside(t *testing.T) {
 		})
 	}
 }
+
+// TestDefaultReportsTheFileSystemsNames: on a merged-/usr system the
+// default's /bin filter reports /usr/bin/..., the name a search finds.
+func TestDefaultReportsTheFileSystemsNames(t *testing.T) {
+	if l, err := os.Readlink("/bin"); err != nil || strings.TrimPrefix(l, "/") != "usr/bin" {
+		t.Skip("/bin is not a link to /usr/bin here")
+	}
+	d := startDaemon(t)
+	name := fmt.Sprintf("fsmon-e2e-%d", os.Getpid())
+	t.Cleanup(func() { os.Remove("/usr/bin/" + name) })
+	if out, err := runCmd(t, "sh", "-c", "echo x > /bin/"+name); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	ev := d.event(t, "the change", func(m map[string]any) bool {
+		p, _ := m["file.path"].(string)
+		return m["event"] == "change" && strings.HasSuffix(p, "/"+name)
+	})
+	if ev["file.path"] != "/usr/bin/"+name {
+		t.Fatalf("reported at %v (filter %v), want /usr/bin/%s", ev["file.path"], ev["filter"], name)
+	}
+}
