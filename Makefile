@@ -42,9 +42,11 @@ fmt-check:
 
 # Debian packages the tests use (prometheus, alertmanager, promtool,
 # busybox; the container runtimes of the container tests: Docker,
-# containerd with its CRI plugin, podman with runc). Installed only when
-# missing, so a machine that has them pays nothing.
-DEBIAN_PKGS := prometheus prometheus-alertmanager busybox-static docker.io containerd podman runc
+# containerd with its CRI plugin, podman with runc; the programs that
+# examples/host-protect.yaml must let work: passwd, login, sshd, sudo).
+# Installed only when missing, so a machine that has them pays nothing.
+DEBIAN_PKGS := prometheus prometheus-alertmanager busybox-static docker.io containerd podman runc \
+	passwd login openssh-server openssh-client sudo
 deps-debian:
 	@missing=""; for p in $(DEBIAN_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
