@@ -30,6 +30,7 @@ func TestExamplesStart(t *testing.T) {
 			if out, err := runCmd(t, testroot.Binary(t), "--config.check", "--config.file="+f); err != nil {
 				t.Fatalf("--config.check: %v %s", err, out)
 			}
+			testroot.HostShadowLock(t) // host-protect.yaml denies /etc/shadow to others
 			d := startDaemon(t, "--config.file="+f)
 			d.waitLog(t, 1, "msg=ready")
 		})
@@ -74,6 +75,7 @@ func TestHostProtectExampleLetsTheHostWork(t *testing.T) {
 	need(t, "/usr/bin/passwd", "/usr/bin/chage", "/usr/sbin/useradd", "/usr/sbin/usermod", "/usr/sbin/userdel",
 		"/usr/sbin/chpasswd", "/usr/sbin/unix_chkpwd", "/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keygen",
 		"/usr/bin/login", "/usr/bin/su", "/usr/bin/sudo", "/usr/bin/setpriv", "/usr/bin/script", "/usr/bin/busybox")
+	testroot.HostShadowLock(t)
 	d := startDaemon(t, "--config.file=examples/host-protect.yaml")
 	user := fmt.Sprintf("fsmone2e%d", os.Getpid()%100000)
 	const pw = "Fsmon-e2e-pw1"
