@@ -43,9 +43,11 @@ fmt-check:
 # Debian packages the tests use (prometheus, alertmanager, promtool,
 # busybox; the container runtimes of the container tests: Docker,
 # containerd with its CRI plugin, podman with runc; systemd and curl for
-# the package's test under systemd, deploy/test). Installed only when
-# missing, so a machine that has them pays nothing.
-DEBIAN_PKGS := prometheus prometheus-alertmanager busybox-static docker.io containerd podman runc systemd curl
+# the package's test under systemd, deploy/test; the programs that
+# examples/host-protect.yaml must let work: passwd, login, sshd, sudo).
+# Installed only when missing, so a machine that has them pays nothing.
+DEBIAN_PKGS := prometheus prometheus-alertmanager busybox-static docker.io containerd podman runc systemd curl \
+	passwd login openssh-server openssh-client sudo
 deps-debian:
 	@missing=""; for p in $(DEBIAN_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -82,7 +84,8 @@ FUZZTIME ?= 30s
 FUZZERS := ./fsmon/policy:FuzzParse ./fsmon/internal/fanotify:FuzzParse ./fsmon/internal/inotify:FuzzParse \
 	./fsmon/internal/proc:FuzzParseStatView ./fsmon/internal/container:FuzzParseInitState ./fsmon/internal/container:FuzzParseState \
 	./exporters/jsonl:FuzzQuote ./fsmon/engine/internal/allowstate:FuzzDecode \
-	./fsmon/engine/internal/baseline:FuzzDecode
+	./fsmon/engine/internal/baseline:FuzzDecode \
+	./fsmon/engine/internal/learnstate:FuzzDecode
 fuzz:
 	@set -e; for f in $(FUZZERS); do \
 		echo "fuzz $${f%%:*} $${f##*:} for $(FUZZTIME)"; \

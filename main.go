@@ -6,7 +6,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,7 +14,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"sort"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -64,6 +62,7 @@ type flags struct {
 	groupBudget      int
 	hookSocket       string
 	stateDir         string
+	learnStateFile   string
 	containerCap     int
 	criSockets       []string
 	web              *web.FlagConfig
@@ -124,6 +123,8 @@ func parseFlags(args []string) *flags {
 		Default("16MiB").BytesVar(&f.hashMaxSize)
 	app.Flag("hash.rate-per-filter", "Content hashes a second of each filter's changed files (a burst of as many); changes past it are reported with file.hash.skipped=rate.").
 		Default("10").Float64Var(&f.hashRate)
+	app.Flag("learn.state-file", "File of the learned set (GET /learned), kept across restarts and reloads; default "+engine.LearnedFileName+" in --state.dir (with an empty --state.dir the set is kept in memory only).").
+		PlaceHolder("STATE.DIR/" + engine.LearnedFileName).StringVar(&f.learnStateFile)
 	app.Flag("metrics.container-cap", "Distinct values of the container label before new containers are counted as other.").
 		Default(strconv.Itoa(collector.DefaultContainerCap)).IntVar(&f.containerCap)
 	f.web = kingpinflag.AddFlags(app, ":9717")
@@ -330,6 +331,7 @@ func run(args []string) int {
 		ExeCache:         exeCache,
 		Priority:         priority,
 		StateDir:         f.stateDir,
+		LearnStateFile:   f.learnFile(),
 		Arming:           arming,
 		CRISockets:       nonEmpty(f.criSockets),
 		ProcessTable:     processTable,
@@ -613,26 +615,7 @@ func newServer(f *flags, reg *prometheus.Registry, eng *engine.Engine, logger *s
 		w.WriteHeader(http.StatusOK)
 		fmt.Fprintln(w, "Healthy")
 	})
-	mux.HandleFunc("/learned", func(w http.ResponseWriter, _ *http.Request) {
-		// What learn mode saw: the (profile, filter, executable) triples to
-		// turn into allow lists.
-		l := eng.LearnedSet()
-		sort.Slice(l, func(i, j int) bool {
-			if l[i].Profile != l[j].Profile {
-				return l[i].Profile < l[j].Profile
-			}
-			if l[i].Filter != l[j].Filter {
-				return l[i].Filter < l[j].Filter
-			}
-			return l[i].Executable < l[j].Executable
-		})
-		out := make([]map[string]string, 0, len(l))
-		for _, x := range l {
-			out = append(out, map[string]string{"profile": x.Profile, "filter": x.Filter, "executable": x.Executable})
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(out)
-	})
+	mux.Handle("/learned", learnedHandler{eng, logger})
 	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) {
 		if !eng.Ready() {
 			http.Error(w, "Not ready: marks are being placed", http.StatusServiceUnavailable)
@@ -650,7 +633,8 @@ func newServer(f *flags, reg *prometheus.Registry, eng *engine.Engine, logger *s
 				{Address: f.metricsPath, Text: "Metrics"},
 				{Address: "/-/healthy", Text: "Health"},
 				{Address: "/-/ready", Text: "Readiness"},
-				{Address: "/learned", Text: "Learned (profile, filter, executable)"},
+				{Address: "/learned", Text: "Learned set (JSON)"},
+				{Address: "/learned?format=yaml", Text: "Configuration allowing what was learned (YAML)"},
 			},
 		})
 		if err != nil {

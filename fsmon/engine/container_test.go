@@ -380,6 +380,7 @@ profiles:
 
 func TestContainerIsWatchedInItsRoot(t *testing.T) {
 	testroot.Require(t)
+	testroot.HostShadowLock(t) // it reads the host's /etc/shadow
 	root := busyboxRoot(t)
 	writeFile(t, filepath.Join(root, "etc", "shadow"), "container secret\n")
 	writeFile(t, filepath.Join(root, "etc", "hosts"), "127.0.0.1 localhost\n")

@@ -219,9 +219,6 @@ func (e *Engine) gather(s *permSlot, d *decision) {
 	d.proc = e.who.Report(&d.who, &d.bufs)
 	d.proc.ExecutablePath = d.group.Inside(d.proc.ExecutablePath)
 	e.completeProcess(d.group, &d.proc)
-	if d.kind == fsmon.KindLearned {
-		e.learn(Learned{Profile: d.rule.Profile.Name, Filter: d.rule.Name, Executable: d.proc.ExecutablePath})
-	}
 	d.path = strings.Clone(d.group.Inside(e.fdPath(s.fd, d)))
 }
 

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/learnstate"
 	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/marks"
 )
 
@@ -175,10 +176,10 @@ func TestTwoFiltersOnOneFile(t *testing.T) {
 						t.Errorf("%s: reported mode %s, profile %s has %s", o.exe, ev.Mode, ev.Profile, mode)
 					}
 					if o.want.kind == fsmon.KindLearned {
-						l := Learned{Profile: ev.Profile, Filter: ev.Filter, Executable: "/usr/bin/" + o.exe}
+						l := learnstate.Key{Profile: ev.Profile, Filter: ev.Filter, Executable: "/usr/bin/" + o.exe}
 						found := false
 						for _, x := range h.LearnedSet() {
-							found = found || x == l
+							found = found || x.Key() == l
 						}
 						if !found {
 							t.Errorf("%s: learned set %v lacks %v", o.exe, h.LearnedSet(), l)

@@ -309,9 +309,6 @@ func (e *Engine) reportHeld(pid int32, link string, k fsmon.Kind, r grule) {
 	p := e.who.Report(&who, &e.early.d.bufs)
 	p.ExecutablePath = g.Inside(p.ExecutablePath)
 	e.completeProcess(g, &p)
-	if k == fsmon.KindLearned {
-		e.learn(Learned{Profile: r.Profile.Name, Filter: r.Name, Executable: p.ExecutablePath})
-	}
 	path, _ := os.Readlink(link)
 	ev := fsmon.Event{
 		Time:      time.Now(),

@@ -71,6 +71,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -81,12 +82,14 @@ import (
 	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/allowstate"
 	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/groups"
+	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/learnstate"
 	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/marks"
 	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/procinfo"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/container"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/inotify"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/proc"
+	"github.com/fsmon/fsmon_exporter/fsmon/internal/statefile"
 	"github.com/fsmon/fsmon_exporter/fsmon/policy"
 )
 
@@ -160,6 +163,9 @@ type Options struct {
 	// kept across restarts (allowstate): the previous build of an
 	// upgraded program stays allowed after a restart too.
 	StateDir string
+	// LearnStateFile, when set, is where the learned set is kept across
+	// restarts (learnstate); empty keeps it in memory only.
+	LearnStateFile string
 	// Arming says whether file systems that hold protected files are
 	// armed (docs/design/deny.md §2).
 	Arming Arming
@@ -317,8 +323,10 @@ type Engine struct {
 	// loop's records back.
 	allowSeeds map[string][]resolution
 	allowStore *allowstate.Writer
-	learnedMu  sync.Mutex
-	learned    map[Learned]struct{}
+	// learned is the learned set, fed by the report goroutine;
+	// learnStore writes it to Options.LearnStateFile (nil: not kept).
+	learned    *learnstate.Set
+	learnStore *statefile.Poller
 	running    atomic.Bool
 	early      earlyScan // descriptors opened before protection (early.go)
 
@@ -336,12 +344,13 @@ type Engine struct {
 	syncWait atomic.Int64
 }
 
-// Learned is one (profile, filter, executable) seen in learn mode.
-type Learned struct {
-	Profile    string
-	Filter     string
-	Executable string
-}
+// Learned is what learn mode saw of one executable on one filter of a
+// profile: the files, how often, when, the users and containers.
+type Learned = learnstate.Entry
+
+// LearnedFileName is the learned set's file in the state directory when
+// no other is named.
+const LearnedFileName = learnstate.FileName
 
 // ErrNotRoot says the process lacks the privilege fanotify needs.
 var ErrNotRoot = errors.New("fanotify permission events need root (CAP_SYS_ADMIN)")
@@ -380,7 +389,6 @@ func New(opts Options) (*Engine, error) {
 		cfs:          container.FS{Root: opts.ProcRoot},
 		queue:        make(chan fsmon.Event, opts.QueueSize),
 		inotifyLimit: inotify.WatchLimit(),
-		learned:      map[Learned]struct{}{},
 		early:        newEarlyScan(),
 	}
 	var err error
@@ -452,6 +460,7 @@ func New(opts Options) (*Engine, error) {
 	if opts.StateDir != "" {
 		e.loadAllowState(opts.StateDir)
 	}
+	e.loadLearned(opts.LearnStateFile)
 	e.procs = newProcessTable(e.log, e.proc, opts, e.execSeen)
 	e.syncWait.Store(int64(syncWait))
 	e.facts = newFactsWorker(e)
@@ -483,6 +492,36 @@ func (e *Engine) loadAllowState(dir string) {
 	})
 	e.allowIDs.store = e.allowStore
 	e.log.Debug("allow list state loaded", "dir", dir, "entries", len(st))
+}
+
+// learnWriteInterval bounds how often the learned set's file is
+// written: a set that changes at every learned event costs one write
+// per interval, and a crash loses at most that much.
+const learnWriteInterval = time.Second
+
+// loadLearned reads the learned set kept in file (none: an empty set).
+// A file that cannot be read is set aside, not lost, and the daemon
+// learns afresh: the error names the file and says what is wrong.
+func (e *Engine) loadLearned(file string) {
+	if file == "" {
+		e.learned = learnstate.NewSet(nil)
+		return
+	}
+	es, err := learnstate.Load(file)
+	if err != nil {
+		bad, aerr := statefile.SetAside(filepath.Dir(file), filepath.Base(file))
+		if aerr != nil {
+			e.log.Error("learned set unreadable, and it could not be set aside; learning afresh, and the file will be overwritten", "file", file, "err", err, "set_aside", aerr)
+		} else {
+			e.log.Error("learned set unreadable, kept as "+bad+"; learning afresh", "file", file, "err", err, "kept_as", bad)
+		}
+		es = nil
+	}
+	e.learned = learnstate.NewSet(es)
+	e.learnStore = statefile.NewPoller(filepath.Dir(file), filepath.Base(file), learnWriteInterval, e.learned.EncodeChanged, func(err error) {
+		e.log.Error("writing the learned set", "file", file, "err", err)
+	})
+	e.log.Debug("learned set loaded", "file", file, "entries", len(es))
 }
 
 // liveGroups is the set of groups that exist now, the host's included.
@@ -538,6 +577,12 @@ func (e *Engine) Run(ctx context.Context) error {
 	scanned := make(chan struct{})
 	go func() { defer close(scanned); e.scanLoop(discoverCtx) }()
 	go e.facts.run()
+	stopLearn, learnSaved := make(chan struct{}), make(chan struct{})
+	if e.learnStore != nil {
+		go func() { defer close(learnSaved); e.learnStore.Run(stopLearn) }()
+	} else {
+		close(learnSaved)
+	}
 	stopSave, saved := make(chan struct{}), make(chan struct{})
 	if e.allowStore != nil {
 		go func() { defer close(saved); e.allowStore.Run(stopSave) }()
@@ -611,6 +656,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.marks.Close()
 	close(e.queue)
 	<-dispatched
+	// The report goroutine has seen the last learned event.
+	close(stopLearn)
+	<-learnSaved
 	return err
 }
 
@@ -667,6 +715,7 @@ func (e *Engine) Apply(p *policy.Policy) (ApplyResult, error) {
 	for _, g := range e.groupList() {
 		e.facts.sync(g)
 	}
+	e.retainLearned(p)
 	res.Dirs, res.Files = t.Len()
 	// Namespaces no profile covered may be covered now.
 	clear(e.unmonitored)
@@ -778,24 +827,34 @@ func (e *Engine) logLosses(ctx context.Context) {
 // Ready reports whether every mark of the current policy is placed.
 func (e *Engine) Ready() bool { return e.marks.Ready() }
 
-// LearnedSet returns the (profile, filter, executable) triples seen in
-// learn mode, for turning into a profile.
-func (e *Engine) LearnedSet() []Learned {
-	e.learnedMu.Lock()
-	defer e.learnedMu.Unlock()
-	out := make([]Learned, 0, len(e.learned))
-	for l := range e.learned {
-		out = append(out, l)
-	}
-	return out
+// LearnedSet returns what learn mode saw, sorted by profile, filter
+// and executable, for turning into allow lists (policy.WithLearned).
+func (e *Engine) LearnedSet() []Learned { return e.learned.Entries() }
+
+// LearnedDropped is how many executables the learned set had no room
+// for (learnstate.MaxEntries).
+func (e *Engine) LearnedDropped() uint64 { return e.learned.Dropped() }
+
+// Policy is the policy in force (nil before the first Apply).
+func (e *Engine) Policy() *policy.Policy {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.policy
 }
 
-func (e *Engine) learn(l Learned) {
-	e.learnedMu.Lock()
-	if len(e.learned) < 100000 {
-		e.learned[l] = struct{}{}
+// retainLearned drops what was learned on the profiles and filters p no
+// longer has: a reload that removes a filter removes what it learned.
+func (e *Engine) retainLearned(p *policy.Policy) {
+	have := make(map[[2]string]bool, len(p.Rules))
+	for _, r := range p.Rules {
+		have[[2]string{r.Profile.Name, r.Name}] = true
 	}
-	e.learnedMu.Unlock()
+	if n := e.learned.Retain(func(profile, filter string) bool { return have[[2]string{profile, filter}] }); n > 0 {
+		e.log.Info("learned entries dropped: their filters are no longer in the configuration", "entries", n)
+		if e.learnStore != nil {
+			e.learnStore.Changed()
+		}
+	}
 }
 
 // Snapshot returns the state of the engine.

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/fsmon/fsmon_exporter/fsmon"
+	"github.com/fsmon/fsmon_exporter/fsmon/engine/internal/learnstate"
 	"github.com/fsmon/fsmon_exporter/testutil/testroot"
 )
 
@@ -144,10 +145,10 @@ func TestLearnModeRecords(t *testing.T) {
 	h := start(t, protectFile("learn", secret))
 	mustAllow(t, cmd(t, "cat", secret))
 	h.rec.waitFor(t, "learned", kind(fsmon.KindLearned, secret))
-	want := Learned{Profile: "t", Filter: "secret", Executable: "/usr/bin/cat"}
+	want := learnstate.Key{Profile: "t", Filter: "secret", Executable: "/usr/bin/cat"}
 	found := false
 	for _, l := range h.LearnedSet() {
-		if l == want {
+		if l.Key() == want {
 			found = true
 		}
 	}

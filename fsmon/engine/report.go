@@ -131,20 +131,30 @@ const dispatchHold = 250 * time.Microsecond
 // CPU it lands on the path of the next open the permission loop answers.
 func (e *Engine) dispatch() {
 	for ev := range e.queue {
-		e.opts.Sink.Handle(&ev)
+		e.report(&ev)
 		for more := true; more; {
 			select {
 			case ev, ok := <-e.queue:
 				if !ok {
 					return
 				}
-				e.opts.Sink.Handle(&ev)
+				e.report(&ev)
 			default:
 				more = false
 			}
 		}
 		time.Sleep(dispatchHold)
 	}
+}
+
+// report hands one event to the sink. A learned event goes into the
+// learned set first: the set is what was reported, learned off the
+// permission loop's path (the loop never waits for the set's lock).
+func (e *Engine) report(ev *fsmon.Event) {
+	if e.learned.Observe(ev) && e.learnStore != nil {
+		e.learnStore.Changed()
+	}
+	e.opts.Sink.Handle(ev)
 }
 
 // enqueue hands an event to the sinks without ever blocking.

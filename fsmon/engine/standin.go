@@ -9,7 +9,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/fsmon/fsmon_exporter/fsmon"
 	"github.com/fsmon/fsmon_exporter/fsmon/internal/fanotify"
 )
 
@@ -192,9 +191,6 @@ func (e *Engine) standinPerm(s *permSlot, gen uint64, readAt time.Time, d *decis
 		d.proc = e.who.Quick(&d.who, &d.bufs)
 		d.proc.ExecutablePath = d.group.Inside(d.proc.ExecutablePath)
 		e.parentFromTable(d.group, &d.proc)
-		if d.kind == fsmon.KindLearned {
-			e.learn(Learned{Profile: d.rule.Profile.Name, Filter: d.rule.Name, Executable: d.proc.ExecutablePath})
-		}
 		d.path = strings.Clone(d.group.Inside(e.fdPath(s.fd, d)))
 	}
 	e.answer(s, gen, v) // the verdict, from the stand-in or the watchdog

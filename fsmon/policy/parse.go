@@ -156,6 +156,9 @@ func regularFile(file string, mode uint32) error {
 func Parse(file string, data []byte) (*Config, error) {
 	p := &parser{file: file}
 	cfg := p.parse(data)
+	if cfg != nil {
+		cfg.Source = data
+	}
 	if len(p.errs) > 0 {
 		sort.SliceStable(p.errs, func(i, j int) bool { return p.errs[i].Line < p.errs[j].Line })
 		if len(p.errs) > maxErrors {

@@ -133,6 +133,10 @@ profiles:
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := mustParse(t, tc.src)
+			if string(got.Source) != tc.src {
+				t.Errorf("Source is %q, want the file's content", got.Source)
+			}
+			got.Source = nil
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("got\n%+v\nwant\n%+v", got, tc.want)
 			}
@@ -153,12 +157,13 @@ profiles:
   - name: b
 `)
 	important := ImportantFiles()
-	if len(important) != 20 {
-		t.Fatalf("ImportantFiles: %d filters, want 20", len(important))
+	n := len(Default().Profiles[0].Filters)
+	if len(important) != n {
+		t.Fatalf("ImportantFiles: %d filters, want the default's %d", len(important), n)
 	}
 	a, b := cfg.Profiles[0].Filters, cfg.Profiles[1].Filters
-	if len(a) != 20 || len(b) != 20 {
-		t.Fatalf("profile a has %d filters, b %d; want 20 each (a's own shadow replacing the built-in one)", len(a), len(b))
+	if len(a) != n || len(b) != n {
+		t.Fatalf("profile a has %d filters, b %d; want %d each (a's own shadow replacing the built-in one)", len(a), len(b), n)
 	}
 	if a[0].Behavior != BehaviorBlock || a[0].Line != 6 {
 		t.Errorf("a's own /etc/shadow filter was replaced: %+v", a[0])
@@ -190,47 +195,56 @@ func TestDefault(t *testing.T) {
 	if p.Name != "default" || p.Host || !p.Containers.IsZero() || p.Mode != fsmon.ModeMonitor {
 		t.Errorf("default profile: %+v", p)
 	}
-	// The seed's ImportantFiles, entry for entry.
-	want := []struct {
-		path, regex string
-		recursive   bool
-	}{
-		{"/var/lib/dpkg/status", "", false},
-		{"/var/lib/rpm/Packages", "", false},
-		{"/lib/apk/db/installed", "", false},
-		{"/etc/hosts", "", false},
-		{"/etc/passwd", "", false},
-		{"/etc/shadow", "", false},
-		{`/etc/resolv\.conf`, "", false},
-		{`/home/.*/\.ssh`, ".*", false},
-		{"/lib", `ld-linux\..*`, true},
-		{"/lib", `libc\..*`, true},
-		{"/lib", "libpthread.*", true},
-		{"/lib64", "ld-linux.*", true},
-		{"/lib64", `libc\..*`, true},
-		{"/lib64", "libpthread.*", true},
-		{"/bin", ".*", true},
-		{"/sbin", ".*", true},
-		{"/usr/bin", ".*", true},
-		{"/usr/sbin", ".*", true},
-		{"/usr/local/bin", ".*", true},
-		{"/usr/local/sbin", ".*", true},
-	}
-	if len(p.Filters) != len(want) {
-		t.Fatalf("default profile: %d filters, want %d", len(p.Filters), len(want))
-	}
-	for i, w := range want {
-		f := p.Filters[i]
-		if f.Path != w.path || f.Regex != w.regex || f.Recursive != w.recursive ||
-			f.Behavior != BehaviorMonitor || len(f.Allow) != 0 || f.ReportAccess {
-			t.Errorf("filter %d: %+v, want %+v", i, f, w)
+	for _, f := range p.Filters {
+		if f.Behavior != BehaviorMonitor || len(f.Allow) != 0 || f.ReportAccess {
+			t.Errorf("filter %q: %+v, want monitor only", f.Name, f)
 		}
-		wantName := w.path
-		if w.path == "/lib" || w.path == "/lib64" {
-			wantName = w.path + "/" + w.regex
+	}
+	pol, err := Compile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	coveredBy := func(file string) string {
+		for _, r := range pol.Rules {
+			if covers(r, file) {
+				return r.Name
+			}
 		}
-		if f.Name != wantName {
-			t.Errorf("filter %d: name %q, want %q", i, f.Name, wantName)
+		return ""
+	}
+	// The seed's ImportantFiles (docs/config.md), the files a careful
+	// operator expects watched on a Linux host, and the loader and libc
+	// where the distributions put them.
+	for _, file := range []string{
+		"/var/lib/dpkg/status", "/var/lib/rpm/Packages", "/lib/apk/db/installed",
+		"/etc/hosts", "/etc/passwd", "/etc/shadow", "/etc/resolv.conf", "/home/bob/.ssh/authorized_keys",
+		"/bin/sh", "/sbin/init", "/usr/bin/sudo", "/usr/sbin/sshd", "/usr/local/bin/x", "/usr/local/sbin/y",
+		"/etc/group", "/etc/gshadow", "/etc/sudoers", "/etc/sudoers.d/90-cloud", "/root/.ssh/authorized_keys",
+		"/etc/ssh/sshd_config", "/etc/ssh/sshd_config.d/50-x.conf", "/etc/ld.so.preload",
+		"/etc/crontab", "/etc/cron.d/job", "/etc/cron.daily/logrotate", "/var/spool/cron/crontabs/root",
+		"/etc/systemd/system/x.service", "/etc/systemd/system/multi-user.target.wants/x.service",
+		"/usr/lib/systemd/system/ssh.service", "/etc/modprobe.d/blacklist.conf", "/usr/lib/modprobe.d/x.conf",
+		"/etc/modules-load.d/m.conf", "/etc/modules",
+		"/lib/x86_64-linux-gnu/libc.so.6", "/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1", "/lib64/ld-linux-x86-64.so.2",
+		"/lib64/libc.so.6", "/lib/ld-musl-x86_64.so.1", "/lib/libc.musl-x86_64.so.1", "/lib/x86_64-linux-gnu/libpthread.so.0",
+	} {
+		if coveredBy(file) == "" {
+			t.Errorf("%s: no built-in filter covers it", file)
+		}
+	}
+	for _, file := range []string{"/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/perl/x.pm", "/usr/lib/python3/dist-packages/libc.so.6", "/etc/shadow-"} {
+		if by := coveredBy(file); by != "" {
+			t.Errorf("%s: covered by %q, want no built-in filter", file, by)
+		}
+	}
+	// No recursive filter reaches all of a library tree: the ancestor's
+	// /lib filters followed every directory under /usr/lib.
+	for _, r := range pol.Rules {
+		switch r.Root() {
+		case "/", "/lib", "/lib64", "/lib32", "/usr", "/usr/lib", "/usr/lib64", "/usr/lib32":
+			if r.Recursive {
+				t.Errorf("filter %q: recursive from %s", r.Name, r.Root())
+			}
 		}
 	}
 	if !reflect.DeepEqual(ImportantFiles(), p.Filters) {

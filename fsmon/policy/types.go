@@ -38,6 +38,9 @@ type Config struct {
 	// ImportantFiles adds the built-in important files to every profile.
 	ImportantFiles bool
 	Profiles       []Profile
+	// Source is the file's content, which WithLearned turns into the
+	// configuration that allows what was learned.
+	Source []byte
 }
 
 // Selector picks containers; each non-empty field is a glob (path.Match)

@@ -9,7 +9,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -106,4 +108,25 @@ func (l *Buffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// HostShadowLock holds, until the test ends, the lock of the tests
+// that change who may open the host's /etc/shadow (a daemon running
+// examples/host-protect.yaml denies every other program) or that need
+// the host's /etc/shadow readable: go test runs packages in parallel,
+// and such tests in two packages would fail each other. It is a
+// flock(2) on a file in the system's temporary directory, so it also
+// holds between test binaries; waiting for it waits for a test that
+// ends.
+func HostShadowLock(t testing.TB) {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "fsmon-tests-host-shadow.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() }) // closing the last descriptor drops the lock
 }

@@ -197,3 +197,11 @@ func ownerOf(st fs.FileInfo) uint32 {
 	}
 	return ^uint32(0)
 }
+
+// WriteBytes is Write of b.
+func WriteBytes(dir, name string, b []byte) error {
+	return Write(dir, name, func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	})
+}

@@ -17,10 +17,8 @@
 package allowstate
 
 import (
-	"bytes"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -101,21 +99,8 @@ func Decode(name string, b []byte) (Entries, error) {
 		return nil, fmt.Errorf("%s: larger than %d bytes", name, MaxBytes)
 	}
 	var f fileJSON
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&f); err != nil {
-		var se *json.SyntaxError
-		var te *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &se):
-			return nil, fmt.Errorf("%s:%d: %w", name, lineOf(b, se.Offset), err)
-		case errors.As(err, &te):
-			return nil, fmt.Errorf("%s:%d: %w", name, lineOf(b, te.Offset), err)
-		}
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%s: data after the JSON object", name)
+	if err := statefile.DecodeJSON(name, b, &f); err != nil {
+		return nil, err
 	}
 	if f.Version != version {
 		return nil, fmt.Errorf("%s: version %d, this daemon reads version %d", name, f.Version, version)
@@ -147,14 +132,6 @@ func Decode(name string, b []byte) (Entries, error) {
 		out[ej.Path] = rs
 	}
 	return out, nil
-}
-
-// lineOf is the 1-based line of byte offset off in b.
-func lineOf(b []byte, off int64) int {
-	if off > int64(len(b)) {
-		off = int64(len(b))
-	}
-	return bytes.Count(b[:off], []byte{'\n'}) + 1
 }
 
 // Load reads the state file in dir. A missing file is no error: nothing

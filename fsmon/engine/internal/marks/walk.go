@@ -570,7 +570,14 @@ func (w *walker) childOf(parentFD int, up *dirWork, name string, typ uint8, rels
 			if !followLink || !ownedByRoot(parentFD, name) {
 				return
 			}
-			fd, err = w.openIn(p, 0, 0)
+			if fd, err = w.openIn(p, 0, 0); err == nil {
+				// What the link leads to is reported under the name the
+				// file system gives it (/usr/bin/... on a merged-/usr
+				// system for a filter written /bin), not the alias.
+				if real := fsys.Path(fd); real != "" {
+					p = w.g.Inside(real)
+				}
+			}
 		default:
 			fd, err = unix.Openat(parentFD, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		}
