@@ -38,7 +38,7 @@ func OpenInNS(procRoot string, pid int32, path string) (int, error) {
 		err error
 	}
 	ch := make(chan result, 1)
-	go func() {
+	enter := func() {
 		runtime.LockOSThread() // no Unlock: the thread goes with the goroutine
 		// setns of a mount namespace needs a thread that shares its
 		// root and working directory with no other.
@@ -55,6 +55,22 @@ func OpenInNS(procRoot string, pid int32, path string) (int, error) {
 			err = fmt.Errorf("opening %s in the mount namespace of %d: %w", path, pid, err)
 		}
 		ch <- result{fd, err}
+	}
+	go func() {
+		runtime.LockOSThread()
+		if unix.Gettid() != unix.Getpid() {
+			enter()
+			return
+		}
+		// The main thread is never ended by the runtime, only parked:
+		// entered, it would stay in the container's namespace, and
+		// /proc/self/ns/mnt, which is the main thread's, would say the
+		// daemon is there. Held here, it runs nothing else, so the
+		// goroutine below gets another thread.
+		done := make(chan struct{})
+		go func() { defer close(done); enter() }()
+		<-done
+		runtime.UnlockOSThread()
 	}()
 	r := <-ch
 	return r.fd, r.err
