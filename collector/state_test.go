@@ -30,6 +30,7 @@ func sampleState() *fakeState {
 			StandinAnswers:    4,
 			StandinReaders:    map[fsmon.StandinReader]uint64{fsmon.ReaderStandin: 2},
 			Ready:             true,
+			BudgetUnmarked:    4,
 			Unmarked:          6,
 			Unjudged:          []fsmon.FilterCount{{Profile: "host", Filter: "shadow", Count: 2}, {Profile: "host", Filter: "keys"}},
 			WithoutPreContent: []fsmon.FilterCount{{Profile: "host", Filter: "shadow"}, {Profile: "host", Filter: "shm", Count: 3}},
@@ -46,7 +47,10 @@ func sampleState() *fakeState {
 	}
 }
 
-const wantState = `# HELP fsmon_events_dropped_total Events lost, by stage: report_queue (engine queue to the sinks full), export (an exporter's queue full), kernel (one per kernel queue overflow; the number lost is unknown).
+const wantState = `# HELP fsmon_container_budget_unmarked_objects Files and directories of containers not marked because their container reached its object budget (--containers.max-objects); the log names the container.
+# TYPE fsmon_container_budget_unmarked_objects gauge
+fsmon_container_budget_unmarked_objects 4
+# HELP fsmon_events_dropped_total Events lost, by stage: report_queue (engine queue to the sinks full), export (an exporter's queue full), kernel (one per kernel queue overflow; the number lost is unknown).
 # TYPE fsmon_events_dropped_total counter
 fsmon_events_dropped_total{stage="export"} 0
 fsmon_events_dropped_total{stage="kernel"} 1
@@ -178,10 +182,10 @@ func TestStateCollectorZero(t *testing.T) {
 	// 1 groups + 1 pending + 4 marks + 1 rules + 2 watches + 2 overflows +
 	// 3 drops + 2 timeouts (allow, deny) + 1 late + 1 stand-in answers +
 	// 2 stand-in readers + 1 histogram + 1 ready + 1 unmarked + 1
-	// baseline files + 1 hashes + 6 hashes skipped (by reason) + 1 hash
-	// seconds.
-	if n := testutil.CollectAndCount(c); n != 32 {
-		t.Errorf("zero state: %d series, want 32", n)
+	// unmarked by container budgets + 1 baseline files + 1 hashes + 6
+	// hashes skipped (by reason) + 1 hash seconds.
+	if n := testutil.CollectAndCount(c); n != 33 {
+		t.Errorf("zero state: %d series, want 33", n)
 	}
 	const want = `# HELP fsmon_profile_groups Groups (the host, containers) each profile of the configuration in force covers; 0: its selector matches nothing that runs.
 # TYPE fsmon_profile_groups gauge

@@ -148,3 +148,22 @@ func TestNamespaceMadeInsideAContainerIsStillIts(t *testing.T) {
 		return ev.Kind == fsmon.KindDenied && ev.Container.ID == c.id
 	})
 }
+
+// TestContainerFoundByItsExec: with the periodic scan hours away, a
+// container is found when a program runs in its namespace (the process
+// table's exec events), not at the next tick.
+func TestContainerFoundByItsExec(t *testing.T) {
+	testroot.Require(t)
+	root := busyboxRoot(t)
+	writeFile(t, filepath.Join(root, "etc", "shadow"), "secret\n")
+	h := startScanning(t, time.Hour, fmt.Sprintf(hostileConfig, "execd"))
+	if h.procs == nil {
+		testroot.Unavailable(t, "no process table here (its BPF programs did not load): no exec events")
+	}
+	c := startContainer(t, root, "execd", cgroupV2Docker)
+	// The runtime's record is there now; the next program run inside is
+	// what the engine follows.
+	mustAllow(t, c.exec(t, "/bin/busybox", "true"))
+	waitGroup(t, h, c, true)
+	mustDeny(t, c.exec(t, "cat", "/etc/shadow"))
+}
