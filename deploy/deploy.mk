@@ -3,7 +3,8 @@
 # the Prometheus Operator's types stay out of the daemon's module).
 #
 #   make image   the image, from scratch, with no registry: the static
-#                binary built here, the host's CA bundle, deploy/config.yml
+#                binary built here (build/fsmon_exporter), the host's CA
+#                bundle, deploy/config.yml
 #   make deb     build/fsmon-exporter_VERSION_amd64.deb (nfpm, tools/nfpm)
 #   make test-deploy   the chart, manifests, image and package tests
 #
@@ -12,6 +13,9 @@
 APP_VERSION := $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' deploy/helm/fsmon-exporter/Chart.yaml)
 IMAGE       ?= ghcr.io/fsmon/fsmon_exporter:$(APP_VERSION)
 IMAGE_DIR   := build/image
+# The binary of the image and the package: static whatever CGO_ENABLED
+# the caller has (FROM scratch has no C library), rebuilt with the daemon.
+STATIC_BIN  := build/fsmon_exporter
 DEB         := build/fsmon-exporter_$(APP_VERSION)_amd64.deb
 NFPM_DIR    := tools/nfpm
 NFPM_BIN    := $(NFPM_DIR)/bin/nfpm
@@ -30,9 +34,13 @@ image-name:
 image: $(IMAGE_DIR)/.stamp
 	@docker image inspect $(IMAGE) >/dev/null 2>&1 || { rm -f $(IMAGE_DIR)/.stamp; $(MAKE) --no-print-directory $(IMAGE_DIR)/.stamp; }
 
-$(IMAGE_DIR)/.stamp: $(BIN) deploy/image/Dockerfile deploy/config.yml
+$(STATIC_BIN): $(BIN)
+	mkdir -p build
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ .
+
+$(IMAGE_DIR)/.stamp: $(STATIC_BIN) deploy/image/Dockerfile deploy/config.yml
 	rm -rf $(IMAGE_DIR) && mkdir -p $(IMAGE_DIR)
-	cp $(BIN) deploy/image/Dockerfile deploy/config.yml $(IMAGE_DIR)/
+	cp $(STATIC_BIN) deploy/image/Dockerfile deploy/config.yml $(IMAGE_DIR)/
 	cp $(CA_BUNDLE) $(IMAGE_DIR)/ca-certificates.crt
 	DOCKER_BUILDKIT=0 docker build -q -t $(IMAGE) $(IMAGE_DIR) >/dev/null
 	docker image inspect -f '{{.Id}}' $(IMAGE) >$@
@@ -42,7 +50,7 @@ $(NFPM_BIN): $(NFPM_DIR)/go.mod $(NFPM_DIR)/go.sum
 
 deb: $(DEB)
 
-$(DEB): $(BIN) $(NFPM_BIN) deploy/nfpm.yaml deploy/config.yml deploy/fsmon_exporter.service $(wildcard deploy/deb/*) README.md $(wildcard docs/*.md)
+$(DEB): $(STATIC_BIN) $(NFPM_BIN) deploy/nfpm.yaml deploy/config.yml deploy/fsmon_exporter.service $(wildcard deploy/deb/*) README.md $(wildcard docs/*.md)
 	mkdir -p build
 	DEB_VERSION=$(APP_VERSION) $(NFPM_BIN) package --config deploy/nfpm.yaml --packager deb --target $@
 

@@ -186,6 +186,9 @@ profiles:
 	}
 	poll(t, 90*time.Second, "the daemon's /-/ready is 200", func() (bool, string) {
 		code, body := httpStatus("http://" + addr + "/-/ready")
+		if state := running(); code != 200 && strings.HasPrefix(state, "exited") {
+			t.Fatalf("the daemon's container %s before it was ready", state)
+		}
 		return code == 200, fmt.Sprintf("HTTP %d %q, container %s", code, body, running())
 	})
 	poll(t, 60*time.Second, "the daemon finds the other container (fsmon_profile_groups{profile=\"ctr\"} 1)", func() (bool, string) {

@@ -100,7 +100,15 @@ func TestDebUnderSystemd(t *testing.T) {
 	}
 	args := []string{"run", "-d", "--network=none", "-e", "container=docker",
 		"--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
-		"-v", "/usr:/hostusr:ro", "-v", data + ":/data", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+		"-v", "/usr:/hostusr:ro", "-v", data + ":/data",
+		// A cgroup file system root of its own: systemd makes its
+		// controller links there and remounts it read-only, which on a
+		// bind of the host's /sys/fs/cgroup would be done to the host's
+		// (seen: podman then failed on the machine). Only the hierarchies
+		// it runs its units in are the host's (below the container's
+		// own cgroup).
+		"--tmpfs", "/sys/fs/cgroup",
+		"-v", "/sys/fs/cgroup/systemd:/sys/fs/cgroup/systemd:rw",
 		"--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp"}
 	for _, c := range systemdContainerCaps {
 		args = append(args, "--cap-add="+c)
