@@ -112,7 +112,10 @@ func New(ctx context.Context, opts Options) (*Exporter, error) {
 	e := &Exporter{log: opts.Logger, stop: make(chan struct{}), done: make(chan struct{})}
 	e.abort, e.abortFn = context.WithCancel(context.Background())
 
-	sig := envSignals()
+	sig, err := envSignals()
+	if err != nil {
+		return nil, err
+	}
 	if sig.disabled {
 		e.log.Info("OpenTelemetry export disabled by OTEL_SDK_DISABLED")
 	}
@@ -183,6 +186,13 @@ func New(ctx context.Context, opts Options) (*Exporter, error) {
 	e.queueCap = opts.QueueSize
 	e.queue = make(chan fsmon.Event, opts.QueueSize)
 	e.log.Info("OpenTelemetry export enabled", "logs", sig.logs, "traces", sig.traces, "queue", opts.QueueSize)
+	if sig.logsUnasked {
+		// Spans without records, with nothing said about records, is more
+		// often a forgotten endpoint than a choice (OTEL_LOGS_EXPORTER=none
+		// says it is one): the records need OTEL_EXPORTER_OTLP_ENDPOINT or
+		// OTEL_LOGS_EXPORTER, docs/opentelemetry.md.
+		e.log.Info("OpenTelemetry log records are off: set OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_LOGS_EXPORTER to send events as log records")
+	}
 	go e.run()
 	go e.reportDrops()
 	return e, nil

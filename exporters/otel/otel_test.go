@@ -559,7 +559,10 @@ func TestEnvRule(t *testing.T) {
 			for k, v := range tc.env {
 				t.Setenv(k, v)
 			}
-			s := envSignals()
+			s, err := envSignals()
+			if err != nil {
+				t.Fatal(err)
+			}
 			if s.logs != tc.logs || s.traces != tc.traces {
 				t.Errorf("logs %v traces %v, want %v %v", s.logs, s.traces, tc.logs, tc.traces)
 			}
@@ -567,11 +570,76 @@ func TestEnvRule(t *testing.T) {
 	}
 }
 
+// TestSpansOnlyHint: spans on with nothing said about log records is
+// told at start-up, with how to turn the records on (the README's example
+// used to send spans and, silently, no records); OTEL_LOGS_EXPORTER=none
+// says it is meant, and gets no such line. The endpoint is never
+// connected: nothing is exported.
+func TestSpansOnlyHint(t *testing.T) {
+	for _, tc := range []struct {
+		logsExporter string
+		hint         bool
+	}{{"", true}, {"none", false}} {
+		t.Run(fmt.Sprintf("OTEL_LOGS_EXPORTER=%q", tc.logsExporter), func(t *testing.T) {
+			clearOTelEnv(t)
+			t.Setenv("OTEL_TRACES_EXPORTER", "otlp")
+			t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://127.0.0.1:1")
+			if tc.logsExporter != "" {
+				t.Setenv("OTEL_LOGS_EXPORTER", tc.logsExporter)
+			}
+			buf := &testroot.Buffer{} // written by the exporter's goroutines too
+			e, err := New(t.Context(), Options{Logger: slog.New(slog.NewTextHandler(buf, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.Shutdown(shutdownCtx(t, 20*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			out := buf.String()
+			if !strings.Contains(out, "logs=false traces=true") {
+				t.Fatalf("no start-up line with logs=false traces=true:\n%s", out)
+			}
+			if got := strings.Contains(out, "set OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_LOGS_EXPORTER"); got != tc.hint {
+				t.Errorf("hint logged %v, want %v:\n%s", got, tc.hint, out)
+			}
+		})
+	}
+}
+
+// TestUnknownExporterIsAnError: an exporter name or OTLP protocol that
+// is not supported stops New with an error that names the variable and
+// the value.
 func TestUnknownExporterIsAnError(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"OTEL_LOGS_EXPORTER": "carrier-pigeon"}, `OTEL_LOGS_EXPORTER="carrier-pigeon"`},
+		{map[string]string{"OTEL_LOGS_EXPORTER": "foo"}, `OTEL_LOGS_EXPORTER="foo"`},
+		{map[string]string{"OTEL_TRACES_EXPORTER": "jaeger", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318"}, `OTEL_TRACES_EXPORTER="jaeger"`},
+		{map[string]string{"OTEL_LOGS_EXPORTER": "otlp,console"}, `OTEL_LOGS_EXPORTER="otlp,console"`},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, `OTEL_EXPORTER_OTLP_PROTOCOL="http/json"`},
+		{map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "udp"}, `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="udp"`},
+	} {
+		t.Run(tc.want, func(t *testing.T) {
+			clearOTelEnv(t)
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			_, err := New(t.Context(), Options{Logger: testLogger(t)})
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrConfig) {
+				t.Fatalf("error %v, want one naming %s", err, tc.want)
+			}
+		})
+	}
+	// A protocol that no enabled signal uses is not looked at, and the
+	// per-signal variable wins over the general one.
 	clearOTelEnv(t)
-	t.Setenv("OTEL_LOGS_EXPORTER", "carrier-pigeon")
-	if _, err := New(t.Context(), Options{Logger: testLogger(t)}); err == nil {
-		t.Fatal("no error for an unknown OTEL_LOGS_EXPORTER")
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+	t.Setenv("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "http/protobuf")
+	t.Setenv("OTEL_LOGS_EXPORTER", "otlp")
+	if _, err := envSignals(); err != nil {
+		t.Fatalf("per-signal protocol overridden: %v", err)
 	}
 }
 

@@ -1,8 +1,11 @@
 // Command otelcol-test is the OpenTelemetry Collector the exporters' tests
 // run against: the otlp receiver (gRPC and HTTP), the file exporter (so a
 // test reads what arrived as JSON) and the debug exporter (for a person
-// watching). It lives in its own module so that the collector's large
-// dependency tree never enters the daemon's go.mod.
+// watching); and what the example configurations of examples/otelcol use,
+// so that a test validates and runs them as they are: the otlp_grpc and
+// otlp_http exporters, the memory_limiter, batch and resource processors.
+// It lives in its own module so that the collector's large dependency
+// tree never enters the daemon's go.mod.
 package main
 
 import (
@@ -10,13 +13,19 @@ import (
 	"os"
 
 	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/processor/resourceprocessor"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/provider/envprovider"
 	"go.opentelemetry.io/collector/confmap/provider/fileprovider"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/exporter/debugexporter"
+	"go.opentelemetry.io/collector/exporter/otlpexporter"
+	"go.opentelemetry.io/collector/exporter/otlphttpexporter"
 	"go.opentelemetry.io/collector/otelcol"
+	"go.opentelemetry.io/collector/processor"
+	"go.opentelemetry.io/collector/processor/batchprocessor"
+	"go.opentelemetry.io/collector/processor/memorylimiterprocessor"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/otlpreceiver"
 	"go.opentelemetry.io/collector/service/telemetry/otelconftelemetry"
@@ -33,8 +42,17 @@ func components() (otelcol.Factories, error) {
 	if f.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](
 		fileexporter.NewFactory(),
 		debugexporter.NewFactory(),
+		otlpexporter.NewFactory(),
+		otlphttpexporter.NewFactory(),
 	); err != nil {
 		return f, fmt.Errorf("exporters: %w", err)
+	}
+	if f.Processors, err = otelcol.MakeFactoryMap[processor.Factory](
+		memorylimiterprocessor.NewFactory(),
+		batchprocessor.NewFactory(),
+		resourceprocessor.NewFactory(),
+	); err != nil {
+		return f, fmt.Errorf("processors: %w", err)
 	}
 	f.Telemetry = otelconftelemetry.NewFactory()
 	return f, nil
