@@ -255,6 +255,12 @@ func TestChangesWhileDown(t *testing.T) {
 	if len(got) != len(want) {
 		t.Fatalf("%d changes while down reported, want %d: %s", len(got), len(want), dumpFacts(got))
 	}
+
+	// The comparison became the baseline: the next start finds nothing.
+	h2.stop()
+	h3 := start(t, monitorDir(dir), withState)
+	mustAllow(t, cmd(t, "sh", "-c", `echo again >> "$0"`, p("same")))
+	h3.rec.noneBefore(t, "at a start after nothing changed", whileDown, "a live write", change(fsmon.OpWrite, p("same")))
 }
 
 // waitBaseline waits until the baseline holds n files: the comparison
