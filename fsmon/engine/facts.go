@@ -88,6 +88,7 @@ type factsWorker struct {
 	buf    []byte
 
 	count     atomic.Int64 // files in the baseline, every group's
+	syncs     atomic.Uint64 // comparisons done (tests wait for the first)
 	hashed    atomic.Uint64
 	skipped   [len(hashStates)]atomic.Uint64
 	hashNanos atomic.Int64
@@ -309,6 +310,7 @@ func (w *factsWorker) onSync(g *group) {
 	}
 	w.count.Add(int64(len(now) - len(old)))
 	w.files[g] = now
+	defer w.syncs.Add(1)
 	if g == w.e.host {
 		w.dirty = true
 		w.save()
