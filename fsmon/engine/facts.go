@@ -87,7 +87,7 @@ type factsWorker struct {
 	limits map[baseline.Filter]*bucket
 	buf    []byte
 
-	count     atomic.Int64 // files in the baseline, every group's
+	count     atomic.Int64  // files in the baseline, every group's
 	syncs     atomic.Uint64 // comparisons done (tests wait for the first)
 	hashed    atomic.Uint64
 	skipped   [len(hashStates)]atomic.Uint64
