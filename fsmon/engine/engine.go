@@ -551,10 +551,14 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.dispatch()
 	}()
 	errc := make(chan error, 4)
-	loops.Add(3)
+	// changeLoops read changes; they stop before the permission loop
+	// (below).
+	var changeLoops sync.WaitGroup
+	loops.Add(1)
+	changeLoops.Add(2)
 	go func() { defer loops.Done(); errc <- e.permLoop() }()
-	go func() { defer loops.Done(); errc <- e.notifyLoop() }()
-	go func() { defer loops.Done(); errc <- e.inotifyLoop() }()
+	go func() { defer changeLoops.Done(); errc <- e.notifyLoop() }()
+	go func() { defer changeLoops.Done(); errc <- e.inotifyLoop() }()
 	if e.arm != nil {
 		loops.Add(1)
 		go func() { defer loops.Done(); errc <- e.armLoop() }()
@@ -599,14 +603,20 @@ func (e *Engine) Run(ctx context.Context) error {
 	stopDiscover()
 	<-discovered
 	e.stopScans(scanned)
-	// The facts worker stops first, while the loops still answer the
-	// daemon's own opens of the files it stats and hashes: stopped after
-	// them, an open of a protected file would wait for an answer that
-	// never comes, and the stop with it. Changes the notification loop
-	// reads from here on are reported without their facts.
+	// The change loops first, each reading what is queued, then the facts
+	// worker: it completes those changes, and the permission loop, still
+	// running, answers its own opens of protected files (hashing). With
+	// the loop stopped first, such an open would wait for the group's
+	// close, which waits for the worker.
+	now := time.Now()
+	e.notif.File().SetReadDeadline(now)
+	e.ino.File().SetReadDeadline(now)
+	changeLoops.Wait()
+	// The changes read are reported, the baseline written.
 	e.facts.stop()
 	<-e.facts.done
-	// Wake every loop; each reads what is queued, answers it and stops.
+	// Wake every other loop; each reads what is queued, answers it and
+	// stops.
 	e.stopping.Store(true)
 	if err := e.perm.SetNonblock(); err != nil {
 		e.log.Error("stopping the permission loop", "err", err)
@@ -615,11 +625,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	// loop gives, or, if the loop has already drained and stopped, the
 	// kernel when the group is closed below.
 	go e.wake.wake()
-	now := time.Now()
-	e.notif.File().SetReadDeadline(now)
-	e.ino.File().SetReadDeadline(now)
 	if e.arm != nil {
-		e.arm.File().SetReadDeadline(now)
+		e.arm.File().SetReadDeadline(time.Now())
 	}
 	loops.Wait()
 	close(wdDone)

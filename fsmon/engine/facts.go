@@ -90,8 +90,9 @@ type factsWorker struct {
 	limits map[baseline.Filter]*bucket
 	buf    []byte
 
-	count     atomic.Int64 // files in the baseline, every group's
-	pending   atomic.Int64 // jobs sent and not yet done (tests wait for 0)
+	count     atomic.Int64  // files in the baseline, every group's
+	syncs     atomic.Uint64 // comparisons done (tests wait for the first)
+	pending   atomic.Int64  // jobs sent and not yet done (tests wait for 0)
 	hashed    atomic.Uint64
 	skipped   [len(hashStates)]atomic.Uint64
 	hashNanos atomic.Int64
@@ -326,6 +327,7 @@ func (w *factsWorker) onSync(g *group) {
 	}
 	w.count.Add(int64(len(now) - len(old)))
 	w.files[g] = now
+	defer w.syncs.Add(1)
 	if g == w.e.host {
 		w.dirty = true
 		w.save()

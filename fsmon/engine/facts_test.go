@@ -174,7 +174,7 @@ func TestHashLimits(t *testing.T) {
 func TestChangesWhileDown(t *testing.T) {
 	dir := t.TempDir()
 	state := filepath.Join(t.TempDir(), "state")
-	for _, n := range []string{"written", "deleted", "chmodded", "replaced", "same"} {
+	for _, n := range []string{"written", "deleted", "chmodded", "replaced", "same", "sneaky"} {
 		writeFile(t, filepath.Join(dir, n), n)
 		if err := os.Chmod(filepath.Join(dir, n), 0o644); err != nil {
 			t.Fatal(err)
@@ -207,10 +207,19 @@ func TestChangesWhileDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, p("created"), "created")
+	// The same size and mtime, other content: only the hash can tell.
+	st, err := os.Stat(p("sneaky"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, p("sneaky"), "SNEAKY")
+	if err := os.Chtimes(p("sneaky"), st.ModTime(), st.ModTime()); err != nil {
+		t.Fatal(err)
+	}
 
 	h2 := start(t, monitorDir(dir), withState)
 	want := map[string]fsmon.Op{"written": fsmon.OpWrite, "deleted": fsmon.OpDelete, "chmodded": fsmon.OpAttrib,
-		"replaced": fsmon.OpRename, "created": fsmon.OpCreate}
+		"replaced": fsmon.OpRename, "created": fsmon.OpCreate, "sneaky": fsmon.OpWrite}
 	for n, op := range want {
 		ev := h2.rec.waitFor(t, fmt.Sprintf("%s of %s while down", op, n), func(ev *fsmon.Event) bool {
 			return whileDown(ev) && ev.Op == op && ev.Path == p(n)
@@ -246,6 +255,12 @@ func TestChangesWhileDown(t *testing.T) {
 	if len(got) != len(want) {
 		t.Fatalf("%d changes while down reported, want %d: %s", len(got), len(want), dumpFacts(got))
 	}
+
+	// The comparison became the baseline: the next start finds nothing.
+	h2.stop()
+	h3 := start(t, monitorDir(dir), withState)
+	mustAllow(t, cmd(t, "sh", "-c", `echo again >> "$0"`, p("same")))
+	h3.rec.noneBefore(t, "at a start after nothing changed", whileDown, "a live write", change(fsmon.OpWrite, p("same")))
 }
 
 // waitBaseline waits until the baseline holds n files: the comparison

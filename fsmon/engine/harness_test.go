@@ -150,6 +150,14 @@ func start(t testing.TB, yaml string, opts ...func(*Options)) *harness {
 	if !e.Ready() {
 		t.Fatal("not ready after Apply")
 	}
+	// The facts worker's first comparison of the watched files opens
+	// them (their hashes): done before the test opens any, so that
+	// tests that count permission events count only theirs.
+	for deadline := time.Now().Add(10 * time.Second); e.facts.syncs.Load() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first comparison with the baseline not done within 10s")
+		}
+	}
 	return &harness{Engine: e, rec: rec, stop: stop}
 }
 
