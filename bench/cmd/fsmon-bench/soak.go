@@ -272,7 +272,7 @@ func soak(dur time.Duration, openerPath string) int {
 	paused.Store(true)
 	// Whether marks left after the churn are late or left for good.
 	time.Sleep(20 * time.Second)
-	lateMarks := d.metrics("fsmon_fanotify_marks")["fsmon_fanotify_marks"]
+	late := d.metrics(`fsmon_fanotify_marks{type="file"}`, `fsmon_fanotify_marks{type="dir"}`, `fsmon_fanotify_marks{type="filesystem"}`, "fsmon_groups")
 	stop.Store(true)
 	paused.Store(false)
 	wg.Wait()
@@ -306,7 +306,8 @@ func soak(dur time.Duration, openerPath string) int {
 		rc = 1
 	}
 	fmt.Fprintf(w, "| pidfds (executable cache entries, not compared) | %.0f | %.0f | | ≤ 1024: %s |\n", first.pidfds, last.pidfds, verdict)
-	fmt.Fprintf(w, "\nfanotify marks 20 s after the end's quiet point: %.0f\n", lateMarks)
+	fmt.Fprintf(w, "\nfanotify marks 20 s after the end's quiet point: file %.0f, dir %.0f, filesystem %.0f (groups %.0f)\n",
+		late[`fsmon_fanotify_marks{type="file"}`], late[`fsmon_fanotify_marks{type="dir"}`], late[`fsmon_fanotify_marks{type="filesystem"}`], late["fsmon_groups"])
 	fmt.Fprintf(w, "\nevents dropped %.0f, default answers %.0f, kernel queue overflows %.0f, failed reloads %.0f\n",
 		m["fsmon_events_dropped_total"], m["fsmon_permission_decision_timeouts_total"], m["fsmon_kernel_queue_overflows_total"], m["fsmon_reload_failures_total"])
 	return rc
