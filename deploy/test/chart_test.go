@@ -67,25 +67,25 @@ func checkPod(t *testing.T, cm *corev1.ConfigMap, spec *corev1.PodSpec, c *corev
 		t.Errorf("resources %+v: want cpu and memory requests and a memory limit", c.Resources)
 	}
 
-	// k8s.node.name from the downward API; NODE defined before the
-	// variable that refers to it, or $(NODE) is left as is.
+	// k8s.node.name from the downward API; NODE_NAME defined before the
+	// variable that refers to it, or $(NODE_NAME) is left as is.
 	node, attrs := -1, -1
 	for i, e := range c.Env {
 		switch e.Name {
-		case "NODE":
+		case "NODE_NAME":
 			node = i
 			if e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
-				t.Errorf("NODE is %+v, want the downward API's spec.nodeName", e)
+				t.Errorf("NODE_NAME is %+v, want the downward API's spec.nodeName", e)
 			}
 		case "OTEL_RESOURCE_ATTRIBUTES":
 			attrs = i
-			if !slices.Contains(strings.Split(e.Value, ","), "k8s.node.name=$(NODE)") {
-				t.Errorf("OTEL_RESOURCE_ATTRIBUTES=%q lacks k8s.node.name=$(NODE)", e.Value)
+			if !slices.Contains(strings.Split(e.Value, ","), "k8s.node.name=$(NODE_NAME)") {
+				t.Errorf("OTEL_RESOURCE_ATTRIBUTES=%q lacks k8s.node.name=$(NODE_NAME)", e.Value)
 			}
 		}
 	}
 	if node < 0 || attrs < 0 || node > attrs {
-		t.Errorf("env %+v: want NODE (spec.nodeName) defined before OTEL_RESOURCE_ATTRIBUTES", c.Env)
+		t.Errorf("env %+v: want NODE_NAME (spec.nodeName) defined before OTEL_RESOURCE_ATTRIBUTES", c.Env)
 	}
 
 	// The configuration: --config.file at the one default path, in a
@@ -266,7 +266,7 @@ func TestChartValues(t *testing.T) {
 		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-agent.observability:4317",
 		"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
 		"OTEL_TRACES_EXPORTER":        "otlp",
-		"OTEL_RESOURCE_ATTRIBUTES":    "k8s.node.name=$(NODE),deployment.environment.name=prod",
+		"OTEL_RESOURCE_ATTRIBUTES":    "k8s.node.name=$(NODE_NAME),deployment.environment.name=prod",
 	} {
 		if env[k].Value != v {
 			t.Errorf("%s=%q, want %q", k, env[k].Value, v)

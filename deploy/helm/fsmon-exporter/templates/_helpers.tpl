@@ -58,7 +58,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* OTEL_RESOURCE_ATTRIBUTES: the node first, then the values' attributes in key order. */}}
 {{- define "fsmon-exporter.resourceAttributes" -}}
-{{- $attrs := list "k8s.node.name=$(NODE)" }}
+{{- $attrs := list "k8s.node.name=$(NODE_NAME)" }}
 {{- range $k, $v := .Values.otel.resourceAttributes }}
 {{- $attrs = append $attrs (printf "%s=%s" $k (toString $v)) }}
 {{- end }}
