@@ -253,8 +253,14 @@ func (e *Engine) StartContainer(_ context.Context, st ocihook.State) error {
 	defer pl.Done()
 	e.mu.RLock()
 	p := e.policy
-	_, known := e.groups[g.NS]
+	old, known := e.groups[g.NS]
 	e.mu.RUnlock()
+	if known && !old.IsHost() && !e.finder.SameInit(old) {
+		// The kernel gave the number of a gone container's namespace
+		// to this one at once, before a scan saw the first go.
+		e.dropGroup(pl, old)
+		known = false
+	}
 	if known || p == nil {
 		unix.Close(g.RootFD)
 		return nil
