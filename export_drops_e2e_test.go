@@ -566,7 +566,9 @@ func startDaemonPipe(t *testing.T, bin string, args ...string) (*daemon, *os.Fil
 	}
 	addr := testroot.FreeAddr(t)
 	d := &daemon{addr: addr, stderr: &testroot.Buffer{}, done: make(chan error, 1)}
-	d.cmd = exec.Command(bin, append([]string{"--web.listen-address=" + addr, "--events.fold-window=0"}, args...)...)
+	// A state directory of its own: a baseline the machine's daemon (or
+	// another test) left would add its changed-while-down events.
+	d.cmd = exec.Command(bin, append([]string{"--web.listen-address=" + addr, "--events.fold-window=0", "--state.dir=" + t.TempDir()}, args...)...)
 	d.cmd.Stdout = w
 	d.cmd.Stderr = d.stderr
 	if err := d.cmd.Start(); err != nil {

@@ -65,6 +65,7 @@ func TestAlertingEndToEnd(t *testing.T) {
 	daemon := startServer(t, dir, "fsmon_exporter", bin,
 		"--config.file="+fsmonConfig,
 		"--web.listen-address="+fsmonAddr,
+		"--state.dir="+t.TempDir(), // not the machine's own
 		"--log.level=debug",
 	)
 	waitReady(t, daemon, "http://"+fsmonAddr+"/-/ready", 30*time.Second)
