@@ -20,7 +20,7 @@ import (
 
 // The capabilities the daemon needs, measured in Docker with
 // --cap-drop=ALL (deploy/helm/fsmon-exporter/README.md).
-var wantCaps = []corev1.Capability{"SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH", "SYS_NICE"}
+var wantCaps = []corev1.Capability{"SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH", "SYS_NICE", "SYS_CHROOT"}
 
 const configPath = "/etc/fsmon_exporter/config.yml"
 

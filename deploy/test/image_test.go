@@ -168,6 +168,10 @@ profiles:
 		"-v", cfgDir+":"+filepath.Dir(configPath)+":ro",
 		"-v", hostDir+":"+hostDir+":ro",
 		"-v", stateDir+":/var/lib/fsmon_exporter",
+		// The runtimes' records of containers, as the chart mounts them.
+		"-v", "/run/docker/runtime-runc:/run/docker/runtime-runc:ro",
+		"-v", "/run/containerd/runc:/run/containerd/runc:ro",
+		"-v", "/run/runc:/run/runc:ro",
 		image, "--config.file="+configPath, "--web.listen-address="+addr)
 	daemon := strings.TrimSpace(run(t, docker, args...))
 	t.Cleanup(func() {

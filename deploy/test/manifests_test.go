@@ -34,8 +34,8 @@ func manifestText(t *testing.T) string {
 # defaults (deploy/helm/fsmon-exporter), rendered as release
 # ` + manifestRelease + ` in namespace ` + manifestNamespace + `. Do not edit: change the chart and
 # run make manifests (deploy/test checks that this file is the chart's).
-# Root with four capabilities (CAP_SYS_ADMIN, CAP_SYS_PTRACE,
-# CAP_DAC_READ_SEARCH, CAP_SYS_NICE), not privileged, in the host's PID
+# Root with five capabilities (CAP_SYS_ADMIN, CAP_SYS_PTRACE,
+# CAP_DAC_READ_SEARCH, CAP_SYS_NICE, CAP_SYS_CHROOT), not privileged, in the host's PID
 # namespace: deploy/helm/fsmon-exporter/README.md says why each.
 apiVersion: v1
 kind: Namespace

@@ -148,9 +148,9 @@ func TestDebUnderSystemd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("reading the service's status: %v\n%s", err, status)
 	}
-	for _, want := range []string{"CapBnd:\t0000000000a80004", "NoNewPrivs:\t1", "own-mount-ns"} {
+	for _, want := range []string{"CapBnd:\t0000000000ac0004", "NoNewPrivs:\t1", "own-mount-ns"} {
 		if !strings.Contains(status, want) {
-			t.Errorf("the service's process lacks %q (SYS_ADMIN, SYS_PTRACE, DAC_READ_SEARCH, SYS_NICE; NoNewPrivileges; ProtectSystem):\n%s", want, status)
+			t.Errorf("the service's process lacks %q (SYS_ADMIN, SYS_PTRACE, DAC_READ_SEARCH, SYS_NICE, SYS_CHROOT; NoNewPrivileges; ProtectSystem):\n%s", want, status)
 		}
 	}
 
