@@ -843,3 +843,37 @@ func TestFileFactsRecord(t *testing.T) {
 		t.Error("a skipped hash is reported")
 	}
 }
+
+// The logger provider skips the SDK's search for duplicate keys
+// (WithAllowKeyDuplication), which is right only while every record's
+// keys are distinct: a denied event with every field set and a change
+// event with its facts before and after, skipped hash and all.
+func TestRecordKeysAreDistinct(t *testing.T) {
+	denied := deniedEvent()
+	change := &fsmon.Event{Time: when, Kind: fsmon.KindChange, Op: fsmon.OpWrite, Mode: fsmon.ModeMonitor,
+		Profile: "host", Filter: "passwd", Path: "/etc/passwd", Count: 2, Reason: fsmon.ReasonDeadline,
+		Process:   denied.Process,
+		Container: denied.Container,
+		File: &fsmon.FileFacts{Size: 10, Mode: 0o644, UID: 1, GID: 2, OwnerName: "a", GroupName: "b",
+			Mtime: when, Hash: fsmon.HashComputed},
+		Previous: &fsmon.FileFacts{Size: 9, Mode: 0o600, UID: 3, GID: 4, OwnerName: "c", GroupName: "d",
+			Mtime: when, Hash: fsmon.HashSkippedRate},
+	}
+	buf := make([]attribute.KeyValue, 0, maxAttrs)
+	for _, ev := range []*fsmon.Event{denied, change} {
+		var r otellog.Record
+		record(&r, ev, time.Now(), buf)
+		seen := map[string]bool{}
+		r.WalkAttributes(func(kv attribute.KeyValue) bool {
+			k := string(kv.Key)
+			if seen[k] {
+				t.Errorf("%s event: key %q twice", ev.Kind, k)
+			}
+			seen[k] = true
+			return true
+		})
+		if len(seen) < 10 {
+			t.Errorf("%s event: only %d keys: %v", ev.Kind, len(seen), seen)
+		}
+	}
+}
