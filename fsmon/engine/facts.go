@@ -92,7 +92,6 @@ type factsWorker struct {
 
 	count     atomic.Int64  // files in the baseline, every group's
 	syncs     atomic.Uint64 // comparisons done (tests wait for the first)
-	pending   atomic.Int64  // jobs sent and not yet done (tests wait for 0)
 	hashed    atomic.Uint64
 	skipped   [len(hashStates)]atomic.Uint64
 	hashNanos atomic.Int64
@@ -145,12 +144,10 @@ func (w *factsWorker) submit(j factsJob) bool {
 	if w.closed {
 		return false
 	}
-	w.pending.Add(1)
 	select {
 	case w.jobs <- j:
 		return true
 	case <-w.quit:
-		w.pending.Add(-1)
 		return false
 	}
 }
@@ -226,7 +223,6 @@ func (w *factsWorker) run() {
 }
 
 func (w *factsWorker) do(j *factsJob) {
-	defer w.pending.Add(-1)
 	switch j.kind {
 	case factsChange:
 		w.onChange(j)

@@ -78,7 +78,6 @@ func passed(t *testing.T, h *harness, p string) bool {
 // opensOf counts the permission events n opens of p by a child make.
 func opensOf(t *testing.T, h *harness, p string, n int) uint64 {
 	t.Helper()
-	factsIdle(t, h)
 	before := h.Snapshot().PermissionEvents
 	for i := 0; i < n; i++ {
 		mustAllow(t, cmd(t, "cat", p))

@@ -337,7 +337,6 @@ func TestReusedInodeNumberIsNotTheProtectedFile(t *testing.T) {
 // count has moved by the time the open returns.
 func permEventsOf(t *testing.T, h *harness, paths ...string) uint64 {
 	t.Helper()
-	factsIdle(t, h)
 	before := h.Snapshot().PermissionEvents
 	for _, p := range paths {
 		f, err := os.Open(p)
@@ -347,20 +346,6 @@ func permEventsOf(t *testing.T, h *harness, paths ...string) uint64 {
 		f.Close()
 	}
 	return h.Snapshot().PermissionEvents - before
-}
-
-// factsIdle waits until the facts worker has done its jobs. It hashes
-// watched files after start and after changes, with opens of the test's
-// own process, whose permission events are counted too: tests that
-// count them wait for it first.
-func factsIdle(t *testing.T, h *harness) {
-	t.Helper()
-	eventually(t, "the facts worker idle", func() error {
-		if n := h.facts.pending.Load(); n != 0 {
-			return fmt.Errorf("%d jobs", n)
-		}
-		return nil
-	})
 }
 
 // TestNoMountOrFilesystemIsMarked: whatever the configuration, the
