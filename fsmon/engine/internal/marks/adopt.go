@@ -69,29 +69,59 @@ func (m *Marks) Adopt(fd int, de *Dir, name string, st *unix.Stat_t) {
 	if err := m.notif.Add(fd, notifFileMask); err == nil {
 		placedNotif = notifFileMask
 	}
+	if f := m.adoptHook.Load(); f != nil {
+		(*f)()
+	}
 	id := DevIno{st.Dev, st.Ino}
+	entry := &fileEntry{g: g, id: id, path: p, rules: rules, handle: key, perm: placedPerm, notif: placedNotif, guard: gd}
+	if m.insertAdopted(de, name, entry) {
+		return
+	}
+	// A container's group that ended since the look-up above took its
+	// rules out of de (DropGroup does not wait for this loop, which never
+	// takes the placement lock): an entry made with them would belong to
+	// no group and never go. The marks go instead.
+	if placedPerm != 0 {
+		m.perm.Remove(fd, placedPerm)
+	}
+	if placedNotif != 0 {
+		m.notif.Remove(fd, placedNotif)
+	}
+}
+
+// insertAdopted makes f the table entry of an adopted file called name
+// in de, with the rules de has for it now, under the write lock: a group
+// that ends after this finds the entry in its own pass over the tables.
+// It reports false, and inserts nothing, when no rule that answers opens
+// covers the name any more.
+func (m *Marks) insertAdopted(de *Dir, name string, f *fileEntry) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	// A pass decided before this entry must not stay (neighbour.go).
 	m.seq.Add(2)
+	// The rules of the look-up, again: de's may have changed since.
+	f.rules, f.g = de.covers(name, nil), de.g
+	if !guardingRules(f.rules) {
+		return false
+	}
 	t := m.tables
-	f := t.files[id]
-	if f != nil && f.handle == key {
+	old := t.files[f.id]
+	if old != nil && old.handle == f.handle {
 		// A walk or the tree event has it (and places its marks, with
 		// rules of every directory it is reached from): their entry is
 		// theirs to change, and they read it outside the lock.
-		return
+		return true
 	}
 	// New, or an entry of a freed inode whose number was reused.
-	if f != nil && t.filesByHandle[f.handle] == f {
-		delete(t.filesByHandle, f.handle)
+	if old != nil && t.filesByHandle[old.handle] == old {
+		delete(t.filesByHandle, old.handle)
 	}
-	if t.files[id] == nil {
-		t.own(g)
+	if old == nil {
+		t.own(f.g)
 	}
-	f = &fileEntry{g: g, id: id, path: p, handle: key, rules: rules, perm: placedPerm, notif: placedNotif, guard: gd}
-	t.files[id] = f
-	if key != "" {
-		t.filesByHandle[key] = f
+	t.files[f.id] = f
+	if f.handle != "" {
+		t.filesByHandle[f.handle] = f
 	}
+	return true
 }

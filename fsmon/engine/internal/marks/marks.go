@@ -62,6 +62,9 @@ type Marks struct {
 
 	// applyMu serialises placement (see Placement).
 	applyMu sync.Mutex
+	// adoptHook, set by tests (SetAdoptHook), runs in Adopt between the
+	// marks and the table insert: the window a group's end can fall in.
+	adoptHook atomic.Pointer[func()]
 	// mu guards the tables in force and mountFDs.
 	mu     sync.RWMutex
 	tables *Tables
@@ -153,6 +156,11 @@ func (m *Marks) Place() Placement {
 	m.seq.Add(1)
 	return Placement{m}
 }
+
+// SetAdoptHook makes f run in every Adopt after its marks are placed and
+// before its table entry is made (nil: none). For tests only: it is the
+// window in which a container's group can end (DropGroup).
+func (m *Marks) SetAdoptHook(f *func()) { m.adoptHook.Store(f) }
 
 // TryPlace takes the placement lock if it is free.
 func (m *Marks) TryPlace() (Placement, bool) {
