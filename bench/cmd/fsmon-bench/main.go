@@ -691,7 +691,7 @@ func export() (string, []float64) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	c := command(ctx, -1, "go", "test", "-count=3", "-run", "^$", "-bench", "BenchmarkExportRecords", "./exporters/otel")
+	c := command(ctx, -1, "go", "test", "-count=3", "-run", "^$", "-bench", "BenchmarkExportRecords/now$", "./exporters/otel")
 	c.Dir = *repoDir
 	c.Env = append(os.Environ(), "OTELCOL_BINARY="+col)
 	var out strings.Builder
